@@ -1,0 +1,1 @@
+"""Data: RLDS dataset writing (built-in tabletop), reading and input pipelines."""

@@ -1,0 +1,61 @@
+"""Byte-level instruction tokenizer shared by the input pipeline, evaluation and export.
+
+Why bytes: no vocabulary file to ship or keep in sync, every string of every dataset (OXE, our
+simulator, held-out phrasings with unseen words) has an exact encoding, and the numpy and
+TensorFlow versions below are trivially identical, so a policy sees the same ids in training
+(tf.data) and in closed-loop evaluation or on the robot (numpy).
+
+Ids: 0 is padding; byte b (0..255) maps to b + 1. Text longer than `max_len` bytes is cut.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+PAD_ID = 0
+VOCAB_SIZE = 257  # 256 byte values + padding.
+
+
+def tokenize(texts: Sequence[str] | str, max_len: int) -> np.ndarray:
+  """Encodes instructions to byte ids.
+
+  Args:
+    texts: one string or a sequence of B strings.
+    max_len: fixed token length L; longer texts are truncated, shorter ones padded with 0.
+
+  Returns:
+    int32 [B, L] (or [L] for a single string).
+  """
+  if max_len <= 0:
+    raise ValueError(f"tokenize: max_len must be positive, got {max_len}")
+  single = isinstance(texts, str)
+  batch = [texts] if single else list(texts)
+  out = np.zeros((len(batch), max_len), np.int32)
+  for i, text in enumerate(batch):
+    if not isinstance(text, (str, bytes)):
+      raise TypeError(f"tokenize: item {i} is {type(text).__name__}, expected str")
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    ids = np.frombuffer(raw[:max_len], np.uint8).astype(np.int32) + 1
+    out[i, : len(ids)] = ids
+  return out[0] if single else out
+
+
+def detokenize(ids: np.ndarray) -> list[str]:
+  """Inverse of `tokenize` for int [B, L] ids (padding dropped)."""
+  ids = np.atleast_2d(np.asarray(ids))
+  return [bytes((row[row > 0] - 1).astype(np.uint8)).decode("utf-8", errors="replace") for row in ids]
+
+
+def tokenize_tf(texts, max_len: int):
+  """TensorFlow twin of `tokenize` for use inside tf.data: tf.string [...] -> tf.int32 [..., L]."""
+  import tensorflow as tf  # Local import: numpy users (evaluation, robots) need not load TF.
+
+  texts = tf.convert_to_tensor(texts, tf.string)
+  shape = tf.shape(texts)
+  flat = tf.reshape(texts, [-1])
+  flat = tf.strings.substr(flat, 0, max_len, unit="BYTE")
+  codes = tf.strings.unicode_decode(flat, "ISO-8859-1")  # One code point per byte, 0..255.
+  dense = (codes + 1).to_tensor(default_value=PAD_ID, shape=[None, max_len])
+  return tf.reshape(tf.cast(dense, tf.int32), tf.concat([shape, [max_len]], 0))
