@@ -1,0 +1,46 @@
+"""Generates a scripted-expert RLDS dataset of the built-in tabletop and prints its summary.
+
+  python -m experiments.generate_data --config experiments/configs/tabletop_data.py [--overwrite]
+
+A finished dataset is never overwritten unless --overwrite is given (then it is rebuilt in a
+temporary directory and swapped in). Any config key can be overridden: --config.num_train_episodes=50.
+"""
+
+import json
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/tabletop_data.py", "Dataset config.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a finished dataset at the same path.")
+_JSON = flags.DEFINE_bool("json", False, "Print the summary as JSON instead of a table.")
+
+
+def main(argv):
+  del argv
+  import tensorflow_datasets as tfds  # Heavy imports after flag parsing: --help stays fast.
+
+  from vla_jax.data import tabletop_builder
+
+  config = _CONFIG.value
+  path = tabletop_builder.dataset_dir(config)
+  if tabletop_builder.is_complete(path) and not _OVERWRITE.value:
+    print(f"{path} already exists; not regenerating (pass --overwrite to rebuild it).")
+  else:
+    tfds.disable_progress_bar()  # Our own per-episode bar is more informative.
+    start = time.perf_counter()
+    try:
+      path = tabletop_builder.write_dataset(config, overwrite=_OVERWRITE.value)
+    except ValueError as e:
+      sys.exit(f"error: {e}")
+    print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+  summary = tabletop_builder.load_summary(path)
+  print(json.dumps(summary, indent=2) if _JSON.value else cli.format_summary(summary))
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,24 @@
+"""Shared fixtures. Heavy fixtures are session-scoped so the suite writes each dataset once."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # Bit-stable CPU numerics across runs.
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BRIDGE_DEBUG_DIR = REPO.parent / "shared" / "datasets" / "bridge_debug" / "bridge_dataset" / "1.0.0"
+
+
+@pytest.fixture(scope="session")
+def tiny_tabletop_dir(tmp_path_factory) -> Path:
+  """A finished built-in RLDS dataset (12 train + 3 val episodes, 64x64), written once per session."""
+  from experiments.configs import tabletop_data
+  from vla_jax.data import tabletop_builder
+
+  config = tabletop_data.get_config("tiny")
+  config.data_dir = str(tmp_path_factory.mktemp("data"))
+  return tabletop_builder.write_dataset(config, progress=False)

@@ -1,0 +1,201 @@
+"""Specification of the built-in RLDS dataset writer and its CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments.configs import tabletop_data
+from tests.conftest import REPO
+from vla_jax.data import tabletop_builder
+from vla_jax.envs import tasks
+
+
+def tiny_config(data_dir, **overrides):
+  config = tabletop_data.get_config("tiny")
+  config.data_dir = str(data_dir)
+  config.update(overrides)
+  return config
+
+
+def read_episodes(path, split="train"):
+  ds = tfds.builder_from_directory(str(path)).as_dataset(split=split)
+  return [
+      {"steps": {k: v for k, v in _batched_steps(ep["steps"]).items()}, "meta": ep["episode_metadata"]}
+      for ep in tfds.as_numpy(ds)
+  ]
+
+
+def _batched_steps(steps):
+  rows = list(steps)
+  return {
+      "image": np.stack([r["observation"]["image"] for r in rows]),
+      "state": np.stack([r["observation"]["state"] for r in rows]),
+      **{k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "observation"},
+  }
+
+
+def test_dataset_reads_back_in_a_fresh_process_with_the_oxe_schema(tiny_tabletop_dir):
+  code = f"""
+import json, tensorflow_datasets as tfds
+b = tfds.builder_from_directory({str(tiny_tabletop_dir)!r})
+steps = b.info.features["steps"]
+print(json.dumps({{
+    "splits": {{k: v.num_examples for k, v in b.info.splits.items()}},
+    "image": [list(steps["observation"]["image"].shape), steps["observation"]["image"].dtype.name],
+    "state": [list(steps["observation"]["state"].shape), steps["observation"]["state"].dtype.name],
+    "action": [list(steps["action"].shape), steps["action"].dtype.name],
+    "keys": sorted(steps.keys()),
+    "meta": sorted(b.info.features["episode_metadata"].keys()),
+}}))
+"""
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+  info = json.loads(out.stdout.strip().splitlines()[-1])
+  assert info["splits"] == {"train": 12, "val": 3}
+  assert info["image"] == [[64, 64, 3], "uint8"]
+  assert info["state"] == [[5], "float32"]
+  assert info["action"] == [[3], "float32"]
+  assert info["keys"] == sorted([
+      "observation", "action", "language_instruction", "reward", "discount", "is_first", "is_last",
+      "is_terminal",
+  ])
+  assert {"task_family", "seed", "split", "scene_objects", "success"} <= set(info["meta"])
+
+
+def test_episodes_have_correct_boundaries_dtypes_and_rewards(tiny_tabletop_dir):
+  episodes = read_episodes(tiny_tabletop_dir)
+  assert len(episodes) == 12
+  for ep in episodes:
+    s = ep["steps"]
+    n = len(s["action"])
+    assert 2 <= n <= 101  # At most 100 transitions plus the final observation.
+    assert s["image"].shape == (n, 64, 64, 3) and s["image"].dtype == np.uint8
+    assert s["state"].dtype == np.float32 and s["action"].dtype == np.float32
+    np.testing.assert_array_equal(s["is_first"], np.arange(n) == 0)
+    np.testing.assert_array_equal(s["is_last"], np.arange(n) == n - 1)
+    assert ep["meta"]["success"]
+    np.testing.assert_array_equal(s["is_terminal"], np.arange(n) == n - 1)
+    np.testing.assert_array_equal(s["reward"], (np.arange(n) == n - 2).astype(np.float32))
+    assert s["discount"][-1] == 0 and np.all(s["discount"][:-1] == 1)
+    assert len(set(s["language_instruction"])) == 1
+    assert np.all(np.abs(s["action"][:, :2]) <= 1) and set(np.unique(s["action"][:, 2])) <= {0.0, 1.0}
+    # The recorded state is the state the image shows: the gripper moved by the recorded action.
+    moved = np.diff(s["state"][:, :2], axis=0)
+    assert np.all(np.abs(moved) <= 0.06 + 1e-6)
+
+
+def test_episode_is_reproducible_from_its_metadata_seed(tiny_tabletop_dir):
+  from vla_jax.envs import ScriptedExpert, TabletopEnv
+
+  ep = read_episodes(tiny_tabletop_dir, "val")[1]
+  meta = ep["meta"]
+  config = tabletop_data.get_config("tiny")
+  replay = tabletop_builder.rollout_episode(
+      TabletopEnv(**config.env.to_dict()), ScriptedExpert(noise_std=config.expert.noise_std),
+      int(meta["seed"]), int(meta["expert_seed"]), meta["task_family"].decode(),
+  )
+  np.testing.assert_array_equal(replay["steps"]["observation"]["image"], ep["steps"]["image"])
+  np.testing.assert_array_equal(replay["steps"]["action"], ep["steps"]["action"])
+
+
+def test_training_episodes_never_contain_heldout_phrasings_or_combos():
+  config = tabletop_data.get_config("default")
+  config.num_train_episodes = 300
+  heldout_names = {tasks.object_name(*c) for c in tasks.HELDOUT_COMBOS}
+  families = set()
+  for _, ep in tabletop_builder.generate_episodes(config, "train", progress=False):
+    instruction = ep["steps"]["language_instruction"][0]
+    family, kind, _, _ = tasks.parse_instruction(instruction)
+    assert kind == "train", instruction
+    assert family == ep["episode_metadata"]["task_family"]
+    assert not set(ep["episode_metadata"]["scene_objects"].split(",")) & heldout_names
+    families.add(family)
+  assert families == set(tasks.FAMILIES)
+
+
+def test_train_and_val_use_disjoint_seeds():
+  train = {tabletop_builder.episode_seeds(0, "train", i)[0] for i in range(2000)}
+  val = {tabletop_builder.episode_seeds(0, "val", i)[0] for i in range(2000)}
+  assert not train & val
+
+
+def test_refuses_to_overwrite_a_finished_dataset(tmp_path):
+  config = tiny_config(tmp_path, num_train_episodes=2, num_val_episodes=1)
+  path = tabletop_builder.write_dataset(config, progress=False)
+  with pytest.raises(FileExistsError, match="overwrite"):
+    tabletop_builder.write_dataset(config, progress=False)
+  config.num_train_episodes = 3
+  tabletop_builder.write_dataset(config, overwrite=True, progress=False)
+  assert tabletop_builder.load_summary(path)["splits"]["train"]["episodes"] == 3
+  assert sorted(p.name for p in tmp_path.iterdir()) == [config.name]  # No temp dirs left behind.
+
+
+def test_a_crash_mid_write_leaves_no_finished_dataset_and_keeps_the_old_one(tmp_path, monkeypatch):
+  config = tiny_config(tmp_path, num_train_episodes=2, num_val_episodes=1)
+  path = tabletop_builder.write_dataset(config, progress=False)
+  original = tabletop_builder.generate_episodes
+
+  def crash_after_one(config, split, progress=True):
+    for i, item in enumerate(original(config, split, progress)):
+      if i == 1:
+        raise KeyboardInterrupt("simulated crash")
+      yield item
+
+  monkeypatch.setattr(tabletop_builder, "generate_episodes", crash_after_one)
+  config.num_train_episodes = 4
+  with pytest.raises(KeyboardInterrupt):
+    tabletop_builder.write_dataset(config, overwrite=True, progress=False)
+  assert tabletop_builder.load_summary(path)["splits"]["train"]["episodes"] == 2  # Old one intact.
+  fresh = tiny_config(tmp_path / "fresh", num_train_episodes=4, num_val_episodes=1)
+  with pytest.raises(KeyboardInterrupt):
+    tabletop_builder.write_dataset(fresh, progress=False)
+  assert not tabletop_builder.is_complete(tabletop_builder.dataset_dir(fresh))
+
+
+def test_bad_generation_config_values_name_the_key(tmp_path):
+  with pytest.raises(ValueError, match="num_train_episodes=-1"):
+    tabletop_builder.write_dataset(tiny_config(tmp_path, num_train_episodes=-1))
+  config = tiny_config(tmp_path)
+  config.env.image_size = 1000
+  with pytest.raises(ValueError, match="image_size=1000"):
+    tabletop_builder.write_dataset(config)
+  config = tiny_config(tmp_path)
+  config.env.split = "validation"
+  with pytest.raises(ValueError, match="split='validation'"):
+    tabletop_builder.write_dataset(config)
+
+
+def run_cli(*args):
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.generate_data", *args], capture_output=True, text=True, cwd=REPO,
+  )
+
+
+def test_cli_unknown_config_key_is_one_clear_line(tmp_path):
+  result = run_cli("--config", "experiments/configs/tabletop_data.py:tiny", "--config.num_train_episode=5")
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error:") and "num_train_episode" in last
+
+
+def test_cli_bad_config_value_is_one_clear_line(tmp_path):
+  result = run_cli(
+      "--config", "experiments/configs/tabletop_data.py:tiny", f"--config.data_dir={tmp_path}",
+      "--config.env.task_family=stack",
+  )
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1].startswith("error: task_family='stack'")
+
+
+def test_cli_generates_summarises_and_then_refuses_to_regenerate(tmp_path):
+  args = ["--config", "experiments/configs/tabletop_data.py:tiny", f"--config.data_dir={tmp_path}",
+          "--config.num_train_episodes=3", "--config.num_val_episodes=1"]
+  first = run_cli(*args, "--json")
+  assert first.returncode == 0, first.stderr
+  summary = json.loads(first.stdout[first.stdout.index("{"):])
+  assert summary["splits"]["train"]["episodes"] == 3
+  second = run_cli(*args)
+  assert second.returncode == 0 and "already exists" in second.stdout

@@ -1,0 +1,92 @@
+"""Scripted experts for every task family: the demonstrators that write the RLDS datasets.
+
+The expert reads the privileged `SceneState` and is closed-loop (it re-plans from the current
+state every step), so injected noise makes demos vary without making them fail. Variation comes
+from three knobs: per-step Gaussian action noise, a per-episode speed, and a per-episode drop
+point inside the goal region.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vla_jax.envs import tabletop
+from vla_jax.envs.tabletop import CONTACT_DIST, MAX_STEP, SceneState
+
+GRASP_TOLERANCE = 0.025  # Close when this near the target centre (well inside GRASP_RADIUS).
+APPROACH_TOLERANCE = 0.02
+RELEASE_TOLERANCE = 0.03
+
+
+class ScriptedExpert:
+  """A noisy, closed-loop expert. Call `reset(scene)` at each episode start, then `act(scene)`."""
+
+  def __init__(self, noise_std: float = 0.1, speed_range: tuple[float, float] = (0.7, 1.0), seed: int = 0):
+    if noise_std < 0:
+      raise ValueError(f"noise_std={noise_std} is not valid; expected >= 0")
+    if not 0 < speed_range[0] <= speed_range[1] <= 1:
+      raise ValueError(f"speed_range={speed_range} is not valid; expected 0 < lo <= hi <= 1")
+    self.noise_std = float(noise_std)
+    self.speed_range = tuple(speed_range)
+    self.rng = np.random.default_rng(seed)
+    self.speed = 1.0
+    self.drop_point = np.zeros(2)
+
+  def reset(self, scene: SceneState, seed: int | None = None) -> None:
+    if seed is not None:
+      self.rng = np.random.default_rng(seed)
+    self.speed = float(self.rng.uniform(*self.speed_range))
+    if scene.family == "place":
+      x0, y0, x1, y1 = tabletop.tasks.REGIONS[scene.region]
+      centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+      self.drop_point = centre + self.rng.uniform(-0.07, 0.07, size=2)
+
+  def act(self, s: SceneState) -> np.ndarray:
+    """float32 [3] = [dx, dy, gripper] for the current state."""
+    if s.family == "pick":
+      goal, close = self._grasp(s)
+    elif s.family == "place":
+      if s.held == s.target:
+        goal = self.drop_point
+        close = np.linalg.norm(s.gripper_pos - goal) > RELEASE_TOLERANCE
+      else:
+        goal, close = self._grasp(s)
+    elif s.family == "push":
+      goal, close = self._push(s)
+    else:
+      raise ValueError(f"unknown task family {s.family!r}")
+    return self._action(s, goal, close)
+
+  def _grasp(self, s: SceneState) -> tuple[np.ndarray, bool]:
+    target = s.obj_pos[s.target]
+    if s.held == s.target:
+      return s.gripper_pos, True
+    if s.gripper_closed:  # Holding the wrong thing, or an empty fist: open first.
+      return target, False
+    return target, bool(np.linalg.norm(s.gripper_pos - target) < GRASP_TOLERANCE)
+
+  def _push(self, s: SceneState) -> tuple[np.ndarray, bool]:
+    target = s.obj_pos[s.target]
+    if s.held >= 0:  # Never carry: pushing means the object stays on the table.
+      return s.gripper_pos, False
+    direction = tabletop.push_goal(s) - target
+    direction /= max(np.linalg.norm(direction), 1e-9)
+    behind = tabletop.push_approach_point(s)
+    if not s.gripper_closed:
+      return behind, bool(np.linalg.norm(s.gripper_pos - behind) < APPROACH_TOLERANCE)
+    to_target = target - s.gripper_pos
+    dist = np.linalg.norm(to_target)
+    aligned = dist < CONTACT_DIST + 0.06 and np.dot(to_target, direction) > 0.85 * dist
+    if not aligned:  # Lost the object: open (passes over objects) and re-approach.
+      return behind, False
+    # Aim a little inside the contact distance, on the line behind the object: pushes it along
+    # `direction` and corrects sideways drift.
+    return target - direction * (CONTACT_DIST - 0.03), True
+
+  def _action(self, s: SceneState, goal: np.ndarray, close: bool) -> np.ndarray:
+    move = (goal - s.gripper_pos) / MAX_STEP
+    norm = np.linalg.norm(move)
+    if norm > 1.0:
+      move /= norm
+    move = move * self.speed + self.rng.normal(0.0, self.noise_std, size=2)
+    return np.array([*np.clip(move, -1.0, 1.0), float(close)], np.float32)
