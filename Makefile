@@ -29,7 +29,6 @@ test-all: $(STAMP)
 ## The main job on the built-in default: generate the tabletop dataset (if missing) and summarise it.
 quickstart: $(STAMP)
 	$(PY) -m experiments.generate_data --config experiments/configs/tabletop_data.py
-	$(PY) -m experiments.dataset_summary --config experiments/configs/tabletop_data.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_speed.py
