@@ -1,0 +1,39 @@
+"""Train a policy: the entry point researchers use every day.
+
+  python -m experiments.train --config experiments/configs/tabletop.py [--config.key=value ...] \
+      [--workdir runs/<name>] [--noresume] [--allow_config_change]
+
+Resumes from the workdir's latest checkpoint by default; refuses a workdir that holds a run with a
+different config unless --allow_config_change.
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/tabletop.py", "Training config.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<config name>).")
+_RESUME = flags.DEFINE_bool("resume", True, "Continue from the latest checkpoint in the workdir.")
+_ALLOW = flags.DEFINE_bool("allow_config_change", False, "Resume even if the saved config differs.")
+
+
+def main(argv):
+  del argv
+  import sys
+  from pathlib import Path
+
+  from vla_jax.training import train
+
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or str(Path("runs") / Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem)
+  try:
+    result = train.train_and_evaluate(config, workdir, resume=_RESUME.value, allow_config_change=_ALLOW.value)
+  except (ValueError, train.ConfigMismatchError, FileExistsError, FloatingPointError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  print(f"done: {workdir} at step {result['step']}: " + ", ".join(
+      f"{k} {v:.4g}" for k, v in result.items() if k != "step"))
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,222 @@
+"""The training loop, flat and readable top to bottom: mesh → data → policy → state → jit → loop.
+
+    train_and_evaluate(config, workdir)
+
+Resume is exact: the checkpoint holds the train state (with its rng), the data-iterator position
+and the normalisation statistics, the step's randomness is `fold_in(rng, step)`, and the input
+pipeline is a pure function of (config, position). A run killed at any moment and restarted in the
+same workdir reproduces the uninterrupted run's parameters bit for bit (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from vla_jax.data import pipeline
+from vla_jax.models.policy import Policy
+from vla_jax.training import checkpoint as checkpoint_lib
+from vla_jax.training import distributed, mesh as mesh_lib, optimizer as optimizer_lib, step as step_lib
+from vla_jax.training.logger import MetricsLogger
+from vla_jax.training.state import TrainState, create_state, param_count
+
+CONFIG_FILE = "config.json"
+
+
+class ConfigMismatchError(RuntimeError):
+  """The workdir holds a run with a different config."""
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as plain JSON (tuples become lists), exactly as it is saved."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = []
+    for k in sorted(set(a) | set(b)):
+      out += _diff(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
+    return out
+  return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict, allow_config_change: bool) -> None:
+  """Writes config.json; refuses a workdir whose saved config differs (unless allowed)."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  current = config_to_json(config)
+  saved_path = workdir / CONFIG_FILE
+  if saved_path.exists():
+    saved = json.loads(saved_path.read_text())
+    changes = _diff(saved, current)
+    if changes and not allow_config_change:
+      raise ConfigMismatchError(
+          f"workdir {workdir} holds a run with a different config ({'; '.join(changes[:5])}"
+          f"{'; ...' if len(changes) > 5 else ''}); use another --workdir or pass --allow_config_change"
+      )
+  if jax.process_index() == 0:
+    tmp = saved_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    tmp.replace(saved_path)
+
+
+def data_config_for_process(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The pipeline config with this process's share of the global batch."""
+  data = ml_collections.ConfigDict(config.data.to_dict())
+  global_batch = config.train.batch_size
+  if global_batch % jax.process_count():
+    raise ValueError(
+        f"config.train.batch_size={global_batch} is not divisible by the {jax.process_count()} processes"
+    )
+  data.batch_size = global_batch // jax.process_count()
+  return data
+
+
+def example_batch(element_spec: Any, batch_size: int) -> Any:
+  """Zeros shaped like the pipeline's batches (used to build parameters before any data is read)."""
+  return jax.tree.map(lambda s: np.zeros((batch_size, *s.shape[1:]), s.dtype.as_numpy_dtype), element_spec)
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+  """Drops pipeline bookkeeping (e.g. `dataset_index`) the model does not take."""
+  return {k: batch[k] for k in ("observation", "task", "action", "action_pad_mask")}
+
+
+def evaluate_validation(eval_step: Callable, state: TrainState, config: ml_collections.ConfigDict,
+                        statistics: dict[str, Any], mesh) -> dict[str, float]:
+  """Mean validation metrics over up to `config.train.val_batches` batches (one ordered pass)."""
+  val_iter = pipeline.make_val_iterator(data_config_for_process(config), statistics_by_name=statistics)
+  totals: dict[str, float] = {}
+  count = 0
+  for i, batch in enumerate(val_iter):
+    if i >= config.train.val_batches:
+      break
+    metrics = jax.device_get(eval_step(state, mesh_lib.shard_batch(model_inputs(batch), mesh)))
+    for k, v in metrics.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+    count += 1
+  return {k: v / max(count, 1) for k, v in totals.items()}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    allow_config_change: bool = False,
+) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns final metrics."""
+  distributed.maybe_initialize(config.distributed)
+  workdir = Path(workdir)
+  prepare_workdir(workdir, config, allow_config_change)
+  mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+  total_steps = config.train.num_steps
+
+  # Checkpoints and (when resuming) the pieces that the data pipeline needs first.
+  ckpt = checkpoint_lib.Checkpointer(
+      workdir / "checkpoints", keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
+      best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode,
+      async_save=config.checkpoint.async_save,
+  )
+  start_step = ckpt.latest_step() if resume else None
+  if not resume and ckpt.latest_step() is not None:
+    raise FileExistsError(f"{workdir} already has checkpoints; pass resume=True (the default) or use a new workdir")
+  restored_json = {}
+  if start_step is not None:
+    restored_json = ckpt.restore_json(start_step)
+
+  # Data: this process's shard of every batch; statistics come from the checkpoint when resuming.
+  data_config = data_config_for_process(config)
+  train_iter = pipeline.make_train_iterator(
+      data_config, state=restored_json.get("data_iterator"), statistics_by_name=restored_json.get("dataset_statistics"),
+  )
+  statistics = train_iter.statistics
+
+  # Policy and state, created directly in their shardings (never materialised on one device).
+  policy = Policy(config.model)
+  init_batch = model_inputs(example_batch(train_iter.element_spec, 1))
+  tx, schedule = optimizer_lib.make_optimizer(config.optim, total_steps)
+  init_fn = lambda rng: policy.init(rng, init_batch)  # noqa: E731
+  make_state = lambda rng: create_state(init_fn, tx, rng)  # noqa: E731
+  rng = jax.random.PRNGKey(config.seed)
+  abstract_state = jax.eval_shape(make_state, rng)
+  state_sharding = mesh_lib.state_shardings(abstract_state, mesh, config.mesh.strategy)
+  if start_step is None:
+    state = jax.jit(make_state, out_shardings=state_sharding)(rng)
+    start_step = 0
+  else:
+    abstract = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract_state, state_sharding
+    )
+    state = ckpt.restore(start_step, abstract)["state"]
+
+  batch_sharding = mesh_lib.batch_sharding(mesh)
+  replicated = mesh_lib.replicated(mesh)
+  loss_fn = lambda params, batch, rng: policy.loss(params, batch, rng)  # noqa: E731
+  train_step = jax.jit(
+      step_lib.make_train_step(
+          loss_fn, tx, schedule, ema_decay=config.train.ema_decay,
+          grad_accum_steps=config.train.grad_accum_steps, compute_dtype=config.train.compute_dtype,
+      ),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, replicated),
+      donate_argnums=(0,),
+  )
+  sample_fn = lambda params, batch, rng: policy.sample_actions(params, batch["observation"], batch["task"], rng)  # noqa: E731
+  eval_step = jax.jit(
+      step_lib.make_eval_step(loss_fn, sample_fn), in_shardings=(state_sharding, batch_sharding), out_shardings=replicated
+  )
+
+  logger = MetricsLogger(workdir, total_steps, initial_step=start_step)
+  logger.print(
+      f"{config.model.size} {config.model.head.kind} policy: {param_count(state.params):,} params; "
+      f"mesh {dict(mesh.shape)} ({config.mesh.strategy}); global batch {config.train.batch_size}; "
+      f"{'resuming at' if start_step else 'starting at'} step {start_step}/{total_steps}"
+  )
+
+  def save(step: int, metrics: dict[str, float] | None) -> None:
+    ckpt.save(step, state, config=config_to_json(config), dataset_statistics=statistics,
+              data_iterator=train_iter.state(), metrics=metrics)
+
+  val_metrics: dict[str, float] = {}
+  val_step = -1
+  train_metrics: dict[str, float] = {}
+  last_good = ckpt.latest_step()
+  step = start_step
+  while step < total_steps:
+    batch = mesh_lib.shard_batch(model_inputs(next(train_iter)), mesh)
+    state, metrics = train_step(state, batch)
+    step += 1
+    loss = float(metrics["loss"])  # Syncs every step: the NaN guard must see each loss.
+    if not math.isfinite(loss):
+      ckpt.wait()
+      logger.close()
+      raise FloatingPointError(
+          f"loss became {loss} at step {step}; stopped without saving. The last good checkpoint is "
+          f"{'step ' + str(last_good) if last_good is not None else 'none'} in {ckpt.directory}"
+      )
+    if step % config.train.log_every == 0 or step == total_steps:
+      rate = logger.rate(step)
+      train_metrics = logger.write(step, {
+          **jax.device_get(metrics), "steps_per_s": rate, "samples_per_s": rate * config.train.batch_size,
+      }, prefix="train/")
+      logger.progress(step, {"loss": loss, "steps/s": rate})
+    is_last = step == total_steps
+    if config.train.eval_every and (step % config.train.eval_every == 0 or is_last):
+      val_metrics = logger.write(step, evaluate_validation(eval_step, state, config, statistics, mesh), prefix="val/")
+      val_step = step
+      logger.print(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
+    if step % config.checkpoint.every == 0 or is_last:
+      save(step, val_metrics if val_step == step else None)  # Rank only on fresh metrics.
+      last_good = step
+  ckpt.wait()
+  ckpt.close()
+  logger.close()
+  return {"step": step, **train_metrics, **val_metrics}
