@@ -1,0 +1,514 @@
+"""RLDS input pipeline: dataset specs + config -> an iterator of model-ready numpy batches.
+
+Flow (one tf.data graph per dataset, merged into one stream):
+
+  RLDS episodes (TFDS dir, images left encoded)  -- this process's episodes only
+    -> standardise (spec / standardize_fn) -> decode + resize each frame once, normalise action and
+       proprio, tokenise language                                   [parallel map over episodes]
+    -> [in-memory cache of the decoded trajectories]                 (config.cache, default on)
+    -> per epoch e: shuffle episodes (seeded by seed, dataset, e) -> optional goal relabelling ->
+       window + chunk (`traj_transforms`) -> unbatch into samples -> shuffle samples (seeded)
+    -> epochs chained forever; datasets mixed by a seeded categorical draw per sample position
+    -> batch -> augmentation (training; stateless, keyed by batch index) -> prefetch -> numpy
+
+Output batch (numpy; B = batch_size, T = window, H = action_horizon, L = max_language_tokens):
+
+  observation/image_<camera>      uint8   [B, T, Hpx, Wpx, 3]  one per `config.cameras`; a dataset
+                                          without that camera gives black frames
+  observation/proprio             float32 [B, T, D]   normalised (D = 0 if no dataset has proprio)
+  observation/timestep_pad_mask   bool    [B, T]      False = before the episode start (the padded
+                                          frames repeat the first frame)
+  task/language_tokens            int32   [B, L]      byte ids (`language.tokenize_tf`, 0 = pad) of
+                                          the current step's instruction  (config.language has "tokens")
+  task/language_embedding         float32 [B, E]      the dataset's precomputed embedding of the
+                                          current step        (config.language has "embedding")
+  task/image_goal                 uint8   [B, Hpx, Wpx, 3]  only with config.goal_relabeling: a
+                                          future frame of `config.cameras[0]` in the same episode
+  action                          float32 [B, H, A]   normalised (gripper dims kept in [0, 1])
+  action_pad_mask                 bool    [B, H]      False past the episode end; those entries
+                                          repeat the episode's last action, never the next episode
+  dataset_index                   int32   [B]         index into `dataset_names(config)`, i.e. the
+                                          config's dataset names in sorted order (ConfigDict sorts)
+
+Determinism and exact, cheap resume. The whole stream is a pure function of (config, seed,
+process index/count): shuffles use fixed seeds per (dataset, epoch), mixture choices and
+augmentations use stateless randomness keyed by sample/batch position, and `deterministic=True`
+keeps parallel maps in order. The iterator position is therefore just
+`{"batches": n, "samples_per_dataset": [n_0, n_1, ...]}` (a few bytes of JSON, see
+`DataIterator.state()`); restoring rebuilds the pipeline with each dataset stream starting at epoch
+n_d // N_d and skipping n_d % N_d samples (N_d = samples per epoch of this shard), the mixture and
+augmentation streams starting at n. Cost of a restore: one counting pass over the episode records
+(images are not decoded) plus producing at most one epoch of samples to skip — bounded by the
+epoch, not by the training length, and with the cache the decoded data are needed anyway. The
+alternative, tf.data iterator checkpoints, would store the shuffle buffers and cache (hundreds of
+MB) in every checkpoint.
+
+Threads: everything runs on a private tf.data pool of `config.num_threads` threads (default 2)
+with bounded parallelism, so the pipeline leaves the cores to the trainer once it keeps up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Iterator, Sequence
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vla_jax.data import language, obs_transforms, spec as spec_lib, standardize, statistics, traj_transforms
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "vla_jax.data_iterator/1"
+LANGUAGE_MODES = ("tokens", "embedding", "both", "none")
+
+
+# ---- Config. --------------------------------------------------------------------------------------
+
+
+def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: Any) -> ml_collections.ConfigDict:
+  """Pipeline config over one or more dataset specs (`spec.dataset_spec`, `bridge_spec`, ...).
+
+  Every field below can be overridden by keyword or on the command line
+  (`--config.data.batch_size=32`, `--config.data.datasets.bridge.weight=0.5`).
+  """
+  c = ml_collections.ConfigDict()
+  c.datasets = ml_collections.ConfigDict({s.name: s for s in datasets})  # name -> spec (with weight).
+  c.cameras = None                 # Output camera names; None = union of the specs' cameras.
+  c.image_size_px = (64, 64)       # Output (height, width); frames are resized once when decoded.
+  c.window = 2                     # Observation history T.
+  c.action_horizon = 4             # Action chunk H.
+  c.batch_size = 64                # Per process.
+  c.language = "tokens"            # "tokens" | "embedding" | "both" | "none".
+  c.max_language_tokens = 64       # L.
+  c.goal_relabeling = False        # Adds task/image_goal (uniform future frame of cameras[0]).
+  c.normalization = "gaussian"     # "gaussian" | "bounds" (see statistics.py).
+  c.action_dim = None              # Pad all datasets' actions to this many dims (None: must agree).
+  c.proprio_dim = None             # Same for proprio.
+  c.augmentation = obs_transforms.augmentation_config(enabled=True)  # Training only.
+  c.cache = True                   # Keep decoded trajectories of this shard in memory.
+  c.episode_shuffle_buffer = 1024  # Episodes (cheap with the cache: references, not copies).
+  c.sample_shuffle_buffer = 2048   # Samples (each holds T frames per camera).
+  c.num_parallel_calls = 2         # Parallel episode decoding.
+  c.num_threads = 2                # Private tf.data thread pool.
+  c.prefetch_batches = 2
+  c.seed = 0
+  c.statistics_dir = None          # Where to cache statistics; None = beside each dataset
+                                   # (falls back to ~/.cache/vla_jax/statistics if read-only).
+  c.val_drop_remainder = True      # Validation: drop the last partial batch (fixed shapes for jit).
+  for key, value in overrides.items():
+    setattr(c, key, value)
+  return c
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The default training input: built-in `tabletop`, batch 64, 64x64, window 2, horizon 4."""
+  return pipeline_config([spec_lib.tabletop_spec()])
+
+
+def dataset_names(config: ml_collections.ConfigDict) -> list[str]:
+  """Dataset names in `dataset_index` order (ConfigDict iterates its keys sorted)."""
+  return list(config.datasets.keys())
+
+
+# Knobs that change speed, memory or where files go, but not a single value of the sample stream
+# (tested: cache on/off and thread counts give identical batches).
+_STREAM_NEUTRAL_KEYS = ("num_threads", "num_parallel_calls", "prefetch_batches", "statistics_dir", "cache",
+                        "val_drop_remainder")
+
+
+def _config_fingerprint(config: ml_collections.ConfigDict) -> str:
+  """Hash of everything that changes the sample stream (for refusing a mismatched restore)."""
+  fields = {k: v for k, v in config.to_dict().items() if k not in _STREAM_NEUTRAL_KEYS}
+  blob = json.dumps(fields, sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _resolved_cameras(config: ml_collections.ConfigDict) -> list[str]:
+  if config.cameras:
+    return list(config.cameras)
+  names: list[str] = []
+  for s in config.datasets.values():
+    names += [c for c in s.cameras if c not in names]
+  return names
+
+
+def _resolved_dim(config: ml_collections.ConfigDict, field: str) -> int:
+  dims = {name: int(s[field]) for name, s in config.datasets.items()}
+  wanted = config.get(field)
+  if wanted is None:
+    if len(set(dims.values())) > 1:
+      raise ValueError(f"datasets disagree on {field}: {dims}; set config.{field} to pad them to one size")
+    return next(iter(dims.values()))
+  too_big = {n: d for n, d in dims.items() if d > wanted}
+  if too_big:
+    raise ValueError(f"config.{field}={wanted} is smaller than {too_big}")
+  return int(wanted)
+
+
+# ---- Reading one dataset. --------------------------------------------------------------------------
+
+
+class DatasetSource:
+  """One RLDS dataset opened through its spec: validated, with its normalisation statistics."""
+
+  def __init__(self, spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+               statistics_override: dict[str, Any] | None = None):
+    spec_lib.check_spec_fields(spec)
+    self.spec = spec
+    self.config = config
+    self.builder_dir = spec_lib.resolve_builder_dir(spec)
+    self.builder = tfds.builder_from_directory(self.builder_dir)
+    self.standardize_fn = standardize.get_standardize_fn(spec.standardize_fn)
+    self._validate()
+    self.statistics = statistics_override or self._load_or_compute_statistics()
+
+  # -- raw episodes
+
+  def raw_episodes(self, split: str, process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+    """Standardised raw episodes of `split` (this process's share), images still encoded, fixed order."""
+    if process_count > 1:
+      split = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+    read_config = tfds.ReadConfig(interleave_cycle_length=1, add_tfds_id=False, try_autocache=False)
+    ds = self.builder.as_dataset(split=split, decoders={"steps": tfds.decode.SkipDecoding()},
+                                 shuffle_files=False, read_config=read_config)
+    if self.standardize_fn is not None:
+      ds = ds.map(self.standardize_fn, num_parallel_calls=None)
+    return ds
+
+  def _check_split(self, split: str | None, role: str) -> str:
+    if not split:
+      raise ValueError(f"dataset '{self.spec.name}': spec has no {role} split")
+    base = split.split("[")[0]
+    splits = list(self.builder.info.splits.keys())
+    if base not in splits:
+      raise ValueError(f"dataset '{self.spec.name}': spec wants split {split!r} ({role}), dataset has splits "
+                       f"{{{', '.join(sorted(splits))}}}; for a dataset without a validation split use e.g. "
+                       "train_split='train[:95%]', val_split='train[95%:]' (a split by episode)")
+    return split
+
+  def _validate(self) -> None:
+    spec = self.spec
+    split = self._check_split(spec.train_split, "train")
+    raw = self.builder.as_dataset(split=split, decoders={"steps": tfds.decode.SkipDecoding()})
+    element_spec = raw.element_spec
+    if self.standardize_fn is not None:
+      try:
+        element_spec = raw.map(self.standardize_fn).element_spec
+      except (KeyError, ValueError, TypeError) as e:
+        flat = sorted(spec_lib._flatten_spec(raw.element_spec))
+        raise ValueError(f"dataset '{spec.name}': standardize_fn {spec.standardize_fn!r} failed on this "
+                         f"dataset ({type(e).__name__}: {e}); dataset has keys {flat}") from e
+    stored = {}
+    try:
+      obs_features = self.builder.info.features["steps"]["observation"]
+      for key in spec.cameras.values():
+        if key in obs_features.keys() and hasattr(obs_features[key], "shape"):
+          stored[key] = tuple(obs_features[key].shape)
+    except (KeyError, TypeError):  # Not the usual RLDS nesting; validate_spec reports what is missing.
+      pass
+    spec_lib.validate_spec(spec, element_spec, stored)
+    self._stored_image_shapes = stored
+    if self.config.language in ("embedding", "both") and not spec.language_embedding_key:
+      raise ValueError(f"dataset '{spec.name}': config.language={self.config.language!r} needs a precomputed "
+                       "embedding but the spec has no language_embedding_key")
+
+  # -- statistics
+
+  def statistics_path(self) -> str:
+    s = self.spec
+    fingerprint = {
+        "dataset": statistics.dataset_fingerprint(self.builder_dir),
+        "spec": {k: s.get(k) for k in ("action_key", "action_dim", "action_dim_kinds", "proprio_key",
+                                        "proprio_dim", "standardize_fn", "train_split")},
+    }
+    digest = statistics.statistics_hash(fingerprint)
+    self.statistics_hash = digest
+    filename = f"vla_jax_statistics_{s.name}_{digest}.json"
+    directory = self.config.statistics_dir
+    if directory is None:
+      directory = self.builder_dir if os.access(self.builder_dir, os.W_OK) else os.path.expanduser(
+          "~/.cache/vla_jax/statistics")
+    return os.path.join(directory, filename)
+
+  def _load_or_compute_statistics(self) -> dict[str, Any]:
+    path = self.statistics_path()
+    if os.path.exists(path):
+      stats = statistics.load_statistics(path)
+      if stats.get("hash") == self.statistics_hash:
+        return stats
+    log.info("dataset '%s': computing normalisation statistics (one pass over %s)", self.spec.name,
+             self.spec.train_split)
+    ds = self.raw_episodes(self.spec.train_split).map(self._action_proprio)
+    stats = statistics.compute_statistics(
+        ds.as_numpy_iterator(), action_mask=spec_lib.action_normalize_mask(self.spec),
+        action_kinds=list(self.spec.action_dim_kinds), dataset=self.spec.name, dataset_hash=self.statistics_hash)
+    try:
+      statistics.save_statistics(path, stats)
+    except OSError as e:  # A read-only location must not stop training.
+      log.warning("could not cache statistics at %s: %s", path, e)
+    return stats
+
+  def _action_proprio(self, episode: dict[str, Any]) -> dict[str, tf.Tensor]:
+    traj = standardize.to_internal(episode, self.spec)
+    return {"action": traj["action"], "proprio": traj["observation"]["proprio"]}
+
+  # -- prepared trajectories
+
+  def prepare(self, episode: dict[str, Any], dataset_index: int) -> dict[str, Any]:
+    """Standardised raw episode -> decoded, normalised, tokenised trajectory (leaves [T, ...])."""
+    config, spec = self.config, self.spec
+    traj = standardize.to_internal(episode, spec)
+    length = tf.shape(traj["action"])[0]
+    size = tuple(config.image_size_px)
+    obs = {}
+    for cam in _resolved_cameras(config):
+      if cam in spec.cameras:
+        stored = self._stored_image_shapes.get(spec.cameras[cam])
+        stored_hw = tuple(stored[:2]) if stored and None not in stored[:2] else (
+            tuple(spec.image_size_px) if spec.image_size_px else None)
+        obs[f"image_{cam}"] = obs_transforms.decode_frames(traj["observation"][f"image_{cam}"], size, stored_hw)
+      else:
+        obs[f"image_{cam}"] = tf.zeros([length, size[0], size[1], 3], tf.uint8)
+    method = config.normalization
+    proprio = statistics.normalize_tf(traj["observation"]["proprio"], self.statistics["proprio"], method)
+    obs["proprio"] = _pad_last(proprio, _resolved_dim(config, "proprio_dim"))
+    action = statistics.normalize_tf(traj["action"], self.statistics["action"], method)
+    task = {}
+    if config.language in ("tokens", "both"):
+      task["language_tokens"] = language.tokenize_tf(traj["task"]["language_instruction"], config.max_language_tokens)
+    if config.language in ("embedding", "both"):
+      task["language_embedding"] = traj["task"]["language_embedding"]
+    return {
+        "observation": obs,
+        "task": task,
+        "action": _pad_last(action, _resolved_dim(config, "action_dim")),
+        "dataset_index": tf.fill([length], tf.constant(dataset_index, tf.int32)),
+    }
+
+  def count_samples(self, split: str, process_index: int, process_count: int) -> int:
+    """Samples (= steps) per epoch of this shard; reads the records but decodes no image."""
+    ds = self.raw_episodes(split, process_index, process_count)
+    lengths = ds.map(lambda ep: tf.cast(tf.shape(standardize.to_internal(ep, self.spec)["action"])[0], tf.int64))
+    return int(lengths.reduce(tf.constant(0, tf.int64), lambda a, b: a + b).numpy())
+
+
+def _pad_last(x: tf.Tensor, size: int) -> tf.Tensor:
+  missing = size - x.shape[-1]
+  return x if missing == 0 else tf.pad(x, [[0, 0], [0, missing]])
+
+
+def _seed(*parts: Any) -> tf.Tensor:
+  """Deterministic int64 seed in [0, 2^31 - 1) from ints / int tensors (no int64 overflow)."""
+  s = tf.constant(0x2545F491, tf.int64)
+  for p in parts:
+    s = (s * 1_000_003 + tf.cast(p, tf.int64) % (2**31 - 1)) % (2**31 - 1)
+  return s
+
+
+def _stateless_seed(*parts: Any) -> tf.Tensor:
+  """int32 [2] stateless seed from ints / int tensors."""
+  return tf.cast(tf.stack([_seed(*parts), _seed(*parts, 0x5BD1E995)]), tf.int32)
+
+
+# ---- Sample streams. ---------------------------------------------------------------------------------
+
+
+def _options(config: ml_collections.ConfigDict) -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = int(config.num_threads)
+  options.threading.max_intra_op_parallelism = 1
+  options.autotune.cpu_budget = int(config.num_threads)
+  return options
+
+
+def _samples_from_trajectories(trajs: tf.data.Dataset, config: ml_collections.ConfigDict,
+                               goal_seed: tf.Tensor | None) -> tf.data.Dataset:
+  """Prepared trajectories -> per-step samples (window, chunk, optional goal)."""
+  cameras = _resolved_cameras(config)
+
+  def transform(index, traj):
+    if config.goal_relabeling:
+      seed = _stateless_seed(goal_seed if goal_seed is not None else 0, index)
+      traj = traj_transforms.relabel_goal_uniform(traj, cameras[0], seed)
+    return traj_transforms.window_and_chunk(traj, config.window, config.action_horizon)
+
+  return trajs.enumerate().map(transform, num_parallel_calls=config.num_parallel_calls).unbatch()
+
+
+def sample_stream(source: DatasetSource, dataset_index: int, *, start_sample: int = 0,
+                  process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+  """Infinite training samples of one dataset, starting `start_sample` samples into the stream.
+
+  Epoch e is a seeded permutation of this shard's episodes followed by a seeded sample shuffle;
+  every epoch has exactly N samples (one per step), so position n is (epoch n // N, offset n % N).
+  """
+  config = source.config
+  raw = source.raw_episodes(source.spec.train_split, process_index, process_count)
+  prepare = lambda ep: source.prepare(ep, dataset_index)
+  if config.cache:
+    prepared = raw.map(prepare, num_parallel_calls=config.num_parallel_calls).cache()
+  seed = int(config.seed)
+
+  def epoch(e):
+    if config.cache:
+      trajs = prepared.shuffle(config.episode_shuffle_buffer, seed=_seed(seed, dataset_index, e, 1))
+    else:
+      trajs = raw.shuffle(config.episode_shuffle_buffer, seed=_seed(seed, dataset_index, e, 1))
+      trajs = trajs.map(prepare, num_parallel_calls=config.num_parallel_calls)
+    samples = _samples_from_trajectories(trajs, config, _seed(seed, dataset_index, e, 2))
+    return samples.shuffle(config.sample_shuffle_buffer, seed=_seed(seed, dataset_index, e, 3))
+
+  first_epoch, offset = 0, 0
+  if start_sample > 0:
+    per_epoch = source.count_samples(source.spec.train_split, process_index, process_count)
+    if per_epoch == 0:
+      raise ValueError(f"dataset '{source.spec.name}': this process's shard has no steps")
+    first_epoch, offset = divmod(start_sample, per_epoch)
+  stream = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch)
+  return stream.skip(offset) if offset else stream
+
+
+def _mixture_choices(weights: Sequence[float], seed: int, start: int) -> tf.data.Dataset:
+  """int64 dataset index per sample position n >= start, a stateless categorical draw keyed by n."""
+  logits = tf.math.log(tf.constant([weights], tf.float32))
+
+  def choose(n):
+    return tf.random.stateless_categorical(logits, 1, _stateless_seed(seed, 7, n), dtype=tf.int64)[0, 0]
+
+  return tf.data.Dataset.range(start, 2**62).map(choose)
+
+
+# ---- Public entry points. -------------------------------------------------------------------------
+
+
+class DataIterator:
+  """Iterator over numpy batches with a small JSON-able position for exact resume.
+
+  `state()` -> {"format", "config_hash", "batches", "samples_per_dataset"}; pass it back as
+  `make_train_iterator(config, state=...)` to continue with exactly the batch that would have come
+  next. `statistics` maps dataset name -> statistics dict (save it with checkpoints).
+  """
+
+  def __init__(self, dataset: tf.data.Dataset, *, config: ml_collections.ConfigDict,
+               statistics_by_name: dict[str, dict[str, Any]], batches: int = 0,
+               samples_per_dataset: Sequence[int] | None = None):
+    self.dataset = dataset
+    self.config = config
+    self.statistics = statistics_by_name
+    self.dataset_names = dataset_names(config)
+    self._iterator = dataset.as_numpy_iterator()
+    self._batches = batches
+    self._per_dataset = np.asarray(samples_per_dataset if samples_per_dataset is not None
+                                   else [0] * len(config.datasets), np.int64)
+
+  def __iter__(self) -> Iterator[dict[str, Any]]:
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    batch = next(self._iterator)
+    self._batches += 1
+    self._per_dataset += np.bincount(batch["dataset_index"], minlength=len(self._per_dataset))
+    return batch
+
+  def state(self) -> dict[str, Any]:
+    return {"format": STATE_FORMAT, "config_hash": _config_fingerprint(self.config),
+            "batches": int(self._batches), "samples_per_dataset": [int(n) for n in self._per_dataset]}
+
+  @property
+  def element_spec(self) -> Any:
+    return self.dataset.element_spec
+
+
+def open_sources(config: ml_collections.ConfigDict,
+                 statistics_by_name: dict[str, dict[str, Any]] | None = None) -> list[DatasetSource]:
+  """Opens, validates and gets statistics for every dataset in the config (fails fast)."""
+  if config.language not in LANGUAGE_MODES:
+    raise ValueError(f"config.language {config.language!r} not in {LANGUAGE_MODES}")
+  if config.normalization not in statistics.NORMALIZATION_METHODS:
+    raise ValueError(f"config.normalization {config.normalization!r} not in {statistics.NORMALIZATION_METHODS}")
+  if not config.datasets:
+    raise ValueError("config.datasets is empty")
+  _resolved_dim(config, "action_dim")
+  _resolved_dim(config, "proprio_dim")
+  statistics_by_name = statistics_by_name or {}
+  return [DatasetSource(spec, config, statistics_by_name.get(name)) for name, spec in config.datasets.items()]
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # Local: keeps the module importable by TF-only tools.
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  return int(process_index), int(process_count)
+
+
+def make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, Any] | None = None,
+                        statistics_by_name: dict[str, dict[str, Any]] | None = None,
+                        process_index: int | None = None, process_count: int | None = None) -> DataIterator:
+  """Infinite, shuffled, augmented training batches of the config's dataset mixture.
+
+  Args:
+    config: `pipeline_config(...)`.
+    state: a `DataIterator.state()` to resume from (exactly the next batch), or None.
+    statistics_by_name: statistics to use instead of the cached/computed ones (e.g. from a
+      checkpoint when fine-tuning); {dataset name: statistics dict}.
+    process_index, process_count: this process's shard (default `jax.process_index/count()`).
+  """
+  process_index, process_count = _process(process_index, process_count)
+  sources = open_sources(config, statistics_by_name)
+  batches, per_dataset = 0, [0] * len(sources)
+  if state is not None:
+    if state.get("format") != STATE_FORMAT:
+      raise ValueError(f"iterator state format {state.get('format')!r} is not {STATE_FORMAT!r}")
+    if state["config_hash"] != _config_fingerprint(config):
+      raise ValueError("iterator state was saved with a different data config (hash "
+                       f"{state['config_hash']} != {_config_fingerprint(config)}); positions would not match")
+    batches, per_dataset = int(state["batches"]), list(state["samples_per_dataset"])
+  streams = [sample_stream(src, i, start_sample=per_dataset[i], process_index=process_index,
+                           process_count=process_count) for i, src in enumerate(sources)]
+  if len(streams) == 1:
+    samples = streams[0]
+  else:
+    weights = [float(s.spec.weight) for s in sources]
+    if sum(weights) <= 0:
+      raise ValueError(f"mixture weights {weights} must have a positive sum")
+    choices = _mixture_choices(weights, int(config.seed), batches * int(config.batch_size))
+    samples = tf.data.Dataset.choose_from_datasets(streams, choices)
+  ds = samples.batch(int(config.batch_size), drop_remainder=True)
+  if config.augmentation.enabled:
+    cameras = _resolved_cameras(config)
+    aug = lambda i, b: obs_transforms.augment_batch(b, i, int(config.seed), config.augmentation, cameras[0])
+    ds = ds.enumerate(start=batches).map(aug, num_parallel_calls=config.num_parallel_calls)
+  ds = ds.prefetch(int(config.prefetch_batches)).with_options(_options(config))
+  return DataIterator(ds, config=config, statistics_by_name={s.spec.name: s.statistics for s in sources},
+                      batches=batches, samples_per_dataset=per_dataset)
+
+
+def make_val_iterator(config: ml_collections.ConfigDict, *,
+                      statistics_by_name: dict[str, dict[str, Any]] | None = None,
+                      process_index: int | None = None, process_count: int | None = None) -> DataIterator:
+  """One ordered pass over every dataset's validation split (no shuffle, no augmentation).
+
+  Statistics are the training ones (computed on each train split), as at deployment.
+  """
+  process_index, process_count = _process(process_index, process_count)
+  sources = open_sources(config, statistics_by_name)
+  parts = []
+  for i, src in enumerate(sources):
+    split = src._check_split(src.spec.val_split, "validation")
+    raw = src.raw_episodes(split, process_index, process_count)
+    trajs = raw.map(lambda ep, i=i, src=src: src.prepare(ep, i), num_parallel_calls=config.num_parallel_calls)
+    parts.append(_samples_from_trajectories(trajs, config, None))
+  samples = parts[0]
+  for part in parts[1:]:
+    samples = samples.concatenate(part)
+  ds = samples.batch(int(config.batch_size), drop_remainder=bool(config.val_drop_remainder))
+  ds = ds.prefetch(int(config.prefetch_batches)).with_options(_options(config))
+  return DataIterator(ds, config=config, statistics_by_name={s.spec.name: s.statistics for s in sources})

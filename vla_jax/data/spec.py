@@ -1,0 +1,285 @@
+"""Dataset specs: how one RLDS dataset's keys map onto the pipeline's internal layout.
+
+Why a spec: Open X-Embodiment datasets all follow the RLDS schema (`steps/observation/...`,
+`steps/action`, `steps/language_instruction`, `episode_metadata/...`), but each names its cameras,
+proprio and action keys differently, stores images at its own size and uses its own action
+conventions. A spec is a small `ml_collections.ConfigDict` that says, for one dataset:
+
+  name                    short name used in errors, statistics and `dataset_index`
+  builder_dir             the TFDS directory holding `dataset_info.json` (`<root>/<name>/<version>`;
+                          `<root>/<name>` also works and picks the newest version)
+  train_split, val_split  TFDS split strings; episodes are the examples, so `"train[:95%]"` /
+                          `"train[95%:]"` is a split *by episode* for datasets without a val split
+  cameras                 {camera name -> key under `steps/observation/`}, e.g. {"primary": "image_0"}
+  image_size_px           (height, width) as stored, checked against the dataset; None = unchecked
+  proprio_key, proprio_dim   key under `steps/observation/` and its size (None / 0 = no proprio)
+  action_key, action_dim  key under `steps/` and its size
+  action_dim_kinds        one of "relative" | "absolute" | "gripper" per action dim. Relative and
+                          absolute dims are normalised; gripper dims are left as they are and must
+                          already be in [0, 1] with 1 = close (a standardisation function converts
+                          datasets that use another convention, see `standardize.py`)
+  language_key            key of the instruction string (tf.string), under `steps/` when
+  language_level          is "step", or under `episode_metadata/` when it is "episode"
+  language_embedding_key  optional key under `steps/` of a precomputed float [E] embedding
+  standardize_fn          optional name of a function registered in `standardize.py`, applied to the
+                          raw episode before the keys above are looked up
+  weight                  sampling weight in a mixture
+
+Keys are validated before any data is read (`validate_spec`): a dataset whose keys do not match its
+spec fails at start with one `ValueError` naming every missing key and the keys that do exist.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+import ml_collections
+
+ACTION_DIM_KINDS = ("relative", "absolute", "gripper")
+LANGUAGE_LEVELS = ("step", "episode")
+
+
+def dataset_spec(
+    *,
+    name: str,
+    builder_dir: str,
+    cameras: Mapping[str, str],
+    action_dim: int,
+    action_dim_kinds: Sequence[str] | None = None,
+    action_key: str = "action",
+    proprio_key: str | None = None,
+    proprio_dim: int = 0,
+    image_size_px: tuple[int, int] | None = None,
+    language_key: str | None = "language_instruction",
+    language_level: str = "step",
+    language_embedding_key: str | None = None,
+    train_split: str = "train",
+    val_split: str | None = "val",
+    standardize_fn: str | None = None,
+    weight: float = 1.0,
+) -> ml_collections.ConfigDict:
+  """Returns a dataset spec ConfigDict (fields documented in the module docstring)."""
+  kinds = tuple(action_dim_kinds) if action_dim_kinds is not None else ("relative",) * action_dim
+  spec = ml_collections.ConfigDict()
+  spec.name = name
+  spec.builder_dir = builder_dir
+  spec.train_split = train_split
+  spec.val_split = val_split
+  spec.cameras = ml_collections.ConfigDict(dict(cameras))
+  spec.image_size_px = tuple(image_size_px) if image_size_px is not None else None
+  spec.proprio_key = proprio_key
+  spec.proprio_dim = int(proprio_dim if proprio_key else 0)
+  spec.action_key = action_key
+  spec.action_dim = int(action_dim)
+  spec.action_dim_kinds = kinds
+  spec.language_key = language_key
+  spec.language_level = language_level
+  spec.language_embedding_key = language_embedding_key
+  spec.standardize_fn = standardize_fn
+  spec.weight = float(weight)
+  check_spec_fields(spec)
+  return spec
+
+
+def bridge_spec(builder_dir: str = "/work/shared/datasets/bridge_debug/bridge_dataset/1.0.0",
+                cameras: Mapping[str, str] | None = None, **overrides: Any) -> ml_collections.ConfigDict:
+  """Spec for Bridge (Open X-Embodiment RLDS): 4 cameras `image_0..3`, 7-d state and action.
+
+  Bridge stores its gripper action as 1 = open; the registered "bridge" standardisation flips it
+  to this project's convention (1 = close). Default cameras: primary = image_0, wrist = image_1
+  (in Bridge `image_1..3` are extra external views; pick the ones your model wants).
+  """
+  kwargs: dict[str, Any] = dict(
+      name="bridge",
+      builder_dir=builder_dir,
+      cameras=cameras if cameras is not None else {"primary": "image_0", "wrist": "image_1"},
+      image_size_px=(64, 64),
+      proprio_key="state",
+      proprio_dim=7,
+      action_key="action",
+      action_dim=7,
+      action_dim_kinds=("relative",) * 6 + ("gripper",),
+      language_key="language_instruction",
+      language_embedding_key="language_embedding",
+      train_split="train",
+      val_split="val",
+      standardize_fn="bridge",
+  )
+  kwargs.update(overrides)
+  return dataset_spec(**kwargs)
+
+
+def tabletop_spec(builder_dir: str = "data/tabletop/1.0.0", **overrides: Any) -> ml_collections.ConfigDict:
+  """Spec for the built-in `tabletop` simulator dataset (written by `vla_jax.data.tabletop_builder`).
+
+  One 64x64 camera, state = [gripper_x, gripper_y, gripper_closed, grasp_contact, push_force],
+  action = [dx, dy (relative, in [-1, 1]), gripper_cmd (absolute, 0 = open, 1 = close)].
+  """
+  kwargs: dict[str, Any] = dict(
+      name="tabletop",
+      builder_dir=builder_dir,
+      cameras={"primary": "image"},
+      image_size_px=(64, 64),
+      proprio_key="state",
+      proprio_dim=5,
+      action_key="action",
+      action_dim=3,
+      action_dim_kinds=("relative", "relative", "gripper"),
+      language_key="language_instruction",
+      train_split="train",
+      val_split="val",
+  )
+  kwargs.update(overrides)
+  return dataset_spec(**kwargs)
+
+
+def check_spec_fields(spec: ml_collections.ConfigDict) -> None:
+  """Checks a spec's own consistency (no dataset access). Raises ValueError."""
+  where = f"dataset spec '{spec.get('name', '?')}'"
+  if not spec.get("name"):
+    raise ValueError(f"{where}: `name` is empty")
+  if not spec.get("builder_dir"):
+    raise ValueError(f"{where}: `builder_dir` is empty; point it at <root>/<dataset>/<version>")
+  if not spec.cameras:
+    raise ValueError(f"{where}: `cameras` is empty; map at least one camera name to an observation key")
+  for cam in spec.cameras:
+    if not re.fullmatch(r"[a-z0-9_]+", cam):
+      raise ValueError(f"{where}: camera name {cam!r} must be lower_snake_case (it becomes image_{cam})")
+  kinds = tuple(spec.action_dim_kinds)
+  if len(kinds) != spec.action_dim:
+    raise ValueError(f"{where}: action_dim is {spec.action_dim} but action_dim_kinds has {len(kinds)} "
+                     f"entries {kinds}")
+  bad = [k for k in kinds if k not in ACTION_DIM_KINDS]
+  if bad:
+    raise ValueError(f"{where}: action_dim_kinds {bad} not in {ACTION_DIM_KINDS}")
+  if spec.language_level not in LANGUAGE_LEVELS:
+    raise ValueError(f"{where}: language_level {spec.language_level!r} not in {LANGUAGE_LEVELS}")
+  if spec.image_size_px is not None and len(spec.image_size_px) != 2:
+    raise ValueError(f"{where}: image_size_px must be (height, width), got {spec.image_size_px}")
+  if spec.weight < 0:
+    raise ValueError(f"{where}: weight must be >= 0, got {spec.weight}")
+
+
+def action_normalize_mask(spec: ml_collections.ConfigDict) -> list[bool]:
+  """bool [A]: True for the action dims the pipeline normalises (everything but gripper dims)."""
+  return [kind != "gripper" for kind in spec.action_dim_kinds]
+
+
+def resolve_builder_dir(spec: ml_collections.ConfigDict) -> str:
+  """The directory holding `dataset_info.json`: `builder_dir` itself or its newest version subdir."""
+  path = os.path.expanduser(spec.builder_dir)
+  if os.path.isfile(os.path.join(path, "dataset_info.json")):
+    return path
+  if os.path.isdir(path):
+    versions = [d for d in os.listdir(path)
+                if re.fullmatch(r"\d+\.\d+\.\d+", d) and os.path.isfile(os.path.join(path, d, "dataset_info.json"))]
+    if versions:
+      newest = max(versions, key=lambda v: tuple(int(x) for x in v.split(".")))
+      return os.path.join(path, newest)
+  raise ValueError(
+      f"dataset '{spec.name}': no RLDS/TFDS dataset at {path!r} (expected a dataset_info.json there or in "
+      f"a <version> subdirectory, e.g. <root>/bridge_dataset/1.0.0)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation against a dataset's (standardised) element structure.
+
+
+def _flatten_spec(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """{'steps/observation/image_0': TensorSpec, ...} from a nested dict of TensorSpecs."""
+  out: dict[str, Any] = {}
+  if isinstance(tree, Mapping):
+    for key, value in tree.items():
+      out.update(_flatten_spec(value, f"{prefix}{key}/"))
+    return out
+  out[prefix.rstrip("/")] = tree
+  return out
+
+
+def _siblings(flat: Mapping[str, Any], path: str) -> str:
+  """'steps/observation/{image_0, state}': the keys beside a missing `path` (or its nearest
+  existing parent's keys when whole levels are missing)."""
+  parent = path
+  while "/" in parent:
+    parent = parent.rsplit("/", 1)[0]
+    names = sorted({k[len(parent) + 1:].split("/")[0] for k in flat if k.startswith(parent + "/")})
+    if names:
+      return f"{parent}/{{{', '.join(names)}}}"
+  return "{" + ", ".join(sorted({k.split("/")[0] for k in flat})) + "}"
+
+
+def required_paths(spec: ml_collections.ConfigDict) -> dict[str, str]:
+  """{flattened key path -> role} that the spec needs to find in a standardised episode."""
+  paths = {f"steps/observation/{key}": f"camera '{cam}'" for cam, key in spec.cameras.items()}
+  if spec.proprio_key:
+    paths[f"steps/observation/{spec.proprio_key}"] = "proprio"
+  paths[f"steps/{spec.action_key}"] = "action"
+  if spec.language_key:
+    level = "steps" if spec.language_level == "step" else "episode_metadata"
+    paths[f"{level}/{spec.language_key}"] = "language"
+  if spec.language_embedding_key:
+    paths[f"steps/{spec.language_embedding_key}"] = "language embedding"
+  return paths
+
+
+def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, Any],
+                  stored_image_shapes: Mapping[str, Iterable[int | None]] | None = None) -> None:
+  """Checks that a standardised episode has every key the spec names, with the declared sizes.
+
+  Args:
+    spec: a dataset spec.
+    element_spec: `tf.data` element_spec of one standardised episode (nested dict of TensorSpec,
+      step-level leaves have a leading [T] dim).
+    stored_image_shapes: optional {observation key -> (H, W, C)} from the TFDS features, used to
+      check `image_size_px` (encoded images have no static shape in the element_spec).
+
+  Raises:
+    ValueError naming every missing key and the keys that exist, or the first size mismatch.
+  """
+  import tensorflow as tf  # Local: this module stays importable without TF for config building.
+
+  flat = _flatten_spec(element_spec)
+  needed = required_paths(spec)
+  missing = [p for p in needed if p not in flat]
+  if missing:
+    parts = [f"spec wants {p} ({needed[p]}), dataset has {_siblings(flat, p)}" for p in missing]
+    raise ValueError(f"dataset '{spec.name}': " + "; ".join(parts))
+
+  def dim(path: str) -> int | None:
+    shape = flat[path].shape
+    return None if shape.rank is None or shape.rank < 2 else shape[-1]
+
+  action_path = f"steps/{spec.action_key}"
+  if flat[action_path].shape.rank != 2:
+    raise ValueError(f"dataset '{spec.name}': {action_path} should be [T, {spec.action_dim}] per episode, "
+                     f"got shape {flat[action_path].shape}; concatenate multi-field actions in a "
+                     "standardize_fn (see vla_jax/data/README.md)")
+  if dim(action_path) not in (None, spec.action_dim):
+    raise ValueError(f"dataset '{spec.name}': spec says action_dim={spec.action_dim}, "
+                     f"{action_path} has {dim(action_path)} dims")
+  if spec.proprio_key:
+    path = f"steps/observation/{spec.proprio_key}"
+    if dim(path) not in (None, spec.proprio_dim):
+      raise ValueError(f"dataset '{spec.name}': spec says proprio_dim={spec.proprio_dim}, {path} has {dim(path)} dims")
+  for cam, key in spec.cameras.items():
+    path = f"steps/observation/{key}"
+    leaf = flat[path]
+    if leaf.dtype not in (tf.string, tf.uint8):
+      raise ValueError(f"dataset '{spec.name}': camera '{cam}' ({path}) is {leaf.dtype.name}, expected "
+                       "encoded images (tf.string) or uint8 [T, H, W, 3]")
+    shape = None
+    if leaf.dtype == tf.uint8 and leaf.shape.rank == 4:
+      shape = tuple(leaf.shape[1:])
+    elif stored_image_shapes and key in stored_image_shapes:
+      shape = tuple(stored_image_shapes[key])
+    if spec.image_size_px is not None and shape is not None and None not in shape[:2]:
+      if tuple(shape[:2]) != tuple(spec.image_size_px):
+        raise ValueError(f"dataset '{spec.name}': spec says image_size_px={tuple(spec.image_size_px)}, "
+                         f"{path} stores {shape[0]}x{shape[1]}")
+  if spec.language_key:
+    level = "steps" if spec.language_level == "step" else "episode_metadata"
+    path = f"{level}/{spec.language_key}"
+    if flat[path].dtype != tf.string:
+      raise ValueError(f"dataset '{spec.name}': language {path} is {flat[path].dtype.name}, expected a string")

@@ -1,0 +1,144 @@
+"""Standardisation: raw RLDS episode -> one internal trajectory layout, whatever the dataset.
+
+Two steps, both inside tf.data on whole episodes (step-level tensors have a leading [T] dim):
+
+1. An optional per-dataset *standardisation function* (chosen by name in the spec) for what a key
+   mapping cannot express. Open X-Embodiment needs these: actions stored as several named fields to
+   concatenate, a gripper convention to invert, an instruction stored per episode. A function takes
+   and returns the raw nested episode `{"steps": {...}, "episode_metadata": {...}}`; register your
+   own with `@register_standardize_fn("my_dataset")` in any module imported before the pipeline is
+   built (see `vla_jax/data/README.md`).
+2. `to_internal` applies the spec's key mapping and returns
+
+     observation/image_<camera>   tf.string [T] (encoded) or uint8 [T, h, w, 3] (raw)
+     observation/proprio          float32 [T, D]            (D = 0 when the spec has no proprio)
+     task/language_instruction    tf.string [T]             (episode-level text broadcast to steps)
+     task/language_embedding      float32 [T, E]            (only if the spec names one)
+     action                       float32 [T, A]
+
+   Decoding, normalisation and windowing happen later (`obs_transforms.py`, `traj_transforms.py`).
+
+Internal conventions (every standardisation function must produce them):
+  * gripper action dims are in [0, 1] with 1 = close (our built-in `tabletop` convention);
+  * one action per step, `action[t]` taken after observing `observation[t]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import ml_collections
+import tensorflow as tf
+
+Episode = dict[str, Any]
+StandardizeFn = Callable[[Episode], Episode]
+
+_REGISTRY: dict[str, StandardizeFn] = {}
+
+
+def register_standardize_fn(name: str) -> Callable[[StandardizeFn], StandardizeFn]:
+  """Decorator: makes `fn` available to specs as `standardize_fn=name`."""
+
+  def wrap(fn: StandardizeFn) -> StandardizeFn:
+    _REGISTRY[name] = fn
+    return fn
+
+  return wrap
+
+
+def get_standardize_fn(name: str | None) -> StandardizeFn | None:
+  if not name:
+    return None
+  if name not in _REGISTRY:
+    raise ValueError(f"standardize_fn {name!r} is not registered; known: {sorted(_REGISTRY)}. "
+                     "Register one with @vla_jax.data.standardize.register_standardize_fn(name).")
+  return _REGISTRY[name]
+
+
+# ---- Helpers that standardisation functions compose. -------------------------------------------
+
+
+def invert_gripper(actions: tf.Tensor, dim: int = -1) -> tf.Tensor:
+  """float [T, A] -> same with action[:, dim] -> 1 - action[:, dim] (1 = open  <->  1 = close)."""
+  actions = tf.convert_to_tensor(actions, tf.float32)
+  index = dim % actions.shape[-1]
+  return tf.concat([actions[:, :index], 1.0 - actions[:, index:index + 1], actions[:, index + 1:]], axis=-1)
+
+
+def concat_fields(fields: dict[str, tf.Tensor], names: list[str]) -> tf.Tensor:
+  """Concatenates named per-step fields ([T] or [T, k]) into float32 [T, sum k]."""
+  parts = []
+  for name in names:
+    x = tf.cast(fields[name], tf.float32)
+    parts.append(x[:, None] if x.shape.rank == 1 else x)
+  return tf.concat(parts, axis=-1)
+
+
+def broadcast_episode_field(episode: Episode, key: str, steps_key: str | None = None) -> Episode:
+  """Copies scalar `episode_metadata/key` to every step as `steps/<steps_key or key>` [T]."""
+  steps = dict(episode["steps"])
+  length = tf.shape(steps["is_first"] if "is_first" in steps else steps["action"])[0]
+  steps[steps_key or key] = tf.fill([length], episode["episode_metadata"][key])
+  return {**episode, "steps": steps}
+
+
+# ---- Registered functions for datasets we know. ------------------------------------------------
+
+
+@register_standardize_fn("bridge")
+def standardize_bridge(episode: Episode) -> Episode:
+  """Bridge stores gripper as 1 = open (continuous); we use 1 = close, binarised at 0.5."""
+  steps = dict(episode["steps"])
+  action = tf.cast(steps["action"], tf.float32)
+  gripper_close = tf.cast(action[:, -1:] < 0.5, tf.float32)
+  steps["action"] = tf.concat([action[:, :-1], gripper_close], axis=-1)
+  return {**episode, "steps": steps}
+
+
+@register_standardize_fn("oxe_eef_pos_gripper")
+def standardize_oxe_eef(episode: Episode) -> Episode:
+  """Common OXE layout: action = {world_vector [3], rotation_delta [3], gripper_closedness_action [1]}.
+
+  Concatenates to a 7-d `steps/action` and maps gripper from [-1 (open), 1 (close)] to [0, 1].
+  """
+  steps = dict(episode["steps"])
+  fields = steps["action"]
+  gripper = (tf.cast(fields["gripper_closedness_action"], tf.float32) + 1.0) / 2.0
+  steps["action"] = tf.concat([concat_fields(fields, ["world_vector", "rotation_delta"]),
+                               tf.reshape(gripper, [-1, 1])], axis=-1)
+  return {**episode, "steps": steps}
+
+
+# ---- Key mapping. -------------------------------------------------------------------------------
+
+
+def lookup(tree: Any, path: str) -> Any:
+  """tree["a"]["b"] for path "a/b": spec keys may name nested fields (e.g. OXE's
+  `language_key="observation/natural_language_instruction"` under `steps/`)."""
+  for part in path.split("/"):
+    tree = tree[part]
+  return tree
+
+
+def to_internal(episode: Episode, spec: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Raw (standardised) episode -> internal layout documented in the module docstring."""
+  steps = episode["steps"]
+  obs = steps["observation"]
+  action = tf.cast(lookup(steps, spec.action_key), tf.float32)
+  length = tf.shape(action)[0]
+  out_obs = {f"image_{cam}": lookup(obs, key) for cam, key in spec.cameras.items()}
+  if spec.proprio_key:
+    out_obs["proprio"] = tf.cast(lookup(obs, spec.proprio_key), tf.float32)
+  else:
+    out_obs["proprio"] = tf.zeros([length, 0], tf.float32)
+  task: dict[str, tf.Tensor] = {}
+  if spec.language_key:
+    if spec.language_level == "step":
+      task["language_instruction"] = lookup(steps, spec.language_key)
+    else:
+      task["language_instruction"] = tf.fill([length], lookup(episode["episode_metadata"], spec.language_key))
+  else:
+    task["language_instruction"] = tf.fill([length], tf.constant("", tf.string))
+  if spec.language_embedding_key:
+    task["language_embedding"] = tf.cast(lookup(steps, spec.language_embedding_key), tf.float32)
+  return {"observation": out_obs, "task": task, "action": action}

@@ -1,0 +1,158 @@
+"""Writes small synthetic RLDS datasets (TFDS format) with known contents, for tests and benchmarks.
+
+Why: pipeline tests need datasets whose every value is predictable (to check windows, chunks and
+masks at episode boundaries) and with *different* builders, key names, image sizes and action
+sizes (to check that a spec alone is enough), without network access or the simulator.
+
+Contents of episode e (ids are global: train episodes first, then val), step t of T:
+  observation/<camera>: uint8 [h, w, 3] PNG; channel 0 = t, channel 1 = e (mod 256), channel 2 =
+                        40 x camera index; with `textured=True` a moving square over a gradient
+                        instead (realistic PNG sizes for benchmarks; values then not predictable)
+  observation/<state_key>: float32 [D]: [e, t, 0.5 t, ...]
+  action: float32 [A]: [t, e, 0.1 t + 0.01 e, ..., gripper], gripper (last dim) = (t // 3) % 2
+          (or the OXE layout {world_vector [3], rotation_delta [3], gripper_closedness_action [1]}
+          with gripper in {-1, 1} when `oxe_action_fields=True`; A must then be 7)
+  language: "task <e>" at step level (`steps/language_instruction`) or episode level
+            (`episode_metadata/instruction`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def episode_image(e: int, t: int, cam: int, size: tuple[int, int], textured: bool) -> np.ndarray:
+  h, w = size
+  if not textured:
+    image = np.empty((h, w, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = t % 256, e % 256, (40 * cam) % 256
+    return image
+  yy, xx = np.mgrid[0:h, 0:w]
+  image = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)), np.full_like(xx, 90 + 30 * cam)], -1)
+  side = max(h // 6, 2)
+  y0, x0 = (3 * t + 7 * e) % (h - side), (5 * t + 3 * e) % (w - side)
+  image[y0:y0 + side, x0:x0 + side] = (220, 40, 40)
+  return image.astype(np.uint8)
+
+
+def episode_action(e: int, t: int, action_dim: int) -> np.ndarray:
+  a = np.zeros(action_dim, np.float32)
+  base = [t, e] + [0.1 * t + 0.01 * e * (k + 1) for k in range(max(action_dim - 3, 0))]
+  a[:action_dim - 1] = np.asarray(base, np.float32)[:action_dim - 1]
+  a[-1] = (t // 3) % 2
+  return a
+
+
+def episode_state(e: int, t: int, state_dim: int) -> np.ndarray:
+  s = np.asarray([e, t] + [0.5 * t * (k + 1) - e for k in range(max(state_dim - 2, 0))], np.float32)
+  return s[:state_dim]
+
+
+def write_synthetic_rlds(
+    data_dir: str,
+    *,
+    name: str = "synthetic_rlds",
+    episode_lengths: dict[str, Sequence[int]] | None = None,
+    image_size: tuple[int, int] = (64, 64),
+    cameras: Sequence[str] = ("image",),
+    state_key: str = "state",
+    state_dim: int = 5,
+    action_dim: int = 3,
+    language_level: str = "step",
+    oxe_action_fields: bool = False,
+    textured: bool = False,
+) -> str:
+  """Writes the dataset with TFDS and returns its builder dir (`<data_dir>/<name>/1.0.0`).
+
+  Args:
+    episode_lengths: {split: [T per episode]}; default {"train": [5, 1, 8, 3], "val": [4, 6]}.
+  """
+  import tensorflow_datasets as tfds
+
+  lengths = episode_lengths or {"train": [5, 1, 8, 3], "val": [4, 6]}
+  if oxe_action_fields and action_dim != 7:
+    raise ValueError("oxe_action_fields needs action_dim=7")
+  first_id, next_id = {}, 0
+  for split, ls in lengths.items():
+    first_id[split] = next_id
+    next_id += len(ls)
+
+  if oxe_action_fields:
+    action_feature = tfds.features.FeaturesDict({
+        "world_vector": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+        "rotation_delta": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+        "gripper_closedness_action": tfds.features.Tensor(shape=(1,), dtype=np.float32),
+    })
+  else:
+    action_feature = tfds.features.Tensor(shape=(action_dim,), dtype=np.float32)
+  step_features = {
+      "observation": tfds.features.FeaturesDict({
+          **{cam: tfds.features.Image(shape=(*image_size, 3), encoding_format="png") for cam in cameras},
+          state_key: tfds.features.Tensor(shape=(state_dim,), dtype=np.float32),
+      }),
+      "action": action_feature,
+      "reward": tfds.features.Scalar(dtype=np.float32),
+      "discount": tfds.features.Scalar(dtype=np.float32),
+      "is_first": tfds.features.Scalar(dtype=np.bool_),
+      "is_last": tfds.features.Scalar(dtype=np.bool_),
+      "is_terminal": tfds.features.Scalar(dtype=np.bool_),
+  }
+  if language_level == "step":
+    step_features["language_instruction"] = tfds.features.Text()
+  metadata = {"episode_id": tfds.features.Scalar(dtype=np.int64)}
+  if language_level == "episode":
+    metadata["instruction"] = tfds.features.Text()
+  features = tfds.features.FeaturesDict({
+      "steps": tfds.features.Dataset(step_features),
+      "episode_metadata": tfds.features.FeaturesDict(metadata),
+  })
+
+  def make_episode(e: int, length: int) -> dict:
+    steps = []
+    for t in range(length):
+      action = episode_action(e, t, action_dim)
+      if oxe_action_fields:
+        action = {"world_vector": action[:3], "rotation_delta": action[3:6],
+                  "gripper_closedness_action": action[6:7] * 2.0 - 1.0}
+      step = {
+          "observation": {**{cam: episode_image(e, t, i, image_size, textured) for i, cam in enumerate(cameras)},
+                          state_key: episode_state(e, t, state_dim)},
+          "action": action,
+          "reward": float(t == length - 1),
+          "discount": 1.0,
+          "is_first": t == 0,
+          "is_last": t == length - 1,
+          "is_terminal": t == length - 1,
+      }
+      if language_level == "step":
+        step["language_instruction"] = f"task {e}"
+      steps.append(step)
+    meta = {"episode_id": e}
+    if language_level == "episode":
+      meta["instruction"] = f"task {e}"
+    return {"steps": steps, "episode_metadata": meta}
+
+  def info(self):
+    return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
+
+  def split_generators(self, dl_manager):
+    return {split: self._generate_examples(split) for split in lengths}
+
+  def generate_examples(self, split):
+    for i, length in enumerate(lengths[split]):
+      e = first_id[split] + i
+      yield e, make_episode(e, length)
+
+  with tfds.core.registered.skip_registration():
+    builder_cls: Callable = type(
+        "".join(part.capitalize() for part in name.split("_")),
+        (tfds.core.GeneratorBasedBuilder,),
+        {"VERSION": tfds.core.Version("1.0.0"), "_info": info, "_split_generators": split_generators,
+         "_generate_examples": generate_examples, "name": name},
+    )
+  builder = builder_cls(data_dir=data_dir)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  return os.path.join(data_dir, name, "1.0.0")

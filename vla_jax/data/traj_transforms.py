@@ -1,0 +1,73 @@
+"""Whole-trajectory transforms: observation history windows, action chunks, padding masks, goals.
+
+Why on whole trajectories: every index is computed inside one episode (a `tf.gather` with indices
+clipped to [0, T-1]), so a window can never reach into the previous episode and an action chunk can
+never wrap into the next one — episode boundaries are the tensor boundaries. After these transforms
+a trajectory of T steps holds T samples (one per step) and is `unbatch`ed into them.
+
+For step t of an episode of length T, with window W and horizon H:
+
+  observation/*[t, k]          = observation[max(t - W + 1 + k, 0)]         k = 0..W-1
+  observation/timestep_pad_mask[t, k] = (t - W + 1 + k >= 0)   (False: padding before the episode
+                                  start; the padded frames repeat the first frame)
+  action[t, h]                 = action[min(t + h, T - 1)]                  h = 0..H-1
+  action_pad_mask[t, h]        = (t + h < T)   (False past the episode end; the padded entries
+                                  repeat the episode's last action, never the next episode's)
+
+The action chunk starts at the *current* (last) observation of the window: the model sees frames
+t-W+1..t and predicts actions t..t+H-1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+
+def window_and_chunk(traj: dict[str, Any], window: int, horizon: int) -> dict[str, Any]:
+  """Trajectory (leaves [T, ...]) -> per-step samples (observation [T, W, ...], action [T, H, A]).
+
+  Args:
+    traj: {"observation": {name: [T, ...]}, "task": {name: [T, ...]}, "action": float [T, A], ...}.
+    window: observation history length W >= 1.
+    horizon: action chunk length H >= 1.
+
+  Returns:
+    The same dict with observation leaves [T, W, ...] plus `observation/timestep_pad_mask` bool
+    [T, W], `action` [T, H, A] and `action_pad_mask` bool [T, H]; `task` and other leaves unchanged.
+  """
+  if window < 1 or horizon < 1:
+    raise ValueError(f"window and horizon must be >= 1, got window={window}, horizon={horizon}")
+  length = tf.shape(traj["action"])[0]
+  t = tf.range(length)[:, None]
+  obs_index = t + tf.range(-window + 1, 1)[None, :]          # [T, W]
+  timestep_pad_mask = obs_index >= 0
+  obs_index = tf.maximum(obs_index, 0)
+  act_index = t + tf.range(horizon)[None, :]                 # [T, H]
+  action_pad_mask = act_index < length
+  act_index = tf.minimum(act_index, length - 1)
+
+  observation = {k: tf.gather(v, obs_index) for k, v in traj["observation"].items()}
+  observation["timestep_pad_mask"] = timestep_pad_mask
+  return {
+      **traj,
+      "observation": observation,
+      "action": tf.gather(traj["action"], act_index),
+      "action_pad_mask": action_pad_mask,
+  }
+
+
+def relabel_goal_uniform(traj: dict[str, Any], camera: str, seed: tf.Tensor) -> dict[str, Any]:
+  """Adds `task/image_goal` uint8 [T, H, W, 3]: for step t, a frame drawn uniformly from t..T-1.
+
+  Uses the decoded, not windowed, `observation/image_<camera>` [T, H, W, 3]; call before
+  `window_and_chunk`. `seed` is an int32 [2] stateless seed (one per trajectory and epoch).
+  """
+  images = traj["observation"][f"image_{camera}"]
+  length = tf.shape(images)[0]
+  u = tf.random.stateless_uniform([length], seed)
+  t = tf.range(length)
+  offset = tf.cast(u * tf.cast(length - t, tf.float32), tf.int32)   # 0 .. T-1-t
+  goal_index = tf.minimum(t + offset, length - 1)
+  return {**traj, "task": {**traj["task"], "image_goal": tf.gather(images, goal_index)}}
