@@ -31,8 +31,9 @@ def main(argv):
     result = train.train_and_evaluate(config, workdir, resume=_RESUME.value, allow_config_change=_ALLOW.value)
   except (ValueError, train.ConfigMismatchError, FileExistsError, FloatingPointError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
-  print(f"done: {workdir} at step {result['step']}: " + ", ".join(
-      f"{k} {v:.4g}" for k, v in result.items() if k != "step"))
+  metrics = result.metrics
+  print(f"done: {workdir} at step {metrics['step']}: " + ", ".join(
+      f"{k} {v:.4g}" for k, v in metrics.items() if k != "step"))
 
 
 if __name__ == "__main__":

@@ -53,9 +53,11 @@ def get_config(variant: str = "small") -> ml_collections.ConfigDict:
   config.optim.grad_clip_norm = 1.0
 
   config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1  # -1: all devices not used by fsdp.
+  config.mesh.num_devices = -1  # -1: every device of every process; N: the first N (single process).
+  config.mesh.data = -1  # -1: all mesh devices not used by fsdp.
   config.mesh.fsdp = 1
   config.mesh.strategy = "dp"  # "dp" (replicated params) or "fsdp" (params sharded over mesh.fsdp).
+  config.mesh.fsdp_min_size = 2**12  # FSDP leaves arrays with fewer elements replicated.
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every = {"tiny": 30, "small": 500, "base": 2000}[variant]

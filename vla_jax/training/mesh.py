@@ -19,9 +19,15 @@ DATA_AXES = ("data", "fsdp")  # The batch dimension is sharded over both mesh ax
 STRATEGIES = ("dp", "fsdp")
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, devices: list | None = None) -> Mesh:
-  """A (data, fsdp) mesh over all devices; `data=-1` takes whatever `fsdp` leaves."""
-  devices = list(jax.devices() if devices is None else devices)
+def make_mesh(data: int = -1, fsdp: int = 1, num_devices: int = -1) -> Mesh:
+  """A (data, fsdp) mesh over the first `num_devices` devices (-1: all); `data=-1` takes what `fsdp` leaves."""
+  devices = jax.devices()
+  if num_devices != -1:
+    if not 1 <= num_devices <= len(devices):
+      raise ValueError(f"config.mesh.num_devices={num_devices} is not valid: {len(devices)} devices are available")
+    if jax.process_count() > 1:
+      raise ValueError("config.mesh.num_devices must be -1 (all devices) in a multi-process run")
+    devices = devices[:num_devices]
   n = len(devices)
   if fsdp < 1 or n % fsdp:
     raise ValueError(f"config.mesh.fsdp={fsdp} is not valid: it must divide the {n} available devices")

@@ -82,7 +82,7 @@ def make_train_step(
         opt_state=opt_state,
         ema_params=ema_update(state.ema_params, params, state.step, ema_decay),
     )
-    metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
     return new_state, metrics
 
   return train_step

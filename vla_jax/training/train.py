@@ -1,6 +1,6 @@
 """The training loop, flat and readable top to bottom: mesh → data → policy → state → jit → loop.
 
-    train_and_evaluate(config, workdir)
+    result = train_and_evaluate(config, workdir)   # -> TrainResult(state, metrics, workdir)
 
 Resume is exact: the checkpoint holds the train state (with its rng), the data-iterator position
 and the normalisation statistics, the step's randomness is `fold_in(rng, step)`, and the input
@@ -10,6 +10,7 @@ same workdir reproduces the uninterrupted run's parameters bit for bit (on CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +29,13 @@ from vla_jax.training.logger import MetricsLogger
 from vla_jax.training.state import TrainState, create_state, param_count
 
 CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState  # The final state, still sharded on the mesh.
+  metrics: dict[str, Any]  # The last logged train/ and val/ metrics, and "step".
+  workdir: Path
 
 
 class ConfigMismatchError(RuntimeError):
@@ -111,12 +119,12 @@ def train_and_evaluate(
     *,
     resume: bool = True,
     allow_config_change: bool = False,
-) -> dict[str, Any]:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns final metrics."""
+) -> TrainResult:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint."""
   distributed.maybe_initialize(config.distributed)
   workdir = Path(workdir)
   prepare_workdir(workdir, config, allow_config_change)
-  mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+  mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.num_devices)
   total_steps = config.train.num_steps
 
   # Checkpoints and (when resuming) the pieces that the data pipeline needs first.
@@ -147,7 +155,7 @@ def train_and_evaluate(
   make_state = lambda rng: create_state(init_fn, tx, rng)  # noqa: E731
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(make_state, rng)
-  state_sharding = mesh_lib.state_shardings(abstract_state, mesh, config.mesh.strategy)
+  state_sharding = mesh_lib.state_shardings(abstract_state, mesh, config.mesh.strategy, config.mesh.fsdp_min_size)
   if start_step is None:
     state = jax.jit(make_state, out_shardings=state_sharding)(rng)
     start_step = 0
@@ -219,4 +227,4 @@ def train_and_evaluate(
   ckpt.wait()
   ckpt.close()
   logger.close()
-  return {"step": step, **train_metrics, **val_metrics}
+  return TrainResult(state=state, metrics={"step": step, **train_metrics, **val_metrics}, workdir=workdir)
