@@ -207,7 +207,9 @@ def test_two_process_jax_distributed_run_trains_and_agrees(tiny_tabletop_dir, tm
     assert p.returncode == 0, err[-3000:]
   # Both processes report the same final (replicated) loss, computed over the global batch.
   finals = [out.strip().splitlines()[-1] for out, _ in outs]
-  assert finals[0] == finals[1] and "step 20" in finals[0]
+  assert all("at step 20" in f for f in finals)
+  losses = [float(f.split("train/loss ")[1].split(",")[0]) for f in finals]
+  assert losses[0] == losses[1] and np.isfinite(losses[0])
   assert "mesh {'data': 2, 'fsdp': 1}" in outs[0][1] + outs[0][0]
   state = final_params(tmp_path / "dist")
   assert int(state["step"]) == 20
