@@ -1,0 +1,128 @@
+"""Specification of the closed-loop evaluation harness (policy-agnostic parts)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vla_jax.envs import tasks
+from vla_jax.evaluation import evaluate as ev
+from vla_jax.evaluation import metrics, policies, rollout
+
+
+def small_config(**kw):
+  c = ev.eval_config(episodes_per_family=kw.pop("episodes", 50))
+  c.update(kw)
+  return c
+
+
+def test_scripted_expert_through_the_harness_succeeds_at_least_98_percent():
+  summary = ev.evaluate(policies.ExpertPolicy(), small_config(conditions=("seen", "heldout_phrasing", "heldout_combo")))
+  for condition, cond in summary["conditions"].items():
+    assert cond["overall"]["episodes"] == 150
+    assert cond["overall"]["success_rate"] >= 0.98, condition
+    for family, s in cond["families"].items():
+      assert s["success_rate"] >= 0.96, (condition, family)
+
+
+def test_random_policy_is_near_zero():
+  summary = ev.evaluate(policies.RandomPolicy(), small_config(conditions=("seen",)))
+  assert summary["conditions"]["seen"]["overall"]["success_rate"] <= 0.08
+
+
+def test_conditions_really_use_heldout_phrasings_combos_and_wrong_instructions():
+  summary = ev.evaluate(policies.ExpertPolicy(), small_config(episodes=10))
+  by_condition = {}
+  for ep in summary["episodes"]:
+    by_condition.setdefault(ep["condition"], []).append(ep)
+  heldout = {tasks.object_name(*c) for c in tasks.HELDOUT_COMBOS}
+  for ep in by_condition["seen"]:
+    assert tasks.parse_instruction(ep["instruction"])[1] == "train"
+    assert not any(name in ep["instruction"] for name in heldout)
+  for ep in by_condition["heldout_phrasing"]:
+    assert tasks.parse_instruction(ep["instruction"])[1] == "heldout"
+  for ep in by_condition["heldout_combo"]:
+    slots = tasks.parse_instruction(ep["instruction"])[3]
+    assert slots["obj"] in heldout
+  for ep in by_condition["language_blind"]:
+    assert ep["instruction"] != ep["task_instruction"]
+  # The ablation is paired with "seen": the same scenes and tasks.
+  seen_tasks = [(e["seed"], e["task_instruction"]) for e in by_condition["seen"]]
+  blind_tasks = [(e["seed"], e["task_instruction"]) for e in by_condition["language_blind"]]
+  assert seen_tasks == blind_tasks
+
+
+def test_artifacts_json_markdown_and_gifs_are_written(tmp_path):
+  summary = ev.evaluate(policies.ExpertPolicy(), small_config(episodes=3, videos_per_family=1))
+  paths = ev.write_artifacts(summary, tmp_path, step=7)
+  payload = json.loads(paths["json"].read_text())
+  assert payload["step"] == 7 and set(payload["conditions"]) == set(ev.CONDITIONS)
+  table = paths["markdown"].read_text()
+  assert table.startswith("| condition | place | push | pick | overall | mean length |")
+  assert "| language_blind |" in table
+  gifs = sorted(p.name for p in paths["videos"].glob("*.gif"))
+  assert len(gifs) == 2 * 3  # videos_for=("seen", "language_blind") x 3 families.
+  from PIL import Image
+
+  gif = Image.open(paths["videos"] / gifs[0])
+  assert gif.n_frames >= 3
+  plot = ev.plot_success_curve(
+      [{"step": 10, "seen/overall/success_rate": 0.2}, {"step": 20, "seen/overall/success_rate": 0.6}],
+      tmp_path / "curve.png")
+  assert plot.stat().st_size > 1000
+
+
+class ChunkRecorder:
+  """A fake chunk policy: predicts chunk [N, H, 3] whose entry h is (query index, h, 0)."""
+
+  def __init__(self, horizon):
+    self.action_horizon = horizon
+    self.queries = 0
+
+  def reset(self, instructions, scenes):
+    self.queries = 0
+
+  def __call__(self, obs, scenes):
+    n = len(obs["state"])
+    chunk = np.zeros((n, self.action_horizon, 3), np.float32)
+    chunk[..., 0] = self.queries * 0.01
+    chunk[..., 1] = np.arange(self.action_horizon) * 0.01
+    self.queries += 1
+    return chunk
+
+
+def test_receding_execution_queries_every_k_steps():
+  policy = ChunkRecorder(horizon=4)
+  results = rollout.run_episodes(policy, [0, 1], family="pick", split="train", max_episode_steps=12,
+                                 execution="receding", execute_steps=3)
+  assert all(r.length == 12 for r in results)
+  assert policy.queries == 4  # Steps 0, 3, 6, 9.
+
+
+def test_temporal_ensemble_averages_overlapping_predictions():
+  history = [(0, np.full((1, 4, 1), 1.0)), (1, np.full((1, 4, 1), 3.0)), (2, np.full((1, 4, 1), 5.0))]
+  np.testing.assert_allclose(rollout._ensemble(history, 2, m=0.0), [[3.0]])
+  weighted = rollout._ensemble(history, 2, m=1.0)  # Ages 2, 1, 0 -> weights e^-2, e^-1, 1.
+  w = np.exp([-2.0, -1.0, 0.0])
+  np.testing.assert_allclose(weighted, [[(w * [1, 3, 5]).sum() / w.sum()]], rtol=1e-6)
+  policy = ChunkRecorder(horizon=4)
+  rollout.run_episodes(policy, [0], family="pick", split="train", max_episode_steps=6, execution="ensemble")
+  assert policy.queries == 6
+
+
+def test_bad_execution_settings_raise_clear_errors():
+  with pytest.raises(ValueError, match="execution='chunked'"):
+    rollout.run_episodes(ChunkRecorder(4), [0], family="pick", split="train", execution="chunked")
+  with pytest.raises(ValueError, match="execute_steps=0"):
+    rollout.run_episodes(ChunkRecorder(4), [0], family="pick", split="train", execute_steps=0)
+  with pytest.raises(ValueError, match="condition 'unseen'"):
+    ev.evaluate(policies.RandomPolicy(), small_config(conditions=("unseen",)))
+
+
+def test_wilson_interval():
+  lo, hi = metrics.wilson_interval(0, 50)
+  assert lo == 0.0 and 0.05 < hi < 0.09
+  lo, hi = metrics.wilson_interval(50, 50)
+  assert hi == pytest.approx(1.0) and 0.91 < lo < 0.95
+  lo, hi = metrics.wilson_interval(25, 50)
+  assert lo < 0.5 < hi and hi - lo == pytest.approx(0.27, abs=0.01)

@@ -1,0 +1,1 @@
+"""Closed-loop evaluation in the built-in simulator: rollouts, metrics per family and split, artifacts."""

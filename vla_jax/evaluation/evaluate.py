@@ -1,0 +1,179 @@
+"""Closed-loop evaluation of a policy: success per task family and per condition, and its artifacts.
+
+Conditions (all on the same scene seeds, so they are paired comparisons):
+  seen              training phrasings and colour-shape combos (new scenes);
+  heldout_phrasing  phrasings never in the training data;
+  heldout_combo     targets whose colour-shape pairing never appeared in training;
+  language_blind    seen scenes, but the policy is told another episode's instruction — the gap to
+                    "seen" is how much success comes from reading the instruction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from vla_jax.envs import tasks
+from vla_jax.evaluation import metrics, rollout
+from vla_jax.evaluation.policies import ChunkPolicy
+
+CONDITIONS: dict[str, dict[str, Any]] = {
+    "seen": dict(split="train"),
+    "heldout_phrasing": dict(split="heldout_phrasing"),
+    "heldout_combo": dict(split="heldout_combo"),
+    "language_blind": dict(split="train", instruction_override="shuffled"),
+}
+
+
+def eval_config(episodes_per_family: int = 50) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.episodes_per_family = episodes_per_family
+  c.families = tasks.FAMILIES
+  c.conditions = tuple(CONDITIONS)
+  c.num_envs = 50  # Episodes stepped together (one policy call for all).
+  c.max_episode_steps = 100
+  c.image_size = 64
+  c.execution = "receding"  # "receding" (k of H per query) or "ensemble" (temporal ensembling).
+  c.execute_steps = 2  # k for "receding"; H = open loop, 1 = closed loop every step.
+  c.ensemble_decay = 0.0  # m for "ensemble": weights exp(-m * age).
+  c.seed = 1_000_000  # Scene seeds: seed + family_index * 100_000 + episode.
+  c.videos_per_family = 2  # GIFs of the first episodes of each family per condition in `videos_for`.
+  c.videos_for = ("seen", "language_blind")
+  return c
+
+
+def evaluate(policy: ChunkPolicy, config: ml_collections.ConfigDict, progress: bool = False) -> dict[str, Any]:
+  """Runs every (condition, family) and returns {"conditions": ..., "episodes": [...]} (JSON-able)."""
+  for name in config.conditions:
+    if name not in CONDITIONS:
+      raise ValueError(f"eval condition {name!r} is unknown; expected some of {list(CONDITIONS)}")
+  summary: dict[str, Any] = {"conditions": {}, "episodes": [], "videos": []}
+  jobs = [(c, f) for c in config.conditions for f in config.families]
+  bar = None
+  if progress:
+    import tqdm
+
+    bar = tqdm.tqdm(total=len(jobs) * config.episodes_per_family, desc="closed-loop eval", unit="ep")
+  for condition, family in jobs:
+    index = tasks.FAMILIES.index(family)
+    seeds = [config.seed + index * 100_000 + i for i in range(config.episodes_per_family)]
+    kwargs = dict(CONDITIONS[condition])
+    split = kwargs.pop("split")
+    record = config.videos_per_family if condition in config.videos_for else 0
+    results = rollout.run_episodes(
+        policy, seeds, family=family, split=split, num_envs=config.num_envs, image_size=config.image_size,
+        max_episode_steps=config.max_episode_steps, execution=config.execution,
+        execute_steps=config.execute_steps, ensemble_decay=config.ensemble_decay, record_frames=record, **kwargs,
+    )
+    cond = summary["conditions"].setdefault(condition, {"families": {}})
+    cond["families"][family] = metrics.summarise(results)
+    cond.setdefault("_results", []).extend(results)
+    for r in results:
+      summary["episodes"].append({k: v for k, v in vars(r).items() if k != "frames"} | {"condition": condition})
+      if r.frames is not None:
+        summary["videos"].append({"condition": condition, "family": family, "seed": r.seed,
+                                  "instruction": r.instruction, "success": r.success, "frames": r.frames})
+    if bar is not None:
+      bar.update(len(results))
+  if bar is not None:
+    bar.close()
+  for cond in summary["conditions"].values():
+    cond["overall"] = metrics.summarise(cond.pop("_results"))
+  return summary
+
+
+def scalars(summary: dict[str, Any]) -> dict[str, float]:
+  """Flat {"<condition>/<family|overall>/success_rate": ...} for TensorBoard and JSON lines."""
+  out = {}
+  for condition, cond in summary["conditions"].items():
+    out[f"{condition}/overall/success_rate"] = cond["overall"]["success_rate"]
+    out[f"{condition}/overall/mean_length"] = cond["overall"]["mean_length"]
+    for family, s in cond["families"].items():
+      out[f"{condition}/{family}/success_rate"] = s["success_rate"]
+  return out
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+  """Success % [95 % CI] per family (columns) and condition (rows), plus mean episode length."""
+  families = list(next(iter(summary["conditions"].values()))["families"])
+  header = "| condition | " + " | ".join(families) + " | overall | mean length |"
+  lines = [header, "|" + "---|" * (len(families) + 3)]
+  cell = lambda s: f"{100 * s['success_rate']:.0f} % [{100 * s['ci95_low']:.0f}, {100 * s['ci95_high']:.0f}]"  # noqa: E731
+  for condition, cond in summary["conditions"].items():
+    row = [cell(cond["families"][f]) for f in families] + [cell(cond["overall"]), f"{cond['overall']['mean_length']:.1f}"]
+    lines.append(f"| {condition} | " + " | ".join(row) + " |")
+  n = next(iter(summary["conditions"].values()))["overall"]["episodes"]
+  lines.append(f"\n{n} episodes per condition; success % with a 95 % Wilson interval.")
+  return "\n".join(lines)
+
+
+def save_gif(frames: list[np.ndarray], path: Path, instruction: str, success: bool, scale: int = 4) -> None:
+  """An episode as an animated GIF, upscaled, with the instruction written above the frames."""
+  import textwrap
+
+  from PIL import Image, ImageDraw
+
+  width_chars = max(10, (frames[0].shape[1] * scale - 24) // 6)  # PIL's default font: ~6 px a char.
+  lines = textwrap.wrap(instruction, width_chars)[:3]
+  banner = 6 + 13 * len(lines)
+  out = []
+  for i, frame in enumerate(frames):
+    h, w = frame.shape[:2]
+    canvas = Image.new("RGB", (w * scale, h * scale + banner), (255, 255, 255))
+    canvas.paste(Image.fromarray(frame).resize((w * scale, h * scale), Image.NEAREST), (0, banner))
+    draw = ImageDraw.Draw(canvas)
+    for row, line in enumerate(lines):
+      draw.text((4, 2 + 13 * row), line, fill=(0, 0, 0))
+    if i == len(frames) - 1:
+      draw.rectangle([w * scale - 14, 2, w * scale - 4, 12], fill=(30, 170, 60) if success else (210, 40, 40))
+    out.append(canvas)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".tmp.gif")
+  out[0].save(tmp, save_all=True, append_images=out[1:] + [out[-1]] * 5, duration=100, loop=0)
+  tmp.replace(path)
+
+
+def write_artifacts(summary: dict[str, Any], outdir: str | Path, step: int | None = None) -> dict[str, Path]:
+  """summary.json, results.md and videos/*.gif under outdir; returns their paths."""
+  outdir = Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  paths = {"json": outdir / "summary.json", "markdown": outdir / "results.md", "videos": outdir / "videos"}
+  payload = {"step": step, "conditions": summary["conditions"], "episodes": summary["episodes"]}
+  tmp = paths["json"].with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(payload, indent=1))
+  tmp.replace(paths["json"])
+  paths["markdown"].write_text(markdown_table(summary) + "\n")
+  for video in summary["videos"]:
+    name = f"{video['condition']}_{video['family']}_{video['seed']}_{'ok' if video['success'] else 'fail'}.gif"
+    save_gif(video["frames"], paths["videos"] / name, video["instruction"], video["success"])
+  return paths
+
+
+def plot_success_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
+  """Success rate vs training step for each condition, from a list of {"step", <scalars>} records."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  history = sorted(history, key=lambda r: r["step"])
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  for condition in CONDITIONS:
+    key = f"{condition}/overall/success_rate"
+    points = [(r["step"], r[key]) for r in history if key in r]
+    if points:
+      ax.plot(*zip(*points), marker="o", label=condition)
+  ax.set_xlabel("training step")
+  ax.set_ylabel("success rate")
+  ax.set_ylim(-0.02, 1.02)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  path = Path(path)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path

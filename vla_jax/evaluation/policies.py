@@ -1,0 +1,143 @@
+"""Policies as the closed-loop evaluator sees them: observations in, action chunks out (env units).
+
+A `ChunkPolicy` gets the stacked observations of N envs each control step and returns an action
+chunk float32 [N, H, 3] in the simulator's units; `reset` starts new episodes with their
+instructions. `JaxPolicy` wraps a trained policy (the same `Policy.sample_actions` that training
+and export use), and the scripted expert and a random policy go through the same harness, which is
+how the harness itself is tested.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vla_jax.data import language, statistics as stats_lib
+from vla_jax.envs import ScriptedExpert, SceneState
+
+
+class ChunkPolicy(Protocol):
+  action_horizon: int
+
+  def reset(self, instructions: Sequence[str], scenes: Sequence[SceneState]) -> None:
+    ...
+
+  def __call__(self, obs: dict[str, Any], scenes: Sequence[SceneState]) -> np.ndarray:
+    """obs: image uint8 [N, S, S, 3], state float32 [N, D] -> actions float32 [N, H, A]."""
+
+
+class ExpertPolicy:
+  """The scripted expert through the evaluation harness (it reads the privileged scenes)."""
+
+  action_horizon = 1
+
+  def __init__(self, noise_std: float = 0.1, seed: int = 0):
+    self.noise_std, self.seed = noise_std, seed
+    self.experts: list[ScriptedExpert] = []
+
+  def reset(self, instructions, scenes):
+    self.experts = [ScriptedExpert(noise_std=self.noise_std) for _ in scenes]
+    for i, (expert, scene) in enumerate(zip(self.experts, scenes)):
+      expert.reset(scene, seed=self.seed + i)
+
+  def __call__(self, obs, scenes):
+    return np.stack([e.act(s) for e, s in zip(self.experts, scenes)])[:, None, :]
+
+
+class RandomPolicy:
+  """Uniform random actions: the floor every task family should sit near."""
+
+  action_horizon = 1
+
+  def __init__(self, seed: int = 0):
+    self.rng = np.random.default_rng(seed)
+
+  def reset(self, instructions, scenes):
+    pass
+
+  def __call__(self, obs, scenes):
+    n = len(obs["state"])
+    actions = self.rng.uniform(-1, 1, size=(n, 1, 3)).astype(np.float32)
+    actions[..., 2] = self.rng.uniform(size=(n, 1)) > 0.5
+    return actions
+
+
+class JaxPolicy:
+  """A trained VLA policy: keeps each env's observation window, normalises, samples, un-normalises.
+
+  Args:
+    policy: a `vla_jax.models.policy.Policy`.
+    params: the (EMA) parameters.
+    action_stats, proprio_stats: this dataset's statistics entries (`statistics[name]["action"]`).
+    normalization: "gaussian" | "bounds", as in training.
+    camera: the model's camera name fed with the env image.
+  """
+
+  def __init__(self, policy, params, *, action_stats: dict, proprio_stats: dict | None, normalization: str,
+               camera: str = "primary", seed: int = 0):
+    cfg = policy.config
+    self.policy, self.params = policy, params
+    self.window = int(cfg.window_size)
+    self.action_horizon = int(cfg.action_horizon)
+    self.max_len = int(cfg.language.max_len)
+    self.camera = camera
+    self.action_stats, self.proprio_stats, self.normalization = action_stats, proprio_stats, normalization
+    self.rng = jax.random.PRNGKey(seed)
+    self.calls = 0
+    self._sample = jax.jit(lambda p, obs, task, rng: policy.sample_actions(p, obs, task, rng))
+    self._images = self._proprio = self._valid = self._tokens = None
+
+  def reset(self, instructions, scenes):
+    self._tokens = language.tokenize(list(instructions), self.max_len)
+    self._images = None
+    self.calls = 0
+
+  def _push(self, obs):
+    image = obs["image"]
+    proprio = obs["state"].astype(np.float32)
+    if self.proprio_stats is not None:
+      proprio = stats_lib.normalize(proprio, self.proprio_stats, self.normalization)
+    if self._images is None:  # Episode start: the window is padding, repeating the first frame.
+      n = len(image)
+      self._images = np.repeat(image[:, None], self.window, axis=1)
+      self._proprio = np.repeat(proprio[:, None], self.window, axis=1)
+      self._valid = np.zeros((n, self.window), bool)
+    self._images = np.concatenate([self._images[:, 1:], image[:, None]], axis=1)
+    self._proprio = np.concatenate([self._proprio[:, 1:], proprio[:, None]], axis=1)
+    self._valid = np.concatenate([self._valid[:, 1:], np.ones((len(image), 1), bool)], axis=1)
+
+  def observe(self, obs) -> None:
+    """Adds a frame to the windows without sampling (for steps executed from an earlier chunk)."""
+    self._push(obs)
+
+  def __call__(self, obs, scenes, already_observed: bool = False):
+    if not already_observed:
+      self._push(obs)
+    observation = {f"image_{self.camera}": self._images, "proprio": self._proprio, "timestep_pad_mask": self._valid}
+    task = {"language_tokens": self._tokens}
+    rng = jax.random.fold_in(self.rng, self.calls)
+    self.calls += 1
+    actions = np.asarray(self._sample(self.params, observation, task, rng), np.float32)
+    return stats_lib.unnormalize(actions, self.action_stats, self.normalization)
+
+
+def jax_policy_from_checkpoint(checkpoint_dir, *, dataset: str | None = None, use_ema: bool = True, seed: int = 0) -> JaxPolicy:
+  """Rebuilds a `JaxPolicy` from one checkpoint directory alone (config + statistics inside)."""
+  from vla_jax.models.policy import Policy
+  from vla_jax.training.checkpoint import restore_for_inference
+
+  restored = restore_for_inference(checkpoint_dir)
+  config = ml_collections.ConfigDict(restored["config"])
+  stats = restored["dataset_statistics"]
+  name = dataset or next(iter(stats))
+  if name not in stats:
+    raise ValueError(f"dataset {name!r} has no statistics in {checkpoint_dir}; it has {sorted(stats)}")
+  params = restored["state"]["ema_params" if use_ema else "params"]
+  params = jax.tree.map(jnp.asarray, params)
+  policy = Policy(config.model)
+  return JaxPolicy(policy, params, action_stats=stats[name]["action"], proprio_stats=stats[name].get("proprio"),
+                   normalization=config.data.normalization, camera=config.model.cameras[0], seed=seed)
