@@ -23,12 +23,15 @@ def main(argv):
   import sys
   from pathlib import Path
 
+  from vla_jax.evaluation import run as eval_run
   from vla_jax.training import train
 
   config = _CONFIG.value
   workdir = _WORKDIR.value or str(Path("runs") / Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem)
   try:
-    result = train.train_and_evaluate(config, workdir, resume=_RESUME.value, allow_config_change=_ALLOW.value)
+    hook = eval_run.make_training_hook(config, workdir) if config.train.closed_loop_every else None
+    result = train.train_and_evaluate(config, workdir, resume=_RESUME.value, allow_config_change=_ALLOW.value,
+                                      closed_loop_eval=hook)
   except (ValueError, train.ConfigMismatchError, FileExistsError, FloatingPointError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   metrics = result.metrics

@@ -13,6 +13,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from vla_jax.data import pipeline, spec
+from vla_jax.evaluation.evaluate import eval_config
 from vla_jax.models.config import model_config
 
 
@@ -39,6 +40,7 @@ def get_config(variant: str = "small") -> ml_collections.ConfigDict:
   config.train.log_every = {"tiny": 10, "small": 50, "base": 100}[variant]
   config.train.eval_every = {"tiny": 30, "small": 500, "base": 2000}[variant]  # Validation loss; 0 = never.
   config.train.val_batches = {"tiny": 2, "small": 8, "base": 16}[variant]
+  config.train.closed_loop_every = {"tiny": 0, "small": 1000, "base": 5000}[variant]  # Sim rollouts; 0 = never.
   config.train.ema_decay = 0.999 if variant != "tiny" else 0.9
   config.train.grad_accum_steps = 1
   config.train.compute_dtype = "float32"  # "bfloat16" on GPU/TPU (fp32 master weights).
@@ -66,6 +68,12 @@ def get_config(variant: str = "small") -> ml_collections.ConfigDict:
   config.checkpoint.best_metric = "val/action_mae"
   config.checkpoint.best_mode = "min"
   config.checkpoint.async_save = True
+
+  # Closed-loop evaluation (during training, and the defaults of experiments.evaluate).
+  config.eval = eval_config(episodes_per_family={"tiny": 4, "small": 20, "base": 50}[variant])
+  if variant != "base":  # During training: the two conditions that show learning; all in experiments.evaluate.
+    config.eval.conditions = ("seen", "language_blind")
+  config.eval_dataset = "tabletop"  # Whose statistics (un)normalise the simulator's actions/proprio.
 
   config.distributed = ml_collections.ConfigDict()
   config.distributed.coordinator_address = config_dict.placeholder(str)  # Or env JAX_COORDINATOR_ADDRESS.

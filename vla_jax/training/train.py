@@ -113,14 +113,29 @@ def evaluate_validation(eval_step: Callable, state: TrainState, config: ml_colle
   return {k: v / max(count, 1) for k, v in totals.items()}
 
 
+def _host_params(params: Any) -> Any:
+  """Parameters as host numpy arrays, gathered from every process if sharded across hosts."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(params, tiled=True)
+  return jax.device_get(params)
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | os.PathLike,
     *,
     resume: bool = True,
     allow_config_change: bool = False,
+    closed_loop_eval: Callable[[int, Policy, Any, dict[str, Any]], dict[str, float]] | None = None,
 ) -> TrainResult:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint."""
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  closed_loop_eval: `hook(step, policy, ema_params_on_host, statistics) -> scalars`, called every
+    `config.train.closed_loop_every` steps and at the end (evaluation lives in a higher layer, so
+    the entry point passes it in; see vla_jax.evaluation.run.make_training_hook).
+  """
   distributed.maybe_initialize(config.distributed)
   workdir = Path(workdir)
   prepare_workdir(workdir, config, allow_config_change)
@@ -221,6 +236,14 @@ def train_and_evaluate(
       val_metrics = logger.write(step, evaluate_validation(eval_step, state, config, statistics, mesh), prefix="val/")
       val_step = step
       logger.print(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
+    every = config.train.get("closed_loop_every", 0)
+    if closed_loop_eval is not None and every and (step % every == 0 or is_last):
+      params = _host_params(state.ema_params)
+      if jax.process_index() == 0:
+        scalars = closed_loop_eval(step, policy, params, statistics)
+        logger.write(step, scalars, prefix="eval/")
+        logger.print(f"step {step}: closed-loop success " + ", ".join(
+            f"{k.split('/')[0]} {v:.0%}" for k, v in scalars.items() if k.endswith("overall/success_rate")))
     if step % config.checkpoint.every == 0 or is_last:
       save(step, val_metrics if val_step == step else None)  # Rank only on fresh metrics.
       last_good = step

@@ -1,0 +1,54 @@
+"""Closed-loop evaluation of trained checkpoints in the built-in simulator.
+
+  python -m experiments.evaluate --checkpoint runs/x/checkpoints/3000 [--out DIR] [--eval.episodes_per_family=100]
+  python -m experiments.evaluate --workdir runs/x [--all_checkpoints]   # latest (or every) checkpoint
+
+Writes summary.json, results.md (the table printed here), GIFs, TensorBoard scalars, and with
+several checkpoints a success-vs-step plot.
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint directory (.../checkpoints/<step>).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A run directory: evaluates its latest checkpoint.")
+_ALL = flags.DEFINE_bool("all_checkpoints", False, "With --workdir: evaluate every kept checkpoint.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default <workdir>/eval/step_<n>).")
+
+
+def _eval_config():
+  from vla_jax.evaluation.evaluate import eval_config
+
+  return eval_config()
+
+
+_EVAL = config_flags.DEFINE_config_dict("eval", _eval_config(), "Evaluation settings.")
+
+
+def main(argv):
+  del argv
+  import sys
+  from pathlib import Path
+
+  from vla_jax.evaluation import run
+
+  if bool(_CHECKPOINT.value) == bool(_WORKDIR.value):
+    sys.exit("error: pass exactly one of --checkpoint or --workdir")
+  if _CHECKPOINT.value:
+    checkpoints = [Path(_CHECKPOINT.value)]
+  else:
+    root = Path(_WORKDIR.value) / "checkpoints"
+    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+    if not steps:
+      sys.exit(f"error: no checkpoints in {root}")
+    checkpoints = [root / str(s) for s in (steps if _ALL.value else steps[-1:])]
+  try:
+    run.evaluate_checkpoints(checkpoints, _EVAL.value, out=_OUT.value)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
