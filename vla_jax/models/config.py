@@ -1,0 +1,131 @@
+"""Model configs: small helper functions that return `ml_collections.ConfigDict`s.
+
+Every size and switch of the model lives here, named for what it means. An experiment's
+`get_config()` composes these (`model_config(size="small", head="diffusion")`) and overrides single
+keys; there is no inheritance tree. The config also fixes the model's input spec (cameras, image
+size, window, proprio and action dims), so a saved config is enough to rebuild, serve or export it.
+
+Main keys (`config.<key>`):
+  size                      "tiny" (unit tests) | "small" (CPU default) | "base" (GPU).
+  cameras                   camera names; the batch holds `observation/image_<name>`.
+  image_size_px             square image side the tokenizer expects.
+  window_size               observation history length T.
+  proprio_dim, use_proprio  proprio vector length D and whether to tokenize it at all.
+  proprio_modalities        () = one token from the whole vector; or ((name, start, stop), ...) to
+                            split named slices (e.g. pose vs tactile) into separate modalities.
+  action_horizon, action_dim, action_clip   chunk [H, A]; sampled actions clipped to ±action_clip.
+  num_readout_tokens        readout tokens appended after the observations.
+  image.*                   conv stem (features, kernel) + patch size, optional language FiLM.
+  language.*                mode "tokens" (byte ids, learned embeddings) | "embedding" (precomputed
+                            sentence embedding [B, E]) | "none".
+  transformer.*             width, depth, num_heads, mlp_dim, dropout_rate.
+  head.kind                 "diffusion" | "flow" | "l1" | "mse" | "discrete" — one key to compare heads.
+  head.denoiser.*, head.diffusion.*, head.flow.*, head.regression.*, head.discrete.*
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+SIZES = ("tiny", "small", "base")
+HEAD_KINDS = ("diffusion", "flow", "l1", "mse", "discrete")
+LANGUAGE_MODES = ("tokens", "embedding", "none")
+
+
+def transformer_config(size: str) -> ml_collections.ConfigDict:
+  """Backbone transformer sizes. `small` is ~2 M params: it must train on 2 CPU cores."""
+  sizes = {
+      "tiny": dict(width=32, depth=2, num_heads=2, mlp_dim=64),
+      "small": dict(width=192, depth=4, num_heads=3, mlp_dim=768),
+      "base": dict(width=512, depth=8, num_heads=8, mlp_dim=2048),
+  }
+  if size not in sizes:
+    raise ValueError(f"model size {size!r} unknown; expected one of {SIZES}")
+  return ml_collections.ConfigDict(dict(dropout_rate=0.0, **sizes[size]))
+
+
+def image_config(size: str) -> ml_collections.ConfigDict:
+  """Conv stem (each conv halves the resolution) followed by patchify.
+
+  On 64×64 images, `small` gives stride 2 × patch 4 = 8 px per token → 64 tokens per frame.
+  """
+  sizes = {
+      "tiny": dict(stem_features=(8,), patch_size=4),
+      "small": dict(stem_features=(32,), patch_size=4),
+      "base": dict(stem_features=(32, 64), patch_size=2),
+  }
+  return ml_collections.ConfigDict(dict(stem_kernel_size=3, film=False, **sizes[size]))
+
+
+def language_config(size: str, mode: str = "tokens") -> ml_collections.ConfigDict:
+  """Instruction encoding. Byte ids are grouped `bytes_per_token` at a time so a 64-byte
+  instruction costs 16 transformer tokens, not 64."""
+  if mode not in LANGUAGE_MODES:
+    raise ValueError(f"language mode {mode!r} unknown; expected one of {LANGUAGE_MODES}")
+  return ml_collections.ConfigDict(
+      dict(
+          mode=mode,
+          max_len=64,  # L of `task/language_tokens` (vla_jax.data.language).
+          vocab_size=257,  # vla_jax.data.language.VOCAB_SIZE.
+          byte_embedding_dim={"tiny": 16, "small": 64, "base": 128}[size],
+          bytes_per_token=4,
+          embedding_dim=512,  # E of `task/language_embedding` (e.g. Bridge's 512-d embedding).
+          embedding_num_tokens={"tiny": 1, "small": 2, "base": 4}[size],
+      )
+  )
+
+
+def head_config(size: str, kind: str = "diffusion") -> ml_collections.ConfigDict:
+  """All heads' settings are always present; `kind` picks which one is built."""
+  if kind not in HEAD_KINDS:
+    raise ValueError(f"head kind {kind!r} unknown; expected one of {HEAD_KINDS}")
+  hidden = {"tiny": 32, "small": 256, "base": 512}[size]
+  return ml_collections.ConfigDict(
+      dict(
+          kind=kind,
+          # The small MLP-ResNet that iterates (diffusion and flow heads).
+          denoiser=dict(hidden_dim=hidden, num_blocks={"tiny": 1, "small": 3, "base": 3}[size],
+                        time_features=32),
+          diffusion=dict(
+              num_train_steps=100,  # K discrete noise levels of the cosine schedule.
+              num_sample_steps=10,  # DDIM steps at inference.
+              eta=0.0,  # DDIM η: 0 = deterministic given the initial noise.
+              num_noise_samples=4,  # noise draws per example per train step (the head is cheap).
+          ),
+          flow=dict(num_integration_steps=10, num_noise_samples=4),
+          regression=dict(hidden_dim=hidden),
+          discrete=dict(num_bins=256, hidden_dim=hidden),
+      )
+  )
+
+
+def model_config(size: str = "small", head: str = "diffusion",
+                 language: str = "tokens") -> ml_collections.ConfigDict:
+  """The full model config; defaults match the built-in 64×64 single-camera tabletop dataset."""
+  if size not in SIZES:
+    raise ValueError(f"model size {size!r} unknown; expected one of {SIZES}")
+  return ml_collections.ConfigDict(
+      dict(
+          size=size,
+          cameras=("primary",),
+          image_size_px=64,
+          window_size=2,
+          proprio_dim=5,
+          use_proprio=True,
+          proprio_modalities=(),
+          action_horizon=4,
+          action_dim=3,
+          action_clip=1.0,
+          num_readout_tokens=1,
+          image=image_config(size),
+          language=language_config(size, language),
+          transformer=transformer_config(size),
+          head=head_config(size, head),
+      )
+  )
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """`config_flags` entry point: `--config vla_jax/models/config.py:small,diffusion`."""
+  parts = (arg or "small").split(",")
+  return model_config(*parts)

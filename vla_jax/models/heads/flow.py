@@ -1,0 +1,65 @@
+"""Flow-matching action head (as in π0): learn the velocity that carries noise to actions.
+
+Path x_t = (1 - t)·noise + t·actions for t ∈ [0, 1]; the target velocity is actions - noise.
+Sampling integrates dx/dt = v(x, t) from t = 0 (the noise input) to t = 1 with a fixed number of
+Euler steps, then clips to ±action_clip.
+"""
+
+from __future__ import annotations
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vla_jax.models.heads import common
+from vla_jax.models.heads.denoiser import Denoiser
+
+Array = jnp.ndarray
+
+
+def noise_shapes(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, tuple]:
+  """Noise `sample` consumes: "initial" [B, H, A] (Euler integration is deterministic after it)."""
+  return {"initial": (batch_size, config.action_horizon, config.action_dim)}
+
+
+class FlowHead(nn.Module):
+  config: ml_collections.ConfigDict
+
+  def setup(self):
+    d = self.config.head.denoiser
+    self.denoiser = Denoiser(d.hidden_dim, d.num_blocks, d.time_features)
+
+  def predict(self, readouts: Array, x: Array, t: Array) -> Array:
+    """One network call: readouts [B, R, D], x [B, H, A], t float32 [B] → velocity [B, H, A]."""
+    return self.denoiser(common.pool_readouts(readouts), x, t)
+
+  def __call__(self, readouts: Array, actions: Array, action_pad_mask: Array, rng: Array,
+               train: bool = False) -> tuple[Array, dict[str, Array]]:
+    """Flow-matching loss. actions: float32 [B, H, A]; action_pad_mask: bool [B, H]."""
+    del train
+    chex.assert_rank([readouts, actions, action_pad_mask], [3, 3, 2])
+    n = self.config.head.flow.num_noise_samples
+    readouts, actions, action_pad_mask = (
+        common.repeat_for_noise_samples(x, n) for x in (readouts, actions, action_pad_mask))
+    t_rng, noise_rng = jax.random.split(rng)
+    t = jax.random.uniform(t_rng, (actions.shape[0],))
+    noise = jax.random.normal(noise_rng, actions.shape)
+    x_t = (1.0 - t[:, None, None]) * noise + t[:, None, None] * actions
+    pred = self.predict(readouts, x_t, t)
+    loss = common.masked_mean(jnp.square(pred - (actions - noise)), action_pad_mask)
+    return loss, {"flow_mse": loss}
+
+  def sample(self, readouts: Array, noise: dict[str, Array]) -> Array:
+    """Euler-integrate from noise["initial"] [B, H, A] → actions [B, H, A]."""
+    x = noise["initial"]
+    chex.assert_shape(x, (readouts.shape[0], self.config.action_horizon, self.config.action_dim))
+    steps = self.config.head.flow.num_integration_steps
+    if steps < 1:
+      raise ValueError(f"head.flow.num_integration_steps must be ≥ 1, got {steps}")
+    dt = 1.0 / steps
+    for i in range(steps):  # Fixed count, unrolled.
+      x = x + dt * self.predict(readouts, x, jnp.full((x.shape[0],), i * dt, jnp.float32))
+    clip = self.config.action_clip
+    return jnp.clip(x, -clip, clip)

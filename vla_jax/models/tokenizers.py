@@ -1,0 +1,154 @@
+"""Tokenizers: turn raw observation and task arrays into [.., N, D] token sequences.
+
+One module per modality: images (conv stem + patchify, optional language FiLM), language (byte ids
+with learned embeddings, or a precomputed sentence embedding) and proprio/tactile (one linear
+projection per named slice). All use only ops that jax2tf's TF-op lowering and tf2onnx convert
+(see TOOLCHAIN.md): e.g. the byte embedding is a one-hot matmul rather than a gather.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import chex
+import flax.linen as nn
+import jax.numpy as jnp
+
+Array = jnp.ndarray
+
+# Token embeddings start small so the initial sum of (content + position) is well scaled.
+_EMBED_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def gelu(x: Array) -> Array:
+  """tanh-approximate GELU: the exact (erf) form lowers to `Erfc`, which tf2onnx cannot convert."""
+  return nn.gelu(x, approximate=True)
+
+
+class ImageTokenizer(nn.Module):
+  """One camera's frames → patch tokens.
+
+  A few stride-2 convs (each followed by GroupNorm, optional FiLM on the language, GELU) give the
+  patches some local features cheaply, then non-overlapping patches are flattened and projected.
+  Patchify is a reshape + Dense, not a strided conv, to keep the exported graph simple.
+  """
+
+  width: int
+  stem_features: Sequence[int]
+  stem_kernel_size: int
+  patch_size: int
+  film: bool = False
+
+  @nn.compact
+  def __call__(self, images: Array, film_condition: Array | None = None) -> Array:
+    """images: uint8 [B, T, Hpx, Wpx, 3]; film_condition: float32 [B, C] (required iff `film`).
+
+    Returns: float32 [B, T, P, D] with P = (Hpx / (2^len(stem) * patch))^2 tokens per frame.
+    """
+    chex.assert_rank(images, 5)
+    b, t, h, w, c = images.shape
+    stride = 2 ** len(self.stem_features) * self.patch_size
+    if h % stride or w % stride:
+      raise ValueError(f"image {h}x{w} px is not divisible by stem stride × patch = {stride}")
+    if self.film and film_condition is None:
+      raise ValueError("image.film=True needs a language condition, but language.mode is 'none'")
+    x = images.astype(jnp.float32) * (2.0 / 255.0) - 1.0  # uint8 → [-1, 1].
+    x = x.reshape(b * t, h, w, c)
+    for i, features in enumerate(self.stem_features):
+      x = nn.Conv(features, (self.stem_kernel_size,) * 2, strides=(2, 2), padding="SAME",
+                  name=f"stem_conv_{i}")(x)
+      x = nn.GroupNorm(num_groups=min(8, features), name=f"stem_norm_{i}")(x)
+      if self.film:
+        chex.assert_rank(film_condition, 2)
+        # Zero-init: FiLM starts as the identity and the language learns to modulate features.
+        scale_shift = nn.Dense(2 * features, kernel_init=nn.initializers.zeros,
+                               name=f"film_{i}")(film_condition)
+        scale_shift = jnp.repeat(scale_shift, t, axis=0)[:, None, None, :]  # [B*T, 1, 1, 2F].
+        scale, shift = jnp.split(scale_shift, 2, axis=-1)
+        x = x * (1.0 + scale) + shift
+      x = gelu(x)
+    n, hh, ww, cc = x.shape
+    p = self.patch_size
+    x = x.reshape(n, hh // p, p, ww // p, p, cc).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(n, (hh // p) * (ww // p), p * p * cc)
+    tokens = nn.Dense(self.width, name="patch_projection")(x)
+    tokens = tokens + self.param("position_embedding", _EMBED_INIT, tokens.shape[1:])
+    tokens = tokens.reshape(b, t, *tokens.shape[1:])
+    chex.assert_shape(tokens, (b, t, None, self.width))
+    return tokens
+
+
+class LanguageTokenizer(nn.Module):
+  """Task → task tokens plus a validity mask.
+
+  mode "tokens": byte ids [B, L] (0 = pad) are embedded, grouped `bytes_per_token` at a time and
+  projected, so the transformer sees L / bytes_per_token tokens; a group that is all padding is
+  masked out. mode "embedding": a precomputed sentence embedding [B, E] from a frozen encoder is
+  projected to `embedding_num_tokens` tokens. The transformer contextualises either.
+  """
+
+  width: int
+  mode: str
+  vocab_size: int
+  byte_embedding_dim: int
+  bytes_per_token: int
+  embedding_num_tokens: int
+
+  @nn.compact
+  def __call__(self, task: dict[str, Array]) -> tuple[Array, Array]:
+    """Returns: tokens float32 [B, Lt, D], mask bool [B, Lt] (True = real token)."""
+    if self.mode == "tokens":
+      ids = task["language_tokens"]
+      chex.assert_rank(ids, 2)
+      b, length = ids.shape
+      g = self.bytes_per_token
+      if length % g:
+        raise ValueError(f"task/language_tokens length {length} is not a multiple of "
+                         f"language.bytes_per_token={g}")
+      table = self.param("byte_embedding", _EMBED_INIT, (self.vocab_size, self.byte_embedding_dim))
+      one_hot = (ids[..., None] == jnp.arange(self.vocab_size, dtype=ids.dtype)).astype(jnp.float32)
+      x = one_hot @ table  # [B, L, E_byte]; a matmul exports where a gather may not.
+      x = x.reshape(b, length // g, g * self.byte_embedding_dim)
+      tokens = nn.Dense(self.width, name="group_projection")(x)
+      tokens = tokens + self.param("position_embedding", _EMBED_INIT, tokens.shape[1:])
+      mask = (ids.reshape(b, length // g, g) != 0).any(axis=-1)
+    elif self.mode == "embedding":
+      emb = task["language_embedding"].astype(jnp.float32)
+      chex.assert_rank(emb, 2)
+      b = emb.shape[0]
+      emb = nn.LayerNorm(name="embedding_norm")(emb)  # Encoders differ in scale; normalise first.
+      tokens = nn.Dense(self.embedding_num_tokens * self.width, name="embedding_projection")(emb)
+      tokens = tokens.reshape(b, self.embedding_num_tokens, self.width)
+      mask = jnp.ones((b, self.embedding_num_tokens), bool)
+    else:
+      raise ValueError(f"LanguageTokenizer called with mode {self.mode!r}")
+    chex.assert_shape(tokens, (b, mask.shape[1], self.width))
+    return tokens, mask
+
+
+class ProprioTokenizer(nn.Module):
+  """Proprio [B, T, D] → one token per modality per timestep.
+
+  `modalities` = () projects the whole vector to one token; otherwise each (name, start, stop)
+  slice (e.g. pose vs tactile channels) gets its own projection, so the model can attend to touch
+  separately from pose.
+  """
+
+  width: int
+  modalities: Sequence[tuple[str, int, int]] = ()
+
+  @nn.compact
+  def __call__(self, proprio: Array) -> Array:
+    """proprio: float32 [B, T, D] (already normalised). Returns float32 [B, T, M, D_model]."""
+    chex.assert_rank(proprio, 3)
+    dim = proprio.shape[-1]
+    slices = self.modalities or (("proprio", 0, dim),)
+    tokens = []
+    for name, start, stop in slices:
+      if not 0 <= start < stop <= dim:
+        raise ValueError(f"proprio modality {name!r} slice [{start}:{stop}] is outside "
+                         f"observation/proprio of dim {dim}")
+      tokens.append(nn.Dense(self.width, name=f"project_{name}")(proprio[..., start:stop]))
+    out = jnp.stack(tokens, axis=2)
+    chex.assert_shape(out, (*proprio.shape[:2], len(slices), self.width))
+    return out
