@@ -10,7 +10,6 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BRIDGE_DEBUG_DIR = REPO.parent / "shared" / "datasets" / "bridge_debug" / "bridge_dataset" / "1.0.0"
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from vla_jax.data import testing
 # Episode lengths chosen to hit the edge cases: a 1-step episode, episodes shorter than the
 # window and the horizon, and one longer than both.
 TOY_LENGTHS = {"train": [5, 1, 8, 3, 6, 2], "val": [4, 6]}
-BRIDGE_DIR = "/work/shared/datasets/bridge_debug/bridge_dataset/1.0.0"
+BRIDGE_DIR = spec_lib.BRIDGE_DEBUG_DIR
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
 
+# The tiny real Bridge dataset shipped beside the repository (../shared), used as a test fixture.
+BRIDGE_DEBUG_DIR = os.path.normpath(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "datasets", "bridge_debug",
+    "bridge_dataset", "1.0.0"))
+
 ACTION_DIM_KINDS = ("relative", "absolute", "gripper")
 LANGUAGE_LEVELS = ("step", "episode")
 
@@ -83,7 +88,7 @@ def dataset_spec(
   return spec
 
 
-def bridge_spec(builder_dir: str = "/work/shared/datasets/bridge_debug/bridge_dataset/1.0.0",
+def bridge_spec(builder_dir: str = BRIDGE_DEBUG_DIR,
                 cameras: Mapping[str, str] | None = None, **overrides: Any) -> ml_collections.ConfigDict:
   """Spec for Bridge (Open X-Embodiment RLDS): 4 cameras `image_0..3`, 7-d state and action.
 
