@@ -122,11 +122,16 @@ def restore_for_inference(checkpoint_dir: str | Path) -> dict[str, Any]:
   path = Path(checkpoint_dir).absolute()
   if not (path / "state").is_dir():
     raise FileNotFoundError(f"{path} is not a checkpoint directory (expected {path}/state/)")
+  # Restore onto this process's first device whatever mesh wrote the checkpoint (another host
+  # count, FSDP...): deployment and evaluation machines rarely match the training cluster.
+  metadata = ocp.StandardCheckpointer().metadata(path / "state").item_metadata
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
   checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   restored = checkpointer.restore(
       path,
       args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(),
+          state=ocp.args.StandardRestore(target),
           config=ocp.args.JsonRestore(),
           dataset_statistics=ocp.args.JsonRestore(),
       ),
