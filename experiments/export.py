@@ -1,0 +1,88 @@
+"""Export a trained policy for the edge: TF SavedModel + ONNX (+ fp16/int8), parity-checked.
+
+  python -m experiments.export --checkpoint runs/x/checkpoints/3000 [--out exports/x_3000] [--overwrite]
+  python -m experiments.export --workdir runs/x ...     # the run's latest checkpoint
+      [--export.opset=17] [--export.variants="('fp16',)"] [--export.parity_batch_sizes="(1,8)"]
+      [--closed_loop --closed_loop_episodes=20]   # ONNX vs JAX success in the simulator
+      [--benchmark]                                # then benchmarks/edge.py on the export
+
+The export fails (exit 1, one line naming the problem, no output directory) if any parity or
+graph check fails; see vla_jax/export/exporter.py for what is written.
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint directory (.../checkpoints/<step>).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A run directory: exports its latest checkpoint.")
+_OUT = flags.DEFINE_string("out", None, "Export directory (default exports/<run>_<step>).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing export directory.")
+_CLOSED_LOOP = flags.DEFINE_bool("closed_loop", False, "Compare ONNX vs JAX closed-loop success after exporting.")
+_EPISODES = flags.DEFINE_integer("closed_loop_episodes", 20, "Episodes per task family for --closed_loop.")
+_CLOSED_LOOP_FILE = flags.DEFINE_string("closed_loop_file", "policy.onnx",
+                                        "Which ONNX file of the export --closed_loop drives (e.g. policy.opt.onnx).")
+_BENCHMARK = flags.DEFINE_bool("benchmark", False, "Run benchmarks/edge.py on the export afterwards.")
+
+
+def _export_config():
+  from vla_jax.export.config import export_config
+
+  return export_config()
+
+
+_EXPORT = config_flags.DEFINE_config_dict("export", _export_config(), "Export settings.")
+
+
+def main(argv):
+  del argv
+  import json
+  import subprocess
+  import sys
+  from pathlib import Path
+
+  from vla_jax.export import ExportError, bundle_from_checkpoint, export_policy
+  from vla_jax.export.config import validate
+
+  if bool(_CHECKPOINT.value) == bool(_WORKDIR.value):
+    sys.exit("error: pass exactly one of --checkpoint (e.g. runs/x/checkpoints/3000) or --workdir (e.g. runs/x)")
+  if _CHECKPOINT.value:
+    ckpt = Path(_CHECKPOINT.value)
+  else:
+    root = Path(_WORKDIR.value) / "checkpoints"
+    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+    if not steps:
+      sys.exit(f"error: no checkpoints in {root}")
+    ckpt = root / str(steps[-1])
+  out = Path(_OUT.value) if _OUT.value else Path("exports") / f"{ckpt.parent.parent.name}_{ckpt.name}"
+  try:
+    validate(_EXPORT.value)  # Before restoring anything: a bad --export.* fails fast.
+    bundle = bundle_from_checkpoint(str(ckpt), dataset=_EXPORT.value.dataset)
+    manifest = export_policy(bundle, out, _EXPORT.value, overwrite=_OVERWRITE.value)
+  except (ExportError, ValueError, FileNotFoundError, FileExistsError) as e:
+    sys.exit(f"error: {e}")
+  sizes = {k: v["bytes"] for k, v in manifest["artifacts"].items()}
+  print(f"exported {manifest['model']['num_params']:,} params ({manifest['model']['size']}, "
+        f"{manifest['model']['head']}) from {ckpt} → {out}; sizes {sizes}")
+
+  if _CLOSED_LOOP.value:
+    from vla_jax.evaluation.evaluate import eval_config
+    from vla_jax.export import closed_loop
+
+    config = eval_config(_EPISODES.value)
+    config.conditions = ("seen",)
+    config.videos_per_family = 0
+    result = closed_loop.compare_closed_loop(out, config, checkpoint=ckpt, model_file=_CLOSED_LOOP_FILE.value)
+    (out / "closed_loop.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(closed_loop.markdown(result))
+    if not result["passed"]:
+      sys.exit(f"error: ONNX closed-loop success differs from JAX by {result['max_abs_gap_points']:.1f} points (> 2)")
+
+  if _BENCHMARK.value:
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "edge.py"
+    subprocess.run([sys.executable, str(bench), "--export_dir", str(out)], check=True)
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,43 @@
+"""Fixtures for the export tests: one tiny untrained policy exported once per session.
+
+An untrained policy exercises exactly the same graph as a trained one (conversion and parity do
+not care about the weights), so most tests share one export of a `tiny` model on 16×16 images
+with synthetic statistics; one slow test exports a really trained checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from vla_jax.models import model_config  # noqa: E402
+
+
+def tiny_export_model_config(head: str = "diffusion"):
+  config = model_config("tiny", head)
+  config.image_size_px = 32  # The simulator renders ≥ 32 px.
+  config.language.max_len = 16
+  config.head.diffusion.num_sample_steps = 3  # The loop is unrolled: fewer steps, faster compiles.
+  return config
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle():
+  from vla_jax.export import random_bundle
+
+  return random_bundle(tiny_export_model_config(), seed=0, normalization="bounds")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_bundle, tmp_path_factory):
+  """(export_dir, manifest) of the tiny policy, with both quantised variants."""
+  from vla_jax.export import export_config, export_policy
+
+  out = tmp_path_factory.mktemp("exports") / "tiny"
+  config = export_config()
+  config.parity_batch_sizes = (1, 4)
+  manifest = export_policy(tiny_bundle, out, config, log=lambda *_: None)
+  return out, manifest

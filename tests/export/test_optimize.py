@@ -1,0 +1,47 @@
+"""The LayerNorm / GELU fusions: applied to the exported policy, harmless elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from vla_jax.export import convert, optimize
+
+
+def test_optimized_export_fuses_every_layer_norm_and_gelu(tiny_export, tiny_bundle):
+  export_dir, manifest = tiny_export
+  fusions = manifest["artifacts"]["onnx_optimized"]["fusions"]
+  cfg = tiny_bundle.model_config
+  steps = cfg.head.diffusion.num_sample_steps
+  blocks = cfg.head.denoiser.num_blocks
+  # Denoiser: one norm per block + the output norm, every step; the backbone has at least one more.
+  assert fusions["layer_norms_fused"] > steps * (blocks + 1)
+  assert fusions["gelus_fused"] > steps * blocks
+  assert fusions["nodes_after"] < 0.7 * fusions["nodes_before"]
+  ops = manifest["artifacts"]["onnx_optimized"]["op_types"]
+  assert "LayerNormalization" in ops and "FastGelu" in ops
+
+
+def test_graph_without_the_patterns_is_left_unchanged():
+  x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+  y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+  nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Sqrt", ["t"], ["s"]),
+           helper.make_node("Reciprocal", ["s"], ["y"])]
+  model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 18)])
+  stats = optimize.optimize(model)
+  assert stats["layer_norms_fused"] == stats["gelus_fused"] == 0
+  assert [n.op_type for n in model.graph.node] == ["Tanh", "Sqrt", "Reciprocal"]
+
+
+def test_dead_node_elimination_keeps_what_reaches_the_outputs():
+  x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+  y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+  unused = numpy_helper.from_array(np.ones(2, np.float32), "unused")
+  nodes = [helper.make_node("Abs", ["x"], ["y"]), helper.make_node("Add", ["x", "unused"], ["dead"])]
+  model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [unused]),
+                            opset_imports=[helper.make_opsetid("", 18)])
+  assert optimize.eliminate_dead_nodes(model) == 1
+  assert [n.op_type for n in model.graph.node] == ["Abs"] and not model.graph.initializer
+  convert.check_onnx_graph(model)
+  onnx.checker.check_model(model)

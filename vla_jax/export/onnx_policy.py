@@ -1,0 +1,90 @@
+"""Run an exported policy: `OnnxPolicy` drives the ONNX model through the closed-loop harness.
+
+It implements the evaluation harness's `ChunkPolicy` protocol exactly like `JaxPolicy` — it *is*
+a `JaxPolicy` subclass, so the observation window (repeat-first-frame padding, pad mask) and the
+instruction tokenisation are the same code — but proprio stays in env units (the ONNX graph
+normalises it) and actions come back in env units (the graph un-normalises them).
+
+Noise: "jax" reproduces `JaxPolicy`'s noise bit for bit (same key, `fold_in(calls)`,
+`Policy.make_noise`), which makes a JAX-vs-ONNX closed-loop comparison a paired one; "numpy"
+draws standard normals with numpy only, as an edge device without JAX would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from vla_jax.evaluation.policies import JaxPolicy
+from vla_jax.export import convert
+from vla_jax.export.exporter import ONNX, load_manifest
+
+NOISE_SOURCES = ("jax", "numpy")
+
+
+class OnnxPolicy(JaxPolicy):
+  """A `ChunkPolicy` over an ONNX Runtime session of an export directory.
+
+  Args:
+    export_dir: a directory written by `export_policy` (manifest.json + policy*.onnx).
+    model_file: which ONNX file of the export to run (policy.onnx, policy.fp16.onnx, ...).
+    threads: ONNX Runtime intra-op threads (0 = all cores).
+    optimization: ONNX Runtime graph optimisation level ("all" | "extended" | "basic" | "disable").
+    noise: "jax" (identical to JaxPolicy's for the same seed) or "numpy".
+  """
+
+  def __init__(self, export_dir: str | Path, *, model_file: str = ONNX, threads: int = 0,
+               optimization: str = "all", noise: str = "jax", seed: int = 0):
+    # JaxPolicy.__init__ builds a jitted JAX sampler; only its windowing state is needed here.
+    manifest = load_manifest(export_dir)
+    cfg = ml_collections.ConfigDict(manifest["model"]["config"])
+    if noise not in NOISE_SOURCES:
+      raise ValueError(f"noise={noise!r} unknown; expected one of {NOISE_SOURCES}")
+    if cfg.language.mode != "tokens":
+      raise ValueError(f"OnnxPolicy feeds tokenised instructions; this export's language mode is {cfg.language.mode!r}")
+    self.manifest = manifest
+    self.window = int(cfg.window_size)
+    self.action_horizon = int(cfg.action_horizon)
+    self.max_len = int(cfg.language.max_len)
+    self.camera = cfg.cameras[0]
+    self.proprio_stats = None  # The window keeps env-unit proprio: normalisation is inside the graph.
+    self.normalization = manifest["normalization"]["method"]
+    self.calls = 0
+    self._images = self._proprio = self._valid = self._tokens = None
+    self.session = convert.ort_session(Path(export_dir) / model_file, threads=threads, optimization=optimization)
+    self.run = convert.onnx_run_fn(self.session)
+    self.noise_source = noise
+    self.noise_specs = {s["name"]: s for s in manifest["inputs"] if s["name"].startswith("noise_")}
+    if noise == "jax":
+      import jax
+
+      from vla_jax.models.policy import Policy
+
+      self._policy = Policy(cfg)
+      self.rng = jax.random.PRNGKey(seed)
+    else:
+      self._np_rng = np.random.default_rng(seed)
+
+  def noise(self, batch_size: int) -> dict[str, np.ndarray]:
+    """Noise inputs {noise_<name>: float32 [...]} for this call."""
+    if self.noise_source == "jax":
+      import jax
+
+      made = self._policy.make_noise(jax.random.fold_in(self.rng, self.calls), batch_size)
+      return {f"noise_{k}": np.asarray(v, np.float32) for k, v in made.items()}
+    return {name: self._np_rng.standard_normal([batch_size if d == "batch" else d for d in spec["shape"]],
+                                               dtype=np.float32)
+            for name, spec in self.noise_specs.items()}
+
+  def __call__(self, obs: dict[str, Any], scenes, already_observed: bool = False) -> np.ndarray:
+    """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units)."""
+    if not already_observed:
+      self._push(obs)
+    n = len(self._images)
+    inputs = {f"image_{self.camera}": self._images, "proprio": self._proprio.astype(np.float32),
+              "timestep_pad_mask": self._valid, "language_tokens": self._tokens, **self.noise(n)}
+    self.calls += 1
+    return np.asarray(self.run(inputs), np.float32)

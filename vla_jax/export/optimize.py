@@ -1,0 +1,271 @@
+"""Graph rewrites that make the tf2onnx output fast in ONNX Runtime: fuse what jax2tf decomposed.
+
+Why this exists: jax2tf's TF-op lowering writes every flax LayerNorm as ~13 elementwise ops
+(sum, square, mean², max(0, ·), rsqrt, broadcasts — flax's "fast variance" form) and every tanh-GELU
+as 9, and the diffusion head repeats them for every unrolled sampling step. ONNX Runtime's own
+LayerNorm/GELU fusions look for PyTorch's patterns and miss these, so thousands of tiny ops run one
+kernel launch each. XLA fuses them; to compete, the exported graph must too. Two rewrites:
+
+  LayerNorm  mean = Σx/n, var = max(Σx²/n − mean², 0), (x − mean)·rsqrt(var + ε)·γ [+ β]
+             → LayerNormalization(x, γ, β, axis=-1, epsilon=ε)          (standard ONNX, opset ≥ 17)
+  GELU(tanh) 0.5·h·(1 + tanh(√(2/π)·(h + 0.044715·h³)))
+             → com.microsoft FastGelu(h)                                (ONNX Runtime contrib op)
+
+Each match is checked structurally and by its constants (1/n against γ's size, the GELU
+coefficients); anything else is left alone. The result (policy.opt.onnx) therefore needs ONNX
+Runtime; the exporter parity-checks it against JAX like every other artifact.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+
+ORT_DOMAIN = "com.microsoft"
+
+
+class _Graph:
+  """Producer / consumer / initializer lookups over one ONNX graph."""
+
+  def __init__(self, model):
+    from onnx import numpy_helper
+
+    self.model = model
+    self.graph = model.graph
+    self.inits = {i.name: i for i in self.graph.initializer}
+    self._np = numpy_helper
+    self.producer = {o: n for n in self.graph.node for o in n.output}
+    self.consumers: dict[str, list] = collections.defaultdict(list)
+    for n in self.graph.node:
+      for i in n.input:
+        self.consumers[i].append(n)
+
+  def const(self, name: str) -> np.ndarray | None:
+    if name in self.inits:
+      return self._np.to_array(self.inits[name])
+    node = self.producer.get(name)
+    if node is not None and node.op_type == "Constant":
+      from onnx import helper
+
+      return self._np.to_array(helper.get_attribute_value(node.attribute[0]))
+    return None
+
+  def node(self, name: str, op_type: str | tuple[str, ...]):
+    n = self.producer.get(name)
+    ops = (op_type,) if isinstance(op_type, str) else op_type
+    return n if n is not None and n.op_type in ops else None
+
+  def split_const(self, node, value: float | None = None, rtol: float = 1e-5):
+    """For a binary node with one scalar-constant input → (other input, constant) or (None, None)."""
+    for k in (0, 1):
+      c = self.const(node.input[k])
+      if c is not None and c.size == 1 and (value is None or np.isclose(float(c), value, rtol=rtol)):
+        return node.input[1 - k], float(c)
+    return None, None
+
+  def add_initializer(self, name: str, array: np.ndarray) -> str:
+    self.graph.initializer.append(self._np.from_array(array, name))
+    return name
+
+
+def _skip_broadcasts(g: _Graph, name: str) -> str:
+  """Walks back through Reshape/Expand/Unsqueeze that only re-broadcast a value."""
+  while True:
+    n = g.node(name, ("Reshape", "Expand", "Unsqueeze"))
+    if n is None:
+      return name
+    name = n.input[0]
+
+
+def _mean_of(g: _Graph, name: str, n_features: int):
+  """name = Mul(ReduceSum(X, last axis), 1/n) → X, else None."""
+  mul = g.node(name, "Mul")
+  if mul is None:
+    return None
+  other, c = g.split_const(mul, 1.0 / n_features)
+  red = g.node(other, "ReduceSum") if other else None
+  if red is None or len(red.input) < 2:
+    return None
+  axes = g.const(red.input[1])
+  if axes is None or axes.size != 1:
+    return None
+  return red.input[0], int(axes.ravel()[0])
+
+
+def fuse_layer_norms(model) -> int:
+  """Rewrites flax LayerNorms (fast-variance form, as jax2tf lowers them); returns how many."""
+  from onnx import helper, shape_inference
+
+  ranks = {}
+  try:
+    inferred = shape_inference.infer_shapes(model)
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input):
+      if v.type.tensor_type.HasField("shape"):
+        ranks[v.name] = len(v.type.tensor_type.shape.dim)
+  except Exception:  # Shape inference is only used to confirm the reduced axis is the last one.
+    pass
+  g = _Graph(model)
+  count = 0
+  for sqrt in [n for n in g.graph.node if n.op_type == "Sqrt"]:
+    recips = g.consumers[sqrt.output[0]]
+    if len(recips) != 1 or recips[0].op_type != "Reciprocal":
+      continue
+    add_eps = g.node(sqrt.input[0], "Add")
+    if add_eps is None:
+      continue
+    var_name, eps = g.split_const(add_eps)
+    if var_name is None:
+      continue
+    mx = g.node(_skip_broadcasts(g, var_name), "Max")
+    if mx is None:
+      continue
+    sub_name, zero = g.split_const(mx, 0.0)
+    sub = g.node(sub_name, "Sub") if sub_name else None
+    if sub is None or abs(zero) > 0:
+      continue
+    # γ: Reciprocal → Mul(·, γ) ; output: Mul(x − mean, that) [→ Add(β)].
+    gamma_mul = g.consumers[recips[0].output[0]]
+    if len(gamma_mul) != 1 or gamma_mul[0].op_type != "Mul":
+      continue
+    gamma_mul = gamma_mul[0]
+    gamma_in = [i for i in gamma_mul.input if i != recips[0].output[0]]
+    gamma = g.const(gamma_in[0]) if gamma_in else None
+    if gamma is None or gamma.size < 2:
+      continue
+    d = int(gamma.size)
+    mean2 = g.node(sub.input[1], "Mul")
+    m2 = _mean_of(g, sub.input[0], d)
+    if mean2 is None or mean2.input[0] != mean2.input[1] or m2 is None:
+      continue
+    m1 = _mean_of(g, mean2.input[0], d)
+    square = g.node(m2[0], "Mul")
+    if m1 is None or square is None or square.input[0] != square.input[1] or square.input[0] != m1[0]:
+      continue
+    x, axis = m1
+    if axis != -1 and ranks.get(x, None) not in (None, axis + 1):
+      continue
+    if axis != -1 and x not in ranks:
+      continue
+    outs = g.consumers[gamma_mul.output[0]]
+    if len(outs) != 1 or outs[0].op_type != "Mul":
+      continue
+    y_mul = outs[0]
+    centred = [i for i in y_mul.input if i != gamma_mul.output[0]][0]
+    sub_x = g.node(centred, "Sub")
+    if sub_x is None or sub_x.input[0] != x or _skip_broadcasts(g, sub_x.input[1]) != mean2.input[0]:
+      continue
+    out_name = y_mul.output[0]
+    beta = np.zeros(d, np.float32)
+    after = g.consumers[out_name]
+    if len(after) == 1 and after[0].op_type == "Add":
+      other = [i for i in after[0].input if i != out_name][0]
+      b = g.const(other)
+      if b is not None and b.size == d:
+        beta, out_name = b.reshape(d).astype(np.float32), after[0].output[0]
+    prefix = f"fused_layer_norm_{count}"
+    scale = g.add_initializer(f"{prefix}/scale", gamma.reshape(d).astype(np.float32))
+    bias = g.add_initializer(f"{prefix}/bias", beta)
+    fused = helper.make_node("LayerNormalization", [x, scale, bias], [out_name], name=prefix, axis=-1,
+                             epsilon=float(eps))
+    _replace_producer(g, out_name, fused)
+    count += 1
+  eliminate_dead_nodes(model)
+  return count
+
+
+def fuse_tanh_gelus(model) -> int:
+  """Rewrites 0.5·h·(1 + tanh(√(2/π)(h + 0.044715 h³))) into FastGelu(h); returns how many."""
+  from onnx import helper
+
+  g = _Graph(model)
+  count = 0
+  for tanh in [n for n in g.graph.node if n.op_type == "Tanh"]:
+    scaled = g.node(tanh.input[0], "Mul")
+    inner_name, _ = g.split_const(scaled, 0.7978845608, rtol=1e-4) if scaled else (None, None)
+    inner = g.node(inner_name, "Add") if inner_name else None
+    if inner is None:
+      continue
+    h = _cubic_input(g, inner)
+    if h is None:
+      continue
+    plus_one = g.consumers[tanh.output[0]]
+    if len(plus_one) != 1 or plus_one[0].op_type != "Add" or g.split_const(plus_one[0], 1.0)[0] != tanh.output[0]:
+      continue
+    half = g.consumers[plus_one[0].output[0]]
+    if len(half) != 1 or half[0].op_type != "Mul" or g.split_const(half[0], 0.5)[0] != plus_one[0].output[0]:
+      continue
+    final = g.consumers[half[0].output[0]]
+    if len(final) != 1 or final[0].op_type != "Mul" or h not in final[0].input:
+      continue
+    fused = helper.make_node("FastGelu", [h], [final[0].output[0]], name=f"fused_gelu_{count}", domain=ORT_DOMAIN)
+    _replace_producer(g, final[0].output[0], fused)
+    count += 1
+  if count and not any(o.domain == ORT_DOMAIN for o in model.opset_import):
+    model.opset_import.append(helper.make_opsetid(ORT_DOMAIN, 1))
+  eliminate_dead_nodes(model)
+  return count
+
+
+def _cubic_input(g: _Graph, add) -> str | None:
+  """add = h + 0.044715·h³ (as jax2tf writes it: Mul(h, Mul(h, Mul(0.044715, h)))) → h."""
+  for k in (0, 1):
+    h, cubic = add.input[k], add.input[1 - k]
+    m1 = g.node(cubic, "Mul")
+    if m1 is None or h not in m1.input:
+      continue
+    m2 = g.node([i for i in m1.input if i != h][0] if list(m1.input).count(h) == 1 else "", "Mul")
+    if m2 is None or h not in m2.input:
+      continue
+    rest = [i for i in m2.input if i != h]
+    if len(rest) != 1:
+      continue
+    m3 = g.node(rest[0], "Mul")
+    if m3 is None:
+      continue
+    other, _ = g.split_const(m3, 0.044715, rtol=1e-4)
+    if other == h:
+      return h
+  return None
+
+
+def _replace_producer(g: _Graph, output: str, new_node) -> None:
+  """Puts new_node where output's producer was (keeps topological order); the old chain goes dead."""
+  old = g.producer[output]
+  nodes = g.graph.node
+  index = list(nodes).index(old)
+  old.output[list(old.output).index(output)] = f"{output}__unfused"
+  nodes.insert(index + 1, new_node)
+  g.producer[output] = new_node
+
+
+def eliminate_dead_nodes(model) -> int:
+  """Removes nodes none of whose outputs reach a graph output (or a subgraph). Returns how many."""
+  graph = model.graph
+  needed = {o.name for o in graph.output}
+  for n in graph.node:  # Names used inside subgraphs (outer-scope references) are needed too.
+    for attr in n.attribute:
+      if attr.g is not None and attr.g.node:
+        needed |= {i for sub in attr.g.node for i in sub.input}
+  keep = []
+  for n in reversed(list(graph.node)):
+    if any(o in needed for o in n.output):
+      keep.append(n)
+      needed |= set(n.input)
+  removed = len(graph.node) - len(keep)
+  del graph.node[:]
+  graph.node.extend(reversed(keep))
+  used = {i for n in graph.node for i in n.input}
+  inits = [i for i in graph.initializer if i.name in used]
+  del graph.initializer[:]
+  graph.initializer.extend(inits)
+  return removed
+
+
+def optimize(model) -> dict[str, Any]:
+  """Applies every rewrite in place; returns counts for the manifest."""
+  before = len(model.graph.node)
+  stats = {"layer_norms_fused": fuse_layer_norms(model), "gelus_fused": fuse_tanh_gelus(model)}
+  stats.update(nodes_before=before, nodes_after=len(model.graph.node))
+  return stats

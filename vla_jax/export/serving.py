@@ -1,0 +1,315 @@
+"""The whole deployed policy as one pure JAX function: raw observations + noise → env-unit actions.
+
+This is the function that gets exported (and the JAX reference that every exported artifact is
+checked against). It wraps `Policy.sample_actions_from_noise` — the same code training and
+evaluation run — with the dataset's normalisation baked in as constants:
+
+    proprio (env units) ──normalise──▶ policy (backbone + fixed-step sampling loop) ──un-normalise──▶ actions
+
+Inputs are a flat dict so that every exported runtime sees the same named tensors (B is dynamic):
+  image_<camera>     uint8   [B, T, S, S, 3]
+  proprio            float32 [B, T, D]   raw, in the simulator's / robot's units (if use_proprio)
+  timestep_pad_mask  bool    [B, T]      True = a real frame (False = padding at episode start)
+  language_tokens    int32   [B, L]      byte ids from `vla_jax.data.language.tokenize`, or
+  language_embedding float32 [B, E]      for models configured with language.mode="embedding"
+  noise_<name>       float32 [...]       standard-normal noise, one per `Policy.noise_shapes`
+                                         entry (e.g. noise_initial [B, H, A]); absent for
+                                         deterministic heads
+Output: actions float32 [B, H, A] in env units.
+
+The normalisation math is `vla_jax.data.statistics` (`_params` supplies the offset/scale/mask, so
+there is one definition of it); the graph computes normalise as (x - offset) * (1 / scale) and
+un-normalise as y * scale + offset, with masked-off dims passed through, and the exporter's parity
+check compares the result with the numpy `normalize` / `unnormalize` on every export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vla_jax.data import statistics as stats_lib
+from vla_jax.models.policy import Policy, count_params, example_batch
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+  """One named input or output. `shape` holds None at `batch_axis` (the dynamic batch dim)."""
+
+  name: str
+  shape: tuple[int | None, ...]
+  dtype: str  # numpy dtype name: "uint8", "float32", "int32", "bool".
+  batch_axis: int
+  description: str
+
+  def concrete(self, batch_size: int) -> tuple[int, ...]:
+    return tuple(batch_size if d is None else d for d in self.shape)
+
+  def to_json(self) -> dict[str, Any]:
+    return {"name": self.name, "shape": ["batch" if d is None else d for d in self.shape],
+            "dtype": self.dtype, "batch_axis": self.batch_axis, "description": self.description}
+
+
+@dataclasses.dataclass
+class PolicyBundle:
+  """Everything an export needs: the model, its (EMA) params, the statistics and where they came from.
+
+  action_stats / proprio_stats are one dataset's entries of `vla_jax.data.statistics` (with "mask");
+  proprio_stats may be None when the model does not read proprio.
+  """
+
+  policy: Policy
+  params: Params
+  action_stats: dict[str, Any]
+  proprio_stats: dict[str, Any] | None
+  normalization: str
+  source: dict[str, Any]  # {"kind": "checkpoint"|"random", "path", "step", "dataset", ...}
+  run_config: dict[str, Any] | None = None  # The training run's full config (JSON), if any.
+
+  @property
+  def model_config(self) -> ml_collections.ConfigDict:
+    return self.policy.config
+
+  def num_params(self) -> int:
+    return count_params(self.params)
+
+
+def bundle_from_checkpoint(checkpoint_dir: str, dataset: str | None = None) -> PolicyBundle:
+  """Restores `.../checkpoints/<step>` (EMA params, config, statistics) into a PolicyBundle."""
+  from pathlib import Path
+
+  from vla_jax.training.checkpoint import restore_for_inference
+
+  path = Path(checkpoint_dir)
+  restored = restore_for_inference(path)
+  config = restored["config"]
+  stats = restored["dataset_statistics"]
+  if not stats:
+    raise ValueError(f"checkpoint {path} holds no dataset statistics; cannot bake normalisation into the export")
+  name = dataset or config.get("eval_dataset") or next(iter(stats))
+  if name not in stats:
+    raise ValueError(f"dataset {name!r} has no statistics in checkpoint {path}; it has {sorted(stats)}")
+  if "model" not in config or "data" not in config:
+    raise ValueError(f"checkpoint {path}: saved config lacks 'model' or 'data' (keys {sorted(config)})")
+  state = restored["state"]
+  params = state.get("ema_params") or state["params"]
+  policy = Policy(ml_collections.ConfigDict(config["model"]))
+  step = int(np.asarray(state["step"])) if "step" in state else (int(path.name) if path.name.isdigit() else None)
+  return PolicyBundle(
+      policy=policy, params=jax.tree.map(np.asarray, params), action_stats=stats[name]["action"],
+      proprio_stats=stats[name].get("proprio"), normalization=config["data"]["normalization"],
+      source={"kind": "checkpoint", "path": str(path.resolve()), "step": step, "dataset": name,
+              "params": "ema_params" if state.get("ema_params") else "params"},
+      run_config=config)
+
+
+def synthetic_statistics(config: ml_collections.ConfigDict, seed: int = 0) -> dict[str, Any]:
+  """Plausible, non-trivial statistics (offsets, scales ≠ 1, last action dim an unmasked gripper)
+  for exporting an untrained policy in tests and benchmarks."""
+  rng = np.random.default_rng(seed)
+
+  def entry(dim: int, gripper_last: bool) -> dict[str, Any]:
+    mean = rng.normal(size=dim)
+    std = rng.uniform(0.2, 2.0, size=dim)
+    mask = [True] * dim
+    if gripper_last and dim:
+      mask[-1] = False
+    return {"mean": mean.tolist(), "std": std.tolist(), "min": (mean - 3 * std).tolist(),
+            "max": (mean + 3 * std).tolist(), "q01": (mean - 2 * std).tolist(), "q99": (mean + 2 * std).tolist(),
+            "mask": mask}
+
+  return {"action": entry(config.action_dim, True), "proprio": entry(config.proprio_dim, False)}
+
+
+def random_bundle(config: ml_collections.ConfigDict, seed: int = 0, normalization: str = "bounds") -> PolicyBundle:
+  """An untrained policy with synthetic statistics: same graph and cost as a trained one."""
+  policy = Policy(config)
+  params = jax.jit(policy.init)(jax.random.key(seed), example_batch(config, 1))
+  stats = synthetic_statistics(config, seed)
+  return PolicyBundle(policy=policy, params=jax.tree.map(np.asarray, params), action_stats=stats["action"],
+                      proprio_stats=stats["proprio"], normalization=normalization,
+                      source={"kind": "random", "seed": seed, "size": config.size})
+
+
+# ---- Signature. ---------------------------------------------------------------------------------
+
+
+def noise_batch_axes(policy: Policy) -> dict[str, int]:
+  """Which axis of each noise array is the batch axis (found by comparing B=1 with B=2 shapes)."""
+  one, two = policy.noise_shapes(1), policy.noise_shapes(2)
+  axes = {}
+  for name in one:
+    diff = [i for i, (a, b) in enumerate(zip(one[name], two[name])) if a != b]
+    if len(diff) != 1:
+      raise ValueError(f"noise {name!r}: cannot find its batch axis from shapes {one[name]} (B=1) vs {two[name]} (B=2)")
+    axes[name] = diff[0]
+  return axes
+
+
+def input_specs(policy: Policy) -> list[TensorSpec]:
+  """The exported model's inputs, in a fixed order (also the ONNX / SavedModel input order)."""
+  cfg = policy.config
+  t, px = int(cfg.window_size), int(cfg.image_size_px)
+  specs = [TensorSpec(f"image_{c}", (None, t, px, px, 3), "uint8", 0,
+                      f"camera {c!r}, RGB, the last T frames (oldest first)") for c in cfg.cameras]
+  if cfg.use_proprio:
+    specs.append(TensorSpec("proprio", (None, t, int(cfg.proprio_dim)), "float32", 0,
+                            "proprioceptive state in env units (normalised inside the model)"))
+  specs.append(TensorSpec("timestep_pad_mask", (None, t), "bool", 0,
+                          "True where the window holds a real frame, False for start-of-episode padding"))
+  mode = cfg.language.mode
+  if mode == "tokens":
+    specs.append(TensorSpec("language_tokens", (None, int(cfg.language.max_len)), "int32", 0,
+                            "instruction as byte ids (vla_jax.data.language.tokenize), 0-padded"))
+  elif mode == "embedding":
+    specs.append(TensorSpec("language_embedding", (None, int(cfg.language.embedding_dim)), "float32", 0,
+                            "precomputed sentence embedding of the instruction"))
+  axes = noise_batch_axes(policy)
+  for name, shape in sorted(policy.noise_shapes(1).items()):
+    ax = axes[name]
+    shape = tuple(None if i == ax else int(d) for i, d in enumerate(shape))
+    specs.append(TensorSpec(f"noise_{name}", shape, "float32", ax,
+                            f"standard-normal noise {name!r} of the {cfg.head.kind} head"))
+  return specs
+
+
+def output_specs(policy: Policy) -> list[TensorSpec]:
+  cfg = policy.config
+  return [TensorSpec("actions", (None, int(cfg.action_horizon), int(cfg.action_dim)), "float32", 0,
+                     "action chunk in env units (un-normalised inside the model), oldest step first")]
+
+
+# ---- Normalisation constants. -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Affine:
+  """normalise: where(mask, clip?((x - offset) * inv_scale), x); un-normalise: where(mask, y * scale + offset, y).
+
+  All float32 [D]; `scale` is 0 where the statistics' range is zero (bounds), `inv_scale` is 0 there.
+  """
+
+  offset: np.ndarray
+  scale: np.ndarray
+  inv_scale: np.ndarray
+  mask: np.ndarray
+  clip: bool
+
+  @classmethod
+  def from_stats(cls, key_stats: dict[str, Any], method: str) -> "Affine":
+    offset, scale, mask = stats_lib._params(key_stats, method)  # The one definition of the formula.
+    finite = np.where(np.isinf(scale), 0.0, scale)
+    inv = np.where(np.isinf(scale), 0.0, 1.0 / np.where(np.isinf(scale), 1.0, scale))
+    return cls(offset.astype(np.float32), finite.astype(np.float32), inv.astype(np.float32),
+               np.asarray(mask, bool), method == "bounds")
+
+  def error_scale(self) -> np.ndarray:
+    """Per-dim divisor turning an env-unit difference into normalised units (1 on pass-through dims)."""
+    return np.where(self.mask & (self.scale > 0), self.scale, 1.0).astype(np.float32)
+
+  def to_json(self) -> dict[str, Any]:
+    return {"offset": self.offset.tolist(), "scale": self.scale.tolist(), "mask": self.mask.tolist(),
+            "clip_to_unit_range": self.clip}
+
+
+def normalisation(bundle: PolicyBundle) -> dict[str, Affine]:
+  out = {"action": Affine.from_stats(bundle.action_stats, bundle.normalization)}
+  if bundle.model_config.use_proprio:
+    if bundle.proprio_stats is None:
+      raise ValueError("the model reads proprio but the bundle has no proprio statistics")
+    out["proprio"] = Affine.from_stats(bundle.proprio_stats, bundle.normalization)
+  return out
+
+
+def normalize(x: jnp.ndarray, affine: Affine) -> jnp.ndarray:
+  """Graph twin of `statistics.normalize`: float [..., D] → float32 [..., D]."""
+  x = x.astype(jnp.float32)
+  y = (x - affine.offset) * affine.inv_scale
+  if affine.clip:
+    y = jnp.clip(y, -1.0, 1.0)
+  return jnp.where(affine.mask, y, x)
+
+
+def unnormalize(y: jnp.ndarray, affine: Affine) -> jnp.ndarray:
+  """Graph twin of `statistics.unnormalize`: float32 [..., D] → float32 [..., D]."""
+  y = y.astype(jnp.float32)
+  return jnp.where(affine.mask, y * affine.scale + affine.offset, y)
+
+
+# ---- The function to export. --------------------------------------------------------------------
+
+
+def make_serving_fn(bundle: PolicyBundle) -> Callable[[Params, dict[str, jnp.ndarray]], jnp.ndarray]:
+  """serve(params, inputs) → actions float32 [B, H, A] (env units); inputs as in the module docstring.
+
+  Params are an argument (not closed over) so the SavedModel can hold them as variables.
+  """
+  policy = bundle.policy
+  cfg = policy.config
+  norm = normalisation(bundle)
+  noise_names = sorted(policy.noise_shapes(1))
+
+  def serve(params: Params, inputs: dict[str, jnp.ndarray]) -> jnp.ndarray:
+    observation = {f"image_{c}": inputs[f"image_{c}"] for c in cfg.cameras}
+    observation["timestep_pad_mask"] = inputs["timestep_pad_mask"]
+    if cfg.use_proprio:
+      observation["proprio"] = normalize(inputs["proprio"], norm["proprio"])
+    task = {}
+    if cfg.language.mode == "tokens":
+      task["language_tokens"] = inputs["language_tokens"]
+    elif cfg.language.mode == "embedding":
+      task["language_embedding"] = inputs["language_embedding"]
+    noise = {name: inputs[f"noise_{name}"] for name in noise_names}
+    actions = policy.sample_actions_from_noise(params, observation, task, noise)
+    return unnormalize(actions, norm["action"])
+
+  return serve
+
+
+def reference_actions(bundle: PolicyBundle, inputs: dict[str, np.ndarray]) -> np.ndarray:
+  """The same computation with the numpy `normalize` / `unnormalize` of vla_jax.data.statistics
+  around a jitted `sample_actions_from_noise` — the independent check of the baked-in math."""
+  policy = bundle.policy
+  cfg = policy.config
+  observation = {f"image_{c}": inputs[f"image_{c}"] for c in cfg.cameras}
+  observation["timestep_pad_mask"] = inputs["timestep_pad_mask"]
+  if cfg.use_proprio:
+    observation["proprio"] = stats_lib.normalize(inputs["proprio"], bundle.proprio_stats, bundle.normalization)
+  task = {k: inputs[k] for k in ("language_tokens", "language_embedding") if k in inputs}
+  noise = {name: inputs[f"noise_{name}"] for name in policy.noise_shapes(1)}
+  actions = jax.jit(policy.sample_actions_from_noise)(bundle.params, observation, task, noise)
+  return stats_lib.unnormalize(np.asarray(actions), bundle.action_stats, bundle.normalization)
+
+
+def random_inputs(bundle: PolicyBundle, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """Random inputs that exercise the whole graph: every byte value, proprio spread past the
+  statistics' range (so the bounds clip is hit), padded first frames, nonzero noise."""
+  rng = np.random.default_rng(seed)
+  out: dict[str, np.ndarray] = {}
+  norm = normalisation(bundle)
+  for spec in input_specs(bundle.policy):
+    shape = spec.concrete(batch_size)
+    if spec.name.startswith("image_"):
+      out[spec.name] = rng.integers(0, 256, shape, dtype=np.uint8)
+    elif spec.name == "proprio":
+      p = norm["proprio"]
+      out[spec.name] = (p.offset + np.maximum(p.scale, 1e-3) * 1.5 * rng.normal(size=shape)).astype(np.float32)
+    elif spec.name == "timestep_pad_mask":
+      mask = np.ones(shape, bool)
+      mask[:, :-1] = rng.uniform(size=(shape[0], shape[1] - 1)) > 0.3  # The newest frame is always real.
+      out[spec.name] = mask
+    elif spec.name == "language_tokens":
+      tokens = rng.integers(1, int(bundle.model_config.language.vocab_size), shape).astype(np.int32)
+      lengths = rng.integers(1, shape[1] + 1, size=shape[0])
+      tokens[np.arange(shape[1])[None, :] >= lengths[:, None]] = 0
+      out[spec.name] = tokens
+    else:  # language_embedding, noise_*
+      out[spec.name] = rng.normal(size=shape).astype(np.float32)
+  return out
