@@ -124,7 +124,7 @@ def load_statistics(path: str) -> dict[str, Any]:
 # ---- Normalisation (numpy, TF-free for evaluation / export / serving). ---------------------------
 
 
-def _params(key_stats: Mapping[str, Any], method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def affine_params(key_stats: Mapping[str, Any], method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(offset, scale, mask) such that normalised = (x - offset) / scale on masked dims (pre-clip)."""
   mask = np.asarray(key_stats["mask"], bool)
   if method == "gaussian":
@@ -144,7 +144,7 @@ def _params(key_stats: Mapping[str, Any], method: str) -> tuple[np.ndarray, np.n
 
 def normalize(x: np.ndarray, key_stats: Mapping[str, Any], method: str) -> np.ndarray:
   """float [..., D] -> normalised float32 [..., D]; dims with mask False pass through."""
-  offset, scale, mask = _params(key_stats, method)
+  offset, scale, mask = affine_params(key_stats, method)
   x = np.asarray(x, np.float32)
   y = (x - offset) / scale
   if method == "bounds":
@@ -154,7 +154,7 @@ def normalize(x: np.ndarray, key_stats: Mapping[str, Any], method: str) -> np.nd
 
 def unnormalize(y: np.ndarray, key_stats: Mapping[str, Any], method: str) -> np.ndarray:
   """Inverse of `normalize` (exact for gaussian; for bounds exact inside [q01, q99])."""
-  offset, scale, mask = _params(key_stats, method)
+  offset, scale, mask = affine_params(key_stats, method)
   y = np.asarray(y, np.float32)
   finite_scale = np.where(np.isinf(scale), 0.0, scale)
   x = y * finite_scale + offset
@@ -165,7 +165,7 @@ def normalize_tf(x, key_stats: Mapping[str, Any], method: str):
   """TensorFlow twin of `normalize` for use inside tf.data: float [..., D] -> float32 [..., D]."""
   import tensorflow as tf  # Local: numpy users need not load TF.
 
-  offset, scale, mask = _params(key_stats, method)
+  offset, scale, mask = affine_params(key_stats, method)
   x = tf.cast(x, tf.float32)
   if x.shape[-1] == 0:
     return x

@@ -204,7 +204,7 @@ class Affine:
 
   @classmethod
   def from_stats(cls, key_stats: dict[str, Any], method: str) -> "Affine":
-    offset, scale, mask = stats_lib._params(key_stats, method)  # The one definition of the formula.
+    offset, scale, mask = stats_lib.affine_params(key_stats, method)  # The one definition of the formula.
     finite = np.where(np.isinf(scale), 0.0, scale)
     inv = np.where(np.isinf(scale), 0.0, 1.0 / np.where(np.isinf(scale), 1.0, scale))
     return cls(offset.astype(np.float32), finite.astype(np.float32), inv.astype(np.float32),
