@@ -66,6 +66,43 @@ class RandomPolicy:
     return actions
 
 
+class ObservationWindow:
+  """Each env's last T frames and proprio with the validity mask, as the input pipeline builds them.
+
+  At an episode start the window is padding that repeats the first frame (mask False), exactly
+  like `vla_jax.data.traj_transforms`, so a policy sees in closed loop what it saw in training.
+  Proprio is normalised on the way in when `proprio_stats` is given (exported graphs normalise
+  inside, so they keep env units).
+  """
+
+  def __init__(self, window: int, proprio_stats: dict | None = None, normalization: str = "bounds"):
+    self.window = int(window)
+    self.proprio_stats, self.normalization = proprio_stats, normalization
+    self.images = self.proprio = self.valid = None
+
+  def reset(self) -> None:
+    self.images = self.proprio = self.valid = None
+
+  def push(self, obs: dict[str, Any]) -> None:
+    """Adds this step's image uint8 [N, S, S, 3] and state float32 [N, D]."""
+    image = obs["image"]
+    proprio = obs["state"].astype(np.float32)
+    if self.proprio_stats is not None:
+      proprio = stats_lib.normalize(proprio, self.proprio_stats, self.normalization)
+    if self.images is None:
+      n = len(image)
+      self.images = np.repeat(image[:, None], self.window, axis=1)
+      self.proprio = np.repeat(proprio[:, None], self.window, axis=1)
+      self.valid = np.zeros((n, self.window), bool)
+    self.images = np.concatenate([self.images[:, 1:], image[:, None]], axis=1)
+    self.proprio = np.concatenate([self.proprio[:, 1:], proprio[:, None]], axis=1)
+    self.valid = np.concatenate([self.valid[:, 1:], np.ones((len(image), 1), bool)], axis=1)
+
+  def observation(self, camera: str) -> dict[str, np.ndarray]:
+    """The model's `observation` dict: image_<camera> [N, T, S, S, 3], proprio [N, T, D], mask [N, T]."""
+    return {f"image_{camera}": self.images, "proprio": self.proprio, "timestep_pad_mask": self.valid}
+
+
 class JaxPolicy:
   """A trained VLA policy: keeps each env's observation window, normalises, samples, un-normalises.
 
@@ -81,47 +118,32 @@ class JaxPolicy:
                camera: str = "primary", seed: int = 0):
     cfg = policy.config
     self.policy, self.params = policy, params
-    self.window = int(cfg.window_size)
     self.action_horizon = int(cfg.action_horizon)
     self.max_len = int(cfg.language.max_len)
     self.camera = camera
-    self.action_stats, self.proprio_stats, self.normalization = action_stats, proprio_stats, normalization
+    self.action_stats, self.normalization = action_stats, normalization
+    self.window = ObservationWindow(cfg.window_size, proprio_stats, normalization)
     self.rng = jax.random.PRNGKey(seed)
     self.calls = 0
     self._sample = jax.jit(lambda p, obs, task, rng: policy.sample_actions(p, obs, task, rng))
-    self._images = self._proprio = self._valid = self._tokens = None
+    self._tokens = None
 
   def reset(self, instructions, scenes):
     self._tokens = language.tokenize(list(instructions), self.max_len)
-    self._images = None
+    self.window.reset()
     self.calls = 0
-
-  def _push(self, obs):
-    image = obs["image"]
-    proprio = obs["state"].astype(np.float32)
-    if self.proprio_stats is not None:
-      proprio = stats_lib.normalize(proprio, self.proprio_stats, self.normalization)
-    if self._images is None:  # Episode start: the window is padding, repeating the first frame.
-      n = len(image)
-      self._images = np.repeat(image[:, None], self.window, axis=1)
-      self._proprio = np.repeat(proprio[:, None], self.window, axis=1)
-      self._valid = np.zeros((n, self.window), bool)
-    self._images = np.concatenate([self._images[:, 1:], image[:, None]], axis=1)
-    self._proprio = np.concatenate([self._proprio[:, 1:], proprio[:, None]], axis=1)
-    self._valid = np.concatenate([self._valid[:, 1:], np.ones((len(image), 1), bool)], axis=1)
 
   def observe(self, obs) -> None:
     """Adds a frame to the windows without sampling (for steps executed from an earlier chunk)."""
-    self._push(obs)
+    self.window.push(obs)
 
   def __call__(self, obs, scenes, already_observed: bool = False):
     if not already_observed:
-      self._push(obs)
-    observation = {f"image_{self.camera}": self._images, "proprio": self._proprio, "timestep_pad_mask": self._valid}
+      self.window.push(obs)
     task = {"language_tokens": self._tokens}
     rng = jax.random.fold_in(self.rng, self.calls)
     self.calls += 1
-    actions = np.asarray(self._sample(self.params, observation, task, rng), np.float32)
+    actions = np.asarray(self._sample(self.params, self.window.observation(self.camera), task, rng), np.float32)
     return stats_lib.unnormalize(actions, self.action_stats, self.normalization)
 
 

@@ -1,9 +1,9 @@
 """Run an exported policy: `OnnxPolicy` drives the ONNX model through the closed-loop harness.
 
-It implements the evaluation harness's `ChunkPolicy` protocol exactly like `JaxPolicy` — it *is*
-a `JaxPolicy` subclass, so the observation window (repeat-first-frame padding, pad mask) and the
-instruction tokenisation are the same code — but proprio stays in env units (the ONNX graph
-normalises it) and actions come back in env units (the graph un-normalises them).
+It implements the evaluation harness's `ChunkPolicy` protocol like `JaxPolicy` and shares its
+`ObservationWindow` (repeat-first-frame padding, pad mask) and the byte tokenizer, so both see the
+same inputs — but proprio stays in env units (the ONNX graph normalises it) and actions come back
+in env units (the graph un-normalises them).
 
 Noise: "jax" reproduces `JaxPolicy`'s noise bit for bit (same key, `fold_in(calls)`,
 `Policy.make_noise`), which makes a JAX-vs-ONNX closed-loop comparison a paired one; "numpy"
@@ -18,14 +18,15 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from vla_jax.evaluation.policies import JaxPolicy
+from vla_jax.data import language
+from vla_jax.evaluation.policies import ObservationWindow
 from vla_jax.export import convert
 from vla_jax.export.exporter import ONNX, load_manifest
 
 NOISE_SOURCES = ("jax", "numpy")
 
 
-class OnnxPolicy(JaxPolicy):
+class OnnxPolicy:
   """A `ChunkPolicy` over an ONNX Runtime session of an export directory.
 
   Args:
@@ -38,7 +39,6 @@ class OnnxPolicy(JaxPolicy):
 
   def __init__(self, export_dir: str | Path, *, model_file: str = ONNX, threads: int = 0,
                optimization: str = "all", noise: str = "jax", seed: int = 0):
-    # JaxPolicy.__init__ builds a jitted JAX sampler; only its windowing state is needed here.
     manifest = load_manifest(export_dir)
     cfg = ml_collections.ConfigDict(manifest["model"]["config"])
     if noise not in NOISE_SOURCES:
@@ -46,14 +46,13 @@ class OnnxPolicy(JaxPolicy):
     if cfg.language.mode != "tokens":
       raise ValueError(f"OnnxPolicy feeds tokenised instructions; this export's language mode is {cfg.language.mode!r}")
     self.manifest = manifest
-    self.window = int(cfg.window_size)
     self.action_horizon = int(cfg.action_horizon)
     self.max_len = int(cfg.language.max_len)
     self.camera = cfg.cameras[0]
-    self.proprio_stats = None  # The window keeps env-unit proprio: normalisation is inside the graph.
-    self.normalization = manifest["normalization"]["method"]
+    # Env-unit proprio in the window: the exported graph normalises it itself.
+    self.window = ObservationWindow(cfg.window_size)
     self.calls = 0
-    self._images = self._proprio = self._valid = self._tokens = None
+    self._tokens = None
     self.session = convert.ort_session(Path(export_dir) / model_file, threads=threads, optimization=optimization)
     self.run = convert.onnx_run_fn(self.session)
     self.noise_source = noise
@@ -79,12 +78,21 @@ class OnnxPolicy(JaxPolicy):
                                                dtype=np.float32)
             for name, spec in self.noise_specs.items()}
 
+  def reset(self, instructions, scenes) -> None:
+    self._tokens = language.tokenize(list(instructions), self.max_len)
+    self.window.reset()
+    self.calls = 0
+
+  def observe(self, obs) -> None:
+    """Adds a frame to the windows without sampling (for steps executed from an earlier chunk)."""
+    self.window.push(obs)
+
   def __call__(self, obs: dict[str, Any], scenes, already_observed: bool = False) -> np.ndarray:
     """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units)."""
     if not already_observed:
-      self._push(obs)
-    n = len(self._images)
-    inputs = {f"image_{self.camera}": self._images, "proprio": self._proprio.astype(np.float32),
-              "timestep_pad_mask": self._valid, "language_tokens": self._tokens, **self.noise(n)}
+      self.window.push(obs)
+    observation = self.window.observation(self.camera)
+    n = len(observation["timestep_pad_mask"])
+    inputs = {**observation, "language_tokens": self._tokens, **self.noise(n)}
     self.calls += 1
     return np.asarray(self.run(inputs), np.float32)
