@@ -82,6 +82,12 @@ def test_run_writes_config_checkpoints_statistics_tensorboard_and_metrics(tiny_r
 
 
 def test_finished_run_resumes_as_a_no_op_and_a_changed_config_is_refused(tiny_run, tiny_tabletop_dir):
+  same = {"train.num_steps": 150, "train.eval_every": 75, "checkpoint.every": 50, "train.log_every": 5}
+  before = sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
+  again = run_train(tiny_run, tiny_tabletop_dir, **same)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "at step 150" in again.stdout.strip().splitlines()[-1]
+  assert sorted(p.name for p in (tiny_run / "checkpoints").iterdir()) == before
   changed = run_train(tiny_run, tiny_tabletop_dir, **{"train.num_steps": 150, "train.eval_every": 75,
                                                       "checkpoint.every": 50, "train.log_every": 5,
                                                       "optim.learning_rate": 0.5})
