@@ -13,8 +13,11 @@ from vla_jax.models import Policy, example_batch
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("head", ["diffusion", "flow", "mse", "discrete"])
-def test_sampling_exports_to_onnx_and_matches_jax(make_tiny_config, head):
+@pytest.mark.parametrize("head,tokenizers", [
+    ("diffusion", "patches"), ("flow", "patches"), ("mse", "patches"), ("discrete", "patches"),
+    ("diffusion", "learned"),  # The CPU quickstart's tokenizers: TokenLearner, CoordConv, byte conv.
+])
+def test_sampling_exports_to_onnx_and_matches_jax(make_tiny_config, head, tokenizers):
   tf = pytest.importorskip("tensorflow")
   tf2onnx = pytest.importorskip("tf2onnx")
   ort = pytest.importorskip("onnxruntime")
@@ -22,6 +25,9 @@ def test_sampling_exports_to_onnx_and_matches_jax(make_tiny_config, head):
 
   config = make_tiny_config(head)
   config.image.film = True
+  if tokenizers == "learned":
+    config.image.update(num_learned_tokens=3, coord_channels=True)
+    config.language.byte_conv_kernel = 3
   config.head.diffusion.eta = 0.5  # Exercises the per-step noise input too.
   policy = Policy(config)
   batch = example_batch(config, 1, seed=0)

@@ -86,10 +86,14 @@ class Backbone(nn.Module):
       task_tokens, task_mask = tokenizers.LanguageTokenizer(
           width=width, mode=lang.mode, vocab_size=lang.vocab_size,
           byte_embedding_dim=lang.byte_embedding_dim, bytes_per_token=lang.bytes_per_token,
-          embedding_num_tokens=lang.embedding_num_tokens, name="language_tokenizer")(task)
-      # FiLM condition: mean of the (uncontextualised) task tokens over real tokens.
+          embedding_num_tokens=lang.embedding_num_tokens,
+          byte_conv_kernel=lang.get("byte_conv_kernel", 0), name="language_tokenizer")(task)
+      # FiLM condition: mean of the (uncontextualised) task tokens over real tokens, layer-normed
+      # because FiLM bypasses the transformer's own norms and the tokens start at ~0.02 scale.
       weights = task_mask[..., None].astype(jnp.float32)
       film_condition = (task_tokens * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+      if cfg.image.film:
+        film_condition = nn.LayerNorm(name="film_condition_norm")(film_condition)
 
     # Observation tokens, per timestep: [cameras' patches | proprio modalities].
     step_tokens = []
@@ -99,7 +103,9 @@ class Backbone(nn.Module):
       step_tokens.append(tokenizers.ImageTokenizer(
           width=width, stem_features=tuple(cfg.image.stem_features),
           stem_kernel_size=cfg.image.stem_kernel_size, patch_size=cfg.image.patch_size,
-          film=cfg.image.film, name=f"image_tokenizer_{camera}")(images, film_condition))
+          film=cfg.image.film, coord_channels=cfg.image.get("coord_channels", False),
+          num_learned_tokens=cfg.image.get("num_learned_tokens", 0),
+          name=f"image_tokenizer_{camera}")(images, film_condition))
     if cfg.use_proprio:
       proprio = require_key(observation, "proprio", "observation")
       chex.assert_shape(proprio, (b, t, None))

@@ -15,9 +15,12 @@ Main keys (`config.<key>`):
                             split named slices (e.g. pose vs tactile) into separate modalities.
   action_horizon, action_dim, action_clip   chunk [H, A]; sampled actions clipped to ±action_clip.
   num_readout_tokens        readout tokens appended after the observations.
-  image.*                   conv stem (features, kernel) + patch size, optional language FiLM.
-  language.*                mode "tokens" (byte ids, learned embeddings) | "embedding" (precomputed
-                            sentence embedding [B, E]) | "none".
+  image.*                   conv stem (features, kernel) + patch size, optional language FiLM,
+                            CoordConv channels, and `num_learned_tokens` > 0 to replace the patches
+                            by K TokenLearner tokens (weighted features + spatial-softmax x, y).
+  language.*                mode "tokens" (byte ids, learned embeddings; `byte_conv_kernel` > 0 adds
+                            a character n-gram conv) | "embedding" (precomputed sentence embedding
+                            [B, E]) | "none".
   transformer.*             width, depth, num_heads, mlp_dim, dropout_rate.
   head.kind                 "diffusion" | "flow" | "l1" | "mse" | "discrete" — one key to compare heads.
   head.denoiser.*, head.diffusion.*, head.flow.*, head.regression.*, head.discrete.*
@@ -54,7 +57,8 @@ def image_config(size: str) -> ml_collections.ConfigDict:
       "small": dict(stem_features=(32,), patch_size=4),
       "base": dict(stem_features=(32, 64), patch_size=2),
   }
-  return ml_collections.ConfigDict(dict(stem_kernel_size=3, film=False, **sizes[size]))
+  return ml_collections.ConfigDict(dict(stem_kernel_size=3, film=False, coord_channels=False,
+                                        num_learned_tokens=0, **sizes[size]))
 
 
 def language_config(size: str, mode: str = "tokens") -> ml_collections.ConfigDict:
@@ -69,6 +73,7 @@ def language_config(size: str, mode: str = "tokens") -> ml_collections.ConfigDic
           vocab_size=257,  # vla_jax.data.language.VOCAB_SIZE.
           byte_embedding_dim={"tiny": 16, "small": 64, "base": 128}[size],
           bytes_per_token=4,
+          byte_conv_kernel=0,  # > 0: a character n-gram conv over the bytes before grouping.
           embedding_dim=512,  # E of `task/language_embedding` (e.g. Bridge's 512-d embedding).
           embedding_num_tokens={"tiny": 1, "small": 2, "base": 4}[size],
       )

@@ -13,6 +13,7 @@ from typing import Sequence
 import chex
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 Array = jnp.ndarray
 
@@ -38,22 +39,32 @@ class ImageTokenizer(nn.Module):
   stem_kernel_size: int
   patch_size: int
   film: bool = False
+  coord_channels: bool = False
+  num_learned_tokens: int = 0
 
   @nn.compact
   def __call__(self, images: Array, film_condition: Array | None = None) -> Array:
     """images: uint8 [B, T, Hpx, Wpx, 3]; film_condition: float32 [B, C] (required iff `film`).
 
-    Returns: float32 [B, T, P, D] with P = (Hpx / (2^len(stem) * patch))^2 tokens per frame.
+    Returns: float32 [B, T, P, D]: P = num_learned_tokens if set, else
+    (Hpx / (2^len(stem) * patch))^2 patch tokens per frame.
     """
     chex.assert_rank(images, 5)
     b, t, h, w, c = images.shape
     stride = 2 ** len(self.stem_features) * self.patch_size
-    if h % stride or w % stride:
+    if not self.num_learned_tokens and (h % stride or w % stride):
       raise ValueError(f"image {h}x{w} px is not divisible by stem stride × patch = {stride}")
     if self.film and film_condition is None:
       raise ValueError("image.film=True needs a language condition, but language.mode is 'none'")
     x = images.astype(jnp.float32) * (2.0 / 255.0) - 1.0  # uint8 → [-1, 1].
     x = x.reshape(b * t, h, w, c)
+    if self.coord_channels:
+      # CoordConv: x, y ∈ [-1, 1] as two extra channels, so features can say *where* as well as
+      # *what* from the first layer on (a fixed camera makes pixel position a workspace position).
+      ys, xs = np.meshgrid(np.linspace(-1, 1, h, dtype=np.float32),
+                           np.linspace(-1, 1, w, dtype=np.float32), indexing="ij")
+      coords = jnp.broadcast_to(jnp.asarray(np.stack([xs, ys], -1)), (b * t, h, w, 2))
+      x = jnp.concatenate([x, coords], axis=-1)
     for i, features in enumerate(self.stem_features):
       x = nn.Conv(features, (self.stem_kernel_size,) * 2, strides=(2, 2), padding="SAME",
                   name=f"stem_conv_{i}")(x)
@@ -68,14 +79,41 @@ class ImageTokenizer(nn.Module):
         x = x * (1.0 + scale) + shift
       x = gelu(x)
     n, hh, ww, cc = x.shape
-    p = self.patch_size
-    x = x.reshape(n, hh // p, p, ww // p, p, cc).transpose(0, 1, 3, 2, 4, 5)
-    x = x.reshape(n, (hh // p) * (ww // p), p * p * cc)
-    tokens = nn.Dense(self.width, name="patch_projection")(x)
+    if self.num_learned_tokens:
+      tokens = self._learned_tokens(x)
+    else:
+      tokens = self._patch_tokens(x)
     tokens = tokens + self.param("position_embedding", _EMBED_INIT, tokens.shape[1:])
     tokens = tokens.reshape(b, t, *tokens.shape[1:])
     chex.assert_shape(tokens, (b, t, None, self.width))
     return tokens
+
+  def _learned_tokens(self, x: Array) -> Array:
+    """TokenLearner-style (as in RT-1) with spatial-softmax coordinates: [n, h, w, C] → [n, K, D].
+
+    K attention maps over the (language-FiLMed) stem features, each a softmax over space; token k
+    is the map-weighted mean feature plus the map's expected (x, y). A few tokens that say *what*
+    and *where* replace dozens of mostly-background patches: attention is not diluted over the
+    table, and the transformer is ~4x cheaper per frame.
+    """
+    n, hh, ww, cc = x.shape
+    k = self.num_learned_tokens
+    logits = nn.Conv(k, (1, 1), name="token_logits")(gelu(nn.Conv(cc, (1, 1), name="token_hidden")(x)))
+    weights = nn.softmax(logits.reshape(n, hh * ww, k), axis=1)  # [n, hh·ww, K], sums to 1 over space.
+    gy, gx = np.meshgrid(np.linspace(-1, 1, hh, dtype=np.float32),
+                         np.linspace(-1, 1, ww, dtype=np.float32), indexing="ij")
+    grid = jnp.asarray(np.stack([gx.ravel(), gy.ravel()], -1))  # [hh·ww, 2]
+    features = jnp.einsum("npk,npc->nkc", weights, x.reshape(n, hh * ww, cc))
+    where = jnp.einsum("npk,pc->nkc", weights, grid)
+    return nn.Dense(self.width, name="token_projection")(jnp.concatenate([features, where], -1))
+
+  def _patch_tokens(self, x: Array) -> Array:
+    """Non-overlapping patches, flattened and projected: [n, h, w, C] → [n, P, D]."""
+    n, hh, ww, cc = x.shape
+    p = self.patch_size
+    x = x.reshape(n, hh // p, p, ww // p, p, cc).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(n, (hh // p) * (ww // p), p * p * cc)
+    return nn.Dense(self.width, name="patch_projection")(x)
 
 
 class LanguageTokenizer(nn.Module):
@@ -93,6 +131,7 @@ class LanguageTokenizer(nn.Module):
   byte_embedding_dim: int
   bytes_per_token: int
   embedding_num_tokens: int
+  byte_conv_kernel: int = 0
 
   @nn.compact
   def __call__(self, task: dict[str, Array]) -> tuple[Array, Array]:
@@ -108,6 +147,13 @@ class LanguageTokenizer(nn.Module):
       table = self.param("byte_embedding", _EMBED_INIT, (self.vocab_size, self.byte_embedding_dim))
       one_hot = (ids[..., None] == jnp.arange(self.vocab_size, dtype=ids.dtype)).astype(jnp.float32)
       x = one_hot @ table  # [B, L, E_byte]; a matmul exports where a gather may not.
+      if self.byte_conv_kernel:
+        # A character n-gram conv before grouping: a word's features no longer depend on where
+        # the fixed byte groups happen to cut it. Written as a [1, k] 2-D conv (exports cleanly).
+        valid = (ids != 0)[..., None].astype(jnp.float32)
+        y = nn.Conv(self.byte_embedding_dim, (1, self.byte_conv_kernel), padding="SAME",
+                    name="byte_conv")(x[:, None])[:, 0]
+        x = (x + gelu(y)) * valid
       x = x.reshape(b, length // g, g * self.byte_embedding_dim)
       tokens = nn.Dense(self.width, name="group_projection")(x)
       tokens = tokens + self.param("position_embedding", _EMBED_INIT, tokens.shape[1:])
