@@ -26,9 +26,15 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
-## The main job on the built-in default: generate the tabletop dataset (if missing) and summarise it.
+## The main job on the built-in default: data (if missing) -> train `small` -> closed-loop
+## evaluation. Re-running resumes training from runs/tabletop (or finds it finished).
+## Export (`python -m experiments.export --workdir runs/tabletop ...`) joins this chain once the
+## trained policy passes export parity (issue 7).
+QUICKSTART_RUN ?= runs/tabletop
 quickstart: $(STAMP)
 	$(PY) -m experiments.generate_data --config experiments/configs/tabletop_data.py
+	$(PY) -m experiments.train --config experiments/configs/tabletop.py --workdir $(QUICKSTART_RUN)
+	$(PY) -m experiments.evaluate --workdir $(QUICKSTART_RUN)
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_speed.py

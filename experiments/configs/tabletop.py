@@ -25,29 +25,36 @@ def get_config(variant: str = "small") -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.data = pipeline.pipeline_config([spec.tabletop_spec("data/tabletop/1.0.0")])
-  config.data.window = 2
+  config.data.window = 1 if variant == "small" else 2
   config.data.action_horizon = 4
   config.data.normalization = "bounds"  # dx, dy are bounded in [-1, 1]: keep that range exact.
+  # The camera is fixed and the task is about colours and places: random crops and colour jitter
+  # change what the actions mean. Kept for `base` (real-robot-like mixtures), off for the CPU runs.
+  config.data.augmentation.enabled = variant == "base"
 
   config.model = model_config(variant, head="diffusion")
+  if variant == "small":
+    cpu_quickstart_model(config.model)
   config.model.window_size = config.data.get_ref("window")
   config.model.action_horizon = config.data.get_ref("action_horizon")
   config.model.language.max_len = config.data.get_ref("max_language_tokens")
 
   config.train = ml_collections.ConfigDict()
-  config.train.num_steps = {"tiny": 60, "small": 3000, "base": 20000}[variant]
-  config.train.batch_size = {"tiny": 8, "small": 64, "base": 256}[variant]  # Global, over all processes.
+  config.train.num_steps = {"tiny": 60, "small": 4000, "base": 20000}[variant]
+  # Global, over all processes. `small`: twice the steps of batch 64 in the same CPU time, and on
+  # this task lower validation error at equal wall time (measured; see the issue-6 notes).
+  config.train.batch_size = {"tiny": 8, "small": 32, "base": 256}[variant]
   config.train.log_every = {"tiny": 10, "small": 50, "base": 100}[variant]
   config.train.eval_every = {"tiny": 30, "small": 500, "base": 2000}[variant]  # Validation loss; 0 = never.
   config.train.val_batches = {"tiny": 2, "small": 8, "base": 16}[variant]
   config.train.closed_loop_every = {"tiny": 0, "small": 1000, "base": 5000}[variant]  # Sim rollouts; 0 = never.
-  config.train.ema_decay = 0.999 if variant != "tiny" else 0.9
+  config.train.ema_decay = {"tiny": 0.9, "small": 0.998, "base": 0.9999}[variant]
   config.train.grad_accum_steps = 1
   config.train.compute_dtype = "float32"  # "bfloat16" on GPU/TPU (fp32 master weights).
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 3e-4 if variant != "tiny" else 1e-3
-  config.optim.warmup_steps = {"tiny": 5, "small": 200, "base": 1000}[variant]
+  config.optim.learning_rate = 3e-4 if variant == "base" else 1e-3
+  config.optim.warmup_steps = {"tiny": 5, "small": 100, "base": 1000}[variant]
   config.optim.final_lr_ratio = 0.1
   config.optim.weight_decay = 1e-4
   config.optim.b1 = 0.9
@@ -86,3 +93,17 @@ def get_config(variant: str = "small") -> ml_collections.ConfigDict:
     config.data.batch_size = 8
     config.data.augmentation.enabled = False
   return config
+
+
+def cpu_quickstart_model(model: ml_collections.ConfigDict) -> None:
+  """The `small` policy shaped for 2 CPU cores: few, informative image tokens.
+
+  A FiLM-conditioned conv stem with CoordConv channels feeds 8 TokenLearner tokens (weighted
+  features + spatial-softmax x, y) instead of 64 patches, and a byte n-gram conv makes word
+  features independent of where the byte groups cut them. ~2.7 M params; a batch-64 train step
+  takes ~0.19 s here, against ~0.43 s for the 64-patch-token `small` at window 1.
+  """
+  model.transformer.update(width=128, num_heads=4, mlp_dim=512)
+  model.image.update(stem_features=(32, 64), stem_kernel_size=3, patch_size=2, film=True,
+                     coord_channels=True, num_learned_tokens=8)
+  model.language.update(bytes_per_token=8, byte_conv_kernel=5)
