@@ -26,12 +26,20 @@ def gelu(x: Array) -> Array:
   return nn.gelu(x, approximate=True)
 
 
-class ImageTokenizer(nn.Module):
-  """One camera's frames → patch tokens.
+def _pixel_grid(height: int, width: int) -> np.ndarray:
+  """float32 [height, width, 2]: each pixel's (x, y), both spanning [-1, 1] over the image."""
+  ys, xs = np.meshgrid(np.linspace(-1, 1, height, dtype=np.float32),
+                       np.linspace(-1, 1, width, dtype=np.float32), indexing="ij")
+  return np.stack([xs, ys], -1)
 
-  A few stride-2 convs (each followed by GroupNorm, optional FiLM on the language, GELU) give the
-  patches some local features cheaply, then non-overlapping patches are flattened and projected.
-  Patchify is a reshape + Dense, not a strided conv, to keep the exported graph simple.
+
+class ImageTokenizer(nn.Module):
+  """One camera's frames → image tokens (patches, or K learned tokens).
+
+  A few stride-2 convs (each followed by GroupNorm, optional FiLM on the language, GELU) give
+  local features cheaply. Then either non-overlapping patches are flattened and projected
+  (patchify is a reshape + Dense, not a strided conv, to keep the exported graph simple), or
+  `num_learned_tokens` spatial-attention tokens summarise the feature map.
   """
 
   width: int
@@ -61,9 +69,7 @@ class ImageTokenizer(nn.Module):
     if self.coord_channels:
       # CoordConv: x, y ∈ [-1, 1] as two extra channels, so features can say *where* as well as
       # *what* from the first layer on (a fixed camera makes pixel position a workspace position).
-      ys, xs = np.meshgrid(np.linspace(-1, 1, h, dtype=np.float32),
-                           np.linspace(-1, 1, w, dtype=np.float32), indexing="ij")
-      coords = jnp.broadcast_to(jnp.asarray(np.stack([xs, ys], -1)), (b * t, h, w, 2))
+      coords = jnp.broadcast_to(jnp.asarray(_pixel_grid(h, w)), (b * t, h, w, 2))
       x = jnp.concatenate([x, coords], axis=-1)
     for i, features in enumerate(self.stem_features):
       x = nn.Conv(features, (self.stem_kernel_size,) * 2, strides=(2, 2), padding="SAME",
@@ -100,9 +106,7 @@ class ImageTokenizer(nn.Module):
     k = self.num_learned_tokens
     logits = nn.Conv(k, (1, 1), name="token_logits")(gelu(nn.Conv(cc, (1, 1), name="token_hidden")(x)))
     weights = nn.softmax(logits.reshape(n, hh * ww, k), axis=1)  # [n, hh·ww, K], sums to 1 over space.
-    gy, gx = np.meshgrid(np.linspace(-1, 1, hh, dtype=np.float32),
-                         np.linspace(-1, 1, ww, dtype=np.float32), indexing="ij")
-    grid = jnp.asarray(np.stack([gx.ravel(), gy.ravel()], -1))  # [hh·ww, 2]
+    grid = jnp.asarray(_pixel_grid(hh, ww).reshape(hh * ww, 2))
     features = jnp.einsum("npk,npc->nkc", weights, x.reshape(n, hh * ww, cc))
     where = jnp.einsum("npk,pc->nkc", weights, grid)
     return nn.Dense(self.width, name="token_projection")(jnp.concatenate([features, where], -1))
