@@ -34,14 +34,12 @@ def test_learned_token_position_is_the_softmax_weighted_mean_of_pixel_coordinate
   image = _image_with_dot(12, 3)
   params = tokenizer.init(jax.random.key(0), image)["params"]
   # Logit = 50 · (red channel ≈ "is the dot"); token = identity projection of [features, where].
-  hidden = params["token_hidden"]
   params["token_hidden"] = {"kernel": jnp.eye(3)[None, None], "bias": jnp.zeros(3)}
   params["token_logits"] = {"kernel": jnp.array([[[[50.0], [-50.0], [-50.0]]]]), "bias": jnp.zeros(1)}
   projection = np.zeros((5, 4), np.float32)
   projection[3, 0] = projection[4, 1] = 1.0  # Read out (x, y) only.
   params["token_projection"] = {"kernel": jnp.asarray(projection), "bias": jnp.zeros(4)}
   params["position_embedding"] = jnp.zeros_like(params["position_embedding"])
-  del hidden
   where = np.asarray(tokenizer.apply({"params": params}, image))[0, 0, 0, :2]
   expected = np.array([12, 3]) / 15 * 2 - 1  # Pixel centres span [-1, 1].
   np.testing.assert_allclose(where, expected, atol=1e-3)
