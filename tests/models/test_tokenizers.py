@@ -28,12 +28,12 @@ def test_learned_image_tokens_replace_patches_with_k_tokens(make_tiny_config):
 
 def test_learned_token_position_is_the_softmax_weighted_mean_of_pixel_coordinates():
   """With the attention logits forced to pick one location, a token's "where" is that location:
-  the coordinates reach the transformer exactly, not through learned position embeddings."""
+  the coordinates reach the token exactly, not through learned position embeddings."""
   tokenizer = ImageTokenizer(width=4, stem_features=(), stem_kernel_size=3, patch_size=1,
                              num_learned_tokens=1)
   image = _image_with_dot(12, 3)
   params = tokenizer.init(jax.random.key(0), image)["params"]
-  # Logit = 50 · (red channel ≈ "is the dot"); token = identity projection of [features, where].
+  # Logit = 50 · (r − g − b) of the pixel: high only on the red dot. The projection reads (x, y).
   params["token_hidden"] = {"kernel": jnp.eye(3)[None, None], "bias": jnp.zeros(3)}
   params["token_logits"] = {"kernel": jnp.array([[[[50.0], [-50.0], [-50.0]]]]), "bias": jnp.zeros(1)}
   projection = np.zeros((5, 4), np.float32)
