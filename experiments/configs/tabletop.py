@@ -35,6 +35,10 @@ def get_config(variant: str = "small") -> ml_collections.ConfigDict:
   config.model = model_config(variant, head="diffusion")
   if variant == "small":
     cpu_quickstart_model(config.model)
+    # The simulator's labels of where the instruction's target and goal are (training only): the
+    # auxiliary referent loss on two of the learned image tokens (see vla_jax/models/referents.py).
+    config.data.num_referents = 2
+    config.model.referent_loss.weight = 1.0
   config.model.window_size = config.data.get_ref("window")
   config.model.action_horizon = config.data.get_ref("action_horizon")
   config.model.language.max_len = config.data.get_ref("max_language_tokens")

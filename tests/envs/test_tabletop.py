@@ -8,7 +8,7 @@ import vla_jax.envs  # noqa: F401  (registers the gymnasium ids)
 from vla_jax.envs import tasks
 from vla_jax.envs.expert import ScriptedExpert
 from vla_jax.envs.tabletop import (
-    CONTACT_DIST, GRASP_RADIUS, MAX_STEP, SceneState, TabletopEnv, is_success,
+    CONTACT_DIST, GRASP_RADIUS, MAX_STEP, NUM_REFERENTS, SceneState, TabletopEnv, is_success, referents,
 )
 from vla_jax.envs.vector import VectorTabletopEnv
 
@@ -152,6 +152,52 @@ def test_success_predicates():
   assert is_success(_scene("push", obj_pos=near))
   assert not is_success(_scene("push", obj_pos=near, held=0, gripper_closed=True)), "carried, not pushed"
   assert not is_success(_scene("push"))
+
+
+def test_target_referent_is_the_target_objects_centre_in_every_family():
+  for family in tasks.FAMILIES:
+    scene = _scene(family, obj_pos=np.array([[0.3, 0.6], [0.8, 0.8], [0.2, 0.8], [0.8, 0.2]]))
+    position, valid = referents(scene)
+    assert position.shape == (NUM_REFERENTS, 2) and position.dtype == np.float32
+    assert valid.shape == (NUM_REFERENTS,) and valid.dtype == bool
+    np.testing.assert_allclose(position[0], [0.3, 0.6], rtol=1e-6)
+    assert valid[0]
+
+
+def test_push_goal_referent_is_the_reference_objects_centre():
+  position, valid = referents(_scene("push"))
+  np.testing.assert_allclose(position[1], [0.8, 0.8], rtol=1e-6)
+  assert valid[1]
+
+
+@pytest.mark.parametrize("region", list(tasks.REGIONS))
+def test_place_goal_referent_is_the_centre_of_the_named_region(region):
+  x0, y0, x1, y1 = tasks.REGIONS[region]
+  position, valid = referents(_scene("place", region=region))
+  np.testing.assert_allclose(position[1], [(x0 + x1) / 2, (y0 + y1) / 2], rtol=1e-6)
+  assert valid[1]
+
+
+def test_pick_has_no_goal_referent():
+  position, valid = referents(_scene("pick"))
+  assert not valid[1] and (position[1] == 0).all()
+
+
+def test_referents_are_a_snapshot_that_later_steps_do_not_change():
+  """The dataset writer stores one label per frame: it must not alias the live scene."""
+  grip = np.array([0.5 + GRASP_RADIUS * 0.8, 0.5])
+  env = _env_with(_scene("place", gripper_pos=grip))
+  env.step(np.array([0, 0, 1], np.float32))  # Grasp the target ...
+  before, _ = referents(env.scene)
+  env.step(np.array([-1, 0, 1], np.float32))  # ... and carry it.
+  after, _ = referents(env.scene)
+  assert after[0, 0] < before[0, 0] - 0.5 * MAX_STEP
+  np.testing.assert_allclose(after[0], env.scene.obj_pos[0], rtol=1e-6)
+
+
+def test_referents_of_an_unknown_family_raise():
+  with pytest.raises(ValueError, match="unknown task family 'stack'"):
+    referents(_scene("stack"))
 
 
 def _env_with(scene: SceneState) -> TabletopEnv:

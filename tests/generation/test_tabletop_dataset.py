@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from experiments.configs import tabletop_data
 from tests.conftest import REPO
 from vla_jax.data import tabletop_builder
-from vla_jax.envs import tasks
+from vla_jax.envs import render, tabletop, tasks
 
 
 def tiny_config(data_dir, **overrides):
@@ -34,7 +34,9 @@ def _batched_steps(steps):
   return {
       "image": np.stack([r["observation"]["image"] for r in rows]),
       "state": np.stack([r["observation"]["state"] for r in rows]),
-      **{k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "observation"},
+      "referent_xy": np.stack([r["referents"]["position"] for r in rows]),
+      "referent_valid": np.stack([r["referents"]["valid"] for r in rows]),
+      **{k: np.stack([r[k] for r in rows]) for k in rows[0] if k not in ("observation", "referents")},
   }
 
 
@@ -48,6 +50,7 @@ print(json.dumps({{
     "image": [list(steps["observation"]["image"].shape), steps["observation"]["image"].dtype.name],
     "state": [list(steps["observation"]["state"].shape), steps["observation"]["state"].dtype.name],
     "action": [list(steps["action"].shape), steps["action"].dtype.name],
+    "referents": {{k: [list(v.shape), v.dtype.name] for k, v in steps["referents"].items()}},
     "keys": sorted(steps.keys()),
     "meta": sorted(b.info.features["episode_metadata"].keys()),
 }}))
@@ -58,9 +61,10 @@ print(json.dumps({{
   assert info["image"] == [[64, 64, 3], "uint8"]
   assert info["state"] == [[5], "float32"]
   assert info["action"] == [[3], "float32"]
+  assert info["referents"] == {"position": [[2, 2], "float32"], "valid": [[2], "bool"]}
   assert info["keys"] == sorted([
       "observation", "action", "language_instruction", "reward", "discount", "is_first", "is_last",
-      "is_terminal",
+      "is_terminal", "referents",
   ])
   assert {"task_family", "seed", "split", "scene_objects", "success"} <= set(info["meta"])
 
@@ -99,6 +103,49 @@ def test_episode_is_reproducible_from_its_metadata_seed(tiny_tabletop_dir):
   )
   np.testing.assert_array_equal(replay["steps"]["observation"]["image"], ep["steps"]["image"])
   np.testing.assert_array_equal(replay["steps"]["action"], ep["steps"]["action"])
+
+
+def test_referents_describe_the_scene_each_frame_was_rendered_from(tiny_tabletop_dir):
+  """Replays episodes step by step: label t is `tabletop.referents` of the state image t shows."""
+  from vla_jax.envs import ScriptedExpert, TabletopEnv
+
+  config = tabletop_data.get_config("tiny")
+  episodes = read_episodes(tiny_tabletop_dir)
+  for ep in episodes[:len(tasks.FAMILIES)]:  # One of each family (written in turn).
+    meta, s = ep["meta"], ep["steps"]
+    env = TabletopEnv(**config.env.to_dict())
+    expert = ScriptedExpert(noise_std=config.expert.noise_std)
+    obs, _ = env.reset(seed=int(meta["seed"]), options={"task_family": meta["task_family"].decode()})
+    expert.reset(env.scene, seed=int(meta["expert_seed"]))
+    for t in range(len(s["action"])):
+      np.testing.assert_array_equal(obs["image"], s["image"][t])
+      position, valid = tabletop.referents(env.scene)
+      np.testing.assert_array_equal(s["referent_xy"][t], position, err_msg=f"step {t}")
+      np.testing.assert_array_equal(s["referent_valid"][t], valid, err_msg=f"step {t}")
+      if t < len(s["action"]) - 1:
+        obs, *_ = env.step(expert.act(env.scene))
+
+
+def test_target_referent_lies_on_the_target_in_its_own_frame_as_it_moves(tiny_tabletop_dir):
+  """Table point (x, y) is pixel (row y * S, column x * S) of the same step's image."""
+  moved = {}
+  for ep in read_episodes(tiny_tabletop_dir):
+    s, family = ep["steps"], ep["meta"]["task_family"].decode()
+    target_rgb = tasks.COLOURS[ep["meta"]["scene_objects"].decode().split(",")[0].split()[0]]
+    assert s["referent_valid"][:, 0].all()
+    np.testing.assert_array_equal(s["referent_valid"][:, 1], family != "pick")
+    for t, (x, y) in enumerate(s["referent_xy"][:, 0]):
+      row, col = int(y * 64), int(x * 64)
+      if s["state"][t, 3]:  # Held: under the white fist, and exactly at the gripper of the same step.
+        np.testing.assert_array_equal(s["image"][t, row, col], render.GRIPPER_HELD_RGB)
+        np.testing.assert_allclose([x, y], np.clip(s["state"][t, :2], tabletop.OBJECT_RADIUS,
+                                                   1 - tabletop.OBJECT_RADIUS), atol=1e-6)
+      else:  # 3x3 pixels: the open gripper's ring or a dropped-on object may hide the very centre.
+        patch = s["image"][t, max(row - 1, 0):row + 2, max(col - 1, 0):col + 2]
+        assert (patch == target_rgb).all(-1).any(), f"{family} episode step {t}: no target pixel at ({x}, {y})"
+    travel = np.linalg.norm(s["referent_xy"][-1, 0] - s["referent_xy"][0, 0])
+    moved[family] = max(moved.get(family, 0.0), travel)
+  assert moved["place"] > 0.2 and moved["push"] > 0.1, moved  # Carried and pushed targets were covered.
 
 
 def test_training_episodes_never_contain_heldout_phrasings_or_combos():

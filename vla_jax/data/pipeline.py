@@ -29,6 +29,13 @@ Output batch (numpy; B = batch_size, T = window, H = action_horizon, L = max_lan
                                           repeat the episode's last action, never the next episode
   dataset_index                   int32   [B]         index into `dataset_names(config)`, i.e. the
                                           config's dataset names in sorted order (ConfigDict sorts)
+  aux/referent_xy                 float32 [B, K, 2]   only with config.num_referents = K > 0: (x, y)
+                                          in [0, 1] image units (x right, y down) of the referents
+                                          in the current (last) frame: 0 target object, 1 goal
+  aux/referent_valid              bool    [B, K]      False for absent referents (padding, "pick"'s
+                                          goal, every row of a dataset without labels); position 0
+  `aux` holds privileged training labels for auxiliary losses, never model inputs; with
+  num_referents = 0 (default) there is no `aux` key and batches are exactly as without this feature.
 
 Determinism and exact, cheap resume. The whole stream is a pure function of (config, seed,
 process index/count): shuffles use fixed seeds per (dataset, epoch), mixture choices and
@@ -87,6 +94,8 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   c.language = "tokens"            # "tokens" | "embedding" | "both" | "none".
   c.max_language_tokens = 64       # L.
   c.goal_relabeling = False        # Adds task/image_goal (uniform future frame of cameras[0]).
+  c.num_referents = 0              # K > 0: adds aux/referent_xy, aux/referent_valid (simulator labels
+                                   # of the current frame, for an auxiliary loss); 0 = off.
   c.normalization = "gaussian"     # "gaussian" | "bounds" (see statistics.py).
   c.action_dim = None              # Pad all datasets' actions to this many dims (None: must agree).
   c.proprio_dim = None             # Same for proprio.
@@ -123,8 +132,16 @@ _STREAM_NEUTRAL_KEYS = ("num_threads", "num_parallel_calls", "prefetch_batches",
 
 
 def _config_fingerprint(config: ml_collections.ConfigDict) -> str:
-  """Hash of everything that changes the sample stream (for refusing a mismatched restore)."""
+  """Hash of everything that changes the sample stream (for refusing a mismatched restore).
+
+  With referents off, `num_referents` and the specs' `referents_key` change nothing, and are left
+  out so iterator states saved before they existed still restore.
+  """
   fields = {k: v for k, v in config.to_dict().items() if k not in _STREAM_NEUTRAL_KEYS}
+  if not fields.get("num_referents"):
+    fields.pop("num_referents", None)
+    fields["datasets"] = {name: {k: v for k, v in s.items() if k != "referents_key"}
+                          for name, s in fields["datasets"].items()}
   blob = json.dumps(fields, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -212,7 +229,7 @@ class DatasetSource:
           stored[key] = tuple(obs_features[key].shape)
     except (KeyError, TypeError):  # Not the usual RLDS nesting; validate_spec reports what is missing.
       pass
-    spec_lib.validate_spec(spec, element_spec, stored)
+    spec_lib.validate_spec(spec, element_spec, stored, num_referents=_num_referents(self.config))
     self._stored_image_shapes = stored
     if self.config.language in ("embedding", "both") and not spec.language_embedding_key:
       raise ValueError(f"dataset '{spec.name}': config.language={self.config.language!r} needs a precomputed "
@@ -263,7 +280,8 @@ class DatasetSource:
   def prepare(self, episode: dict[str, Any], dataset_index: int) -> dict[str, Any]:
     """Standardised raw episode -> decoded, normalised, tokenised trajectory (leaves [T, ...])."""
     config, spec = self.config, self.spec
-    traj = standardize.to_internal(episode, spec)
+    num_referents = _num_referents(config)
+    traj = standardize.to_internal(episode, spec, num_referents)
     length = tf.shape(traj["action"])[0]
     size = tuple(config.image_size_px)
     obs = {}
@@ -284,18 +302,44 @@ class DatasetSource:
       task["language_tokens"] = language.tokenize_tf(traj["task"]["language_instruction"], config.max_language_tokens)
     if config.language in ("embedding", "both"):
       task["language_embedding"] = traj["task"]["language_embedding"]
-    return {
+    out = {
         "observation": obs,
         "task": task,
         "action": _pad_last(action, _resolved_dim(config, "action_dim")),
         "dataset_index": tf.fill([length], tf.constant(dataset_index, tf.int32)),
     }
+    if num_referents > 0:
+      out["aux"] = traj["aux"]
+    return out
 
   def count_samples(self, split: str, process_index: int, process_count: int) -> int:
     """Samples (= steps) per epoch of this shard; reads the records but decodes no image."""
     ds = self.raw_episodes(split, process_index, process_count)
     lengths = ds.map(lambda ep: tf.cast(tf.shape(standardize.to_internal(ep, self.spec)["action"])[0], tf.int64))
     return int(lengths.reduce(tf.constant(0, tf.int64), lambda a, b: a + b).numpy())
+
+
+def _num_referents(config: ml_collections.ConfigDict) -> int:
+  """config.num_referents, validated (absent in configs saved before it existed: 0)."""
+  k = config.get("num_referents", 0)
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+    raise ValueError(f"config.num_referents={k!r} is not valid; expected an int >= 0 (0 = no referent labels)")
+  return int(k)
+
+
+def _check_augmentation_keeps_referents(config: ml_collections.ConfigDict) -> None:
+  """Random crops move the pixels but not the referent labels: refuse the combination.
+
+  Colour jitter alone (crop_scale = crop_ratio = (1, 1): the crop box is the whole image) is fine.
+  """
+  aug = config.augmentation
+  crops = tuple(aug.crop_scale) != (1.0, 1.0) or tuple(aug.crop_ratio) != (1.0, 1.0)
+  if _num_referents(config) > 0 and aug.enabled and crops:
+    raise ValueError(
+        f"config.num_referents={config.num_referents} with random-crop augmentation (crop_scale="
+        f"{tuple(aug.crop_scale)}, crop_ratio={tuple(aug.crop_ratio)}): crops move the image but not the "
+        "referent labels. Set config.augmentation.enabled=False, or crop_scale=(1.0, 1.0) and "
+        "crop_ratio=(1.0, 1.0) for colour-only augmentation, or num_referents=0")
 
 
 def _pad_last(x: tf.Tensor, size: int) -> tf.Tensor:
@@ -437,6 +481,7 @@ def open_sources(config: ml_collections.ConfigDict,
     raise ValueError("config.datasets is empty")
   _resolved_dim(config, "action_dim")
   _resolved_dim(config, "proprio_dim")
+  _num_referents(config)
   statistics_by_name = statistics_by_name or {}
   return [DatasetSource(spec, config, statistics_by_name.get(name)) for name, spec in config.datasets.items()]
 
@@ -462,6 +507,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, A
     process_index, process_count: this process's shard (default `jax.process_index/count()`).
   """
   process_index, process_count = _process(process_index, process_count)
+  _check_augmentation_keeps_referents(config)
   sources = open_sources(config, statistics_by_name)
   batches, per_dataset = 0, [0] * len(sources)
   if state is not None:

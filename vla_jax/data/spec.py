@@ -21,12 +21,20 @@ conventions. A spec is a small `ml_collections.ConfigDict` that says, for one da
   language_key            key of the instruction string (tf.string), under `steps/` when
   language_level          is "step", or under `episode_metadata/` when it is "episode"
   language_embedding_key  optional key under `steps/` of a precomputed float [E] embedding
+  referents_key           optional key under `steps/` of per-step referent labels: a dict with
+                          `position` float [T, K, 2] ((x, y) in [0, 1] image units, x right, y down)
+                          and `valid` bool [T, K]. Privileged simulator labels (the built-in tabletop
+                          has K = 2: target object, goal) read only when `config.num_referents` > 0,
+                          for auxiliary losses; None = the dataset has none (its samples get
+                          valid = False in a mixture)
   standardize_fn          optional name of a function registered in `standardize.py`, applied to the
                           raw episode before the keys above are looked up
   weight                  sampling weight in a mixture
 
 Keys are validated before any data is read (`validate_spec`): a dataset whose keys do not match its
 spec fails at start with one `ValueError` naming every missing key and the keys that do exist.
+Referent keys are required only when referents are requested (`validate_spec(..., num_referents=K)`),
+so a dataset written before it had labels still loads for plain behaviour cloning.
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ def dataset_spec(
     language_key: str | None = "language_instruction",
     language_level: str = "step",
     language_embedding_key: str | None = None,
+    referents_key: str | None = None,
     train_split: str = "train",
     val_split: str | None = "val",
     standardize_fn: str | None = None,
@@ -82,6 +91,7 @@ def dataset_spec(
   spec.language_key = language_key
   spec.language_level = language_level
   spec.language_embedding_key = language_embedding_key
+  spec.referents_key = referents_key
   spec.standardize_fn = standardize_fn
   spec.weight = float(weight)
   check_spec_fields(spec)
@@ -120,7 +130,9 @@ def tabletop_spec(builder_dir: str = "data/tabletop/1.0.0", **overrides: Any) ->
   """Spec for the built-in `tabletop` simulator dataset (written by `vla_jax.data.tabletop_builder`).
 
   One 64x64 camera, state = [gripper_x, gripper_y, gripper_closed, grasp_contact, push_force],
-  action = [dx, dy (relative, in [-1, 1]), gripper_cmd (absolute, 0 = open, 1 = close)].
+  action = [dx, dy (relative, in [-1, 1]), gripper_cmd (absolute, 0 = open, 1 = close)],
+  referents = `steps/referents` {position [2, 2], valid [2]} (target object, goal; see
+  `vla_jax.envs.tabletop.referents`).
   """
   kwargs: dict[str, Any] = dict(
       name="tabletop",
@@ -133,6 +145,7 @@ def tabletop_spec(builder_dir: str = "data/tabletop/1.0.0", **overrides: Any) ->
       action_dim=3,
       action_dim_kinds=("relative", "relative", "gripper"),
       language_key="language_instruction",
+      referents_key="referents",
       train_split="train",
       val_split="val",
   )
@@ -165,6 +178,9 @@ def check_spec_fields(spec: ml_collections.ConfigDict) -> None:
     raise ValueError(f"{where}: image_size_px must be (height, width), got {spec.image_size_px}")
   if spec.weight < 0:
     raise ValueError(f"{where}: weight must be >= 0, got {spec.weight}")
+  referents_key = spec.get("referents_key")
+  if referents_key is not None and (not isinstance(referents_key, str) or not referents_key):
+    raise ValueError(f"{where}: referents_key must be a key under steps/ or None, got {referents_key!r}")
 
 
 def action_normalize_mask(spec: ml_collections.ConfigDict) -> list[bool]:
@@ -215,8 +231,11 @@ def _siblings(flat: Mapping[str, Any], path: str) -> str:
   return "{" + ", ".join(sorted({k.split("/")[0] for k in flat})) + "}"
 
 
-def required_paths(spec: ml_collections.ConfigDict) -> dict[str, str]:
-  """{flattened key path -> role} that the spec needs to find in a standardised episode."""
+def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0) -> dict[str, str]:
+  """{flattened key path -> role} that the spec needs to find in a standardised episode.
+
+  The referent labels are needed only when `num_referents` > 0 and the spec names them.
+  """
   paths = {f"steps/observation/{key}": f"camera '{cam}'" for cam, key in spec.cameras.items()}
   if spec.proprio_key:
     paths[f"steps/observation/{spec.proprio_key}"] = "proprio"
@@ -226,11 +245,16 @@ def required_paths(spec: ml_collections.ConfigDict) -> dict[str, str]:
     paths[f"{level}/{spec.language_key}"] = "language"
   if spec.language_embedding_key:
     paths[f"steps/{spec.language_embedding_key}"] = "language embedding"
+  referents_key = spec.get("referents_key")
+  if num_referents > 0 and referents_key:
+    paths[f"steps/{referents_key}/position"] = "referent positions"
+    paths[f"steps/{referents_key}/valid"] = "referent validity"
   return paths
 
 
 def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, Any],
-                  stored_image_shapes: Mapping[str, Iterable[int | None]] | None = None) -> None:
+                  stored_image_shapes: Mapping[str, Iterable[int | None]] | None = None,
+                  num_referents: int = 0) -> None:
   """Checks that a standardised episode has every key the spec names, with the declared sizes.
 
   Args:
@@ -239,6 +263,8 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
       step-level leaves have a leading [T] dim).
     stored_image_shapes: optional {observation key -> (H, W, C)} from the TFDS features, used to
       check `image_size_px` (encoded images have no static shape in the element_spec).
+    num_referents: referents the pipeline wants per step (`config.num_referents`); when > 0 the
+      spec's `referents_key` must exist with position [T, K, 2] and valid [T, K], K <= num_referents.
 
   Raises:
     ValueError naming every missing key and the keys that exist, or the first size mismatch.
@@ -246,11 +272,16 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
   import tensorflow as tf  # Local: this module stays importable without TF for config building.
 
   flat = _flatten_spec(element_spec)
-  needed = required_paths(spec)
+  needed = required_paths(spec, num_referents)
   missing = [p for p in needed if p not in flat]
   if missing:
     parts = [f"spec wants {p} ({needed[p]}), dataset has {_siblings(flat, p)}" for p in missing]
-    raise ValueError(f"dataset '{spec.name}': " + "; ".join(parts))
+    hint = ""
+    if any(needed[p].startswith("referent") for p in missing):
+      hint = ("; referent labels are read because config.num_referents > 0: regenerate the dataset with "
+              "them, set the spec's referents_key=None (its samples then get valid=False) or "
+              "config.num_referents=0")
+    raise ValueError(f"dataset '{spec.name}': " + "; ".join(parts) + hint)
 
   def dim(path: str) -> int | None:
     shape = flat[path].shape
@@ -288,3 +319,31 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
     path = f"{level}/{spec.language_key}"
     if flat[path].dtype != tf.string:
       raise ValueError(f"dataset '{spec.name}': language {path} is {flat[path].dtype.name}, expected a string")
+  if num_referents > 0 and spec.get("referents_key"):
+    check_referent_shapes(spec, flat[f"steps/{spec.referents_key}/position"].shape,
+                          flat[f"steps/{spec.referents_key}/valid"].shape, num_referents)
+
+
+def check_referent_shapes(spec: ml_collections.ConfigDict, position_shape: Any, valid_shape: Any,
+                          num_referents: int) -> None:
+  """Per-episode referent labels must be position [T, K, 2] and valid [T, K] with K <= num_referents.
+
+  Fewer than `num_referents` are padded with invalid rows; more cannot be dropped silently (which
+  ones would the loss lose?), so they are an error.
+  """
+  import tensorflow as tf  # Local, as in validate_spec.
+
+  position_shape, valid_shape = tf.TensorShape(position_shape), tf.TensorShape(valid_shape)
+  key = f"steps/{spec.referents_key}"
+  if position_shape.rank != 3 or position_shape[2] not in (None, 2) or valid_shape.rank != 2:
+    raise ValueError(f"dataset '{spec.name}': {key} should hold position [T, K, 2] and valid [T, K] per "
+                     f"episode, got position {position_shape} and valid {valid_shape}")
+  k, k_valid = position_shape[1], valid_shape[1]
+  if k is not None and k_valid is not None and k != k_valid:
+    raise ValueError(f"dataset '{spec.name}': {key}/position has {k} referents ({position_shape}) but "
+                     f"{key}/valid has {k_valid} ({valid_shape})")
+  k = k if k is not None else k_valid
+  if k is not None and k > num_referents:
+    raise ValueError(f"dataset '{spec.name}': {key}/position has {k} referents per step (shape "
+                     f"{position_shape}) but config.num_referents={num_referents}; raise num_referents to "
+                     f"at least {k} (datasets with fewer are padded with invalid referents)")

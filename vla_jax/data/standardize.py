@@ -15,6 +15,9 @@ Two steps, both inside tf.data on whole episodes (step-level tensors have a lead
      task/language_instruction    tf.string [T]             (episode-level text broadcast to steps)
      task/language_embedding      float32 [T, E]            (only if the spec names one)
      action                       float32 [T, A]
+     aux/referent_xy              float32 [T, K, 2]         (only if num_referents = K > 0: the
+     aux/referent_valid           bool [T, K]                spec's referents_key, padded with
+                                                             invalid rows; all invalid without one)
 
    Decoding, normalisation and windowing happen later (`obs_transforms.py`, `traj_transforms.py`).
 
@@ -29,6 +32,8 @@ from typing import Any, Callable
 
 import ml_collections
 import tensorflow as tf
+
+from vla_jax.data import spec as spec_lib
 
 Episode = dict[str, Any]
 StandardizeFn = Callable[[Episode], Episode]
@@ -120,8 +125,12 @@ def lookup(tree: Any, path: str) -> Any:
   return tree
 
 
-def to_internal(episode: Episode, spec: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Raw (standardised) episode -> internal layout documented in the module docstring."""
+def to_internal(episode: Episode, spec: ml_collections.ConfigDict, num_referents: int = 0) -> dict[str, Any]:
+  """Raw (standardised) episode -> internal layout documented in the module docstring.
+
+  `num_referents` = K > 0 adds `aux` (referent labels, for auxiliary losses), so every dataset of
+  a mixture has the same structure whether or not it has labels.
+  """
   steps = episode["steps"]
   obs = steps["observation"]
   action = tf.cast(lookup(steps, spec.action_key), tf.float32)
@@ -141,4 +150,29 @@ def to_internal(episode: Episode, spec: ml_collections.ConfigDict) -> dict[str, 
     task["language_instruction"] = tf.fill([length], tf.constant("", tf.string))
   if spec.language_embedding_key:
     task["language_embedding"] = tf.cast(lookup(steps, spec.language_embedding_key), tf.float32)
-  return {"observation": out_obs, "task": task, "action": action}
+  out = {"observation": out_obs, "task": task, "action": action}
+  if num_referents > 0:
+    out["aux"] = referent_labels(steps, spec, length, num_referents)
+  return out
+
+
+def referent_labels(steps: dict[str, Any], spec: ml_collections.ConfigDict, length: tf.Tensor,
+                    num_referents: int) -> dict[str, tf.Tensor]:
+  """{"referent_xy": float32 [T, K, 2], "referent_valid": bool [T, K]} for K = num_referents.
+
+  A dataset with fewer referents is padded with invalid rows (position 0); one without a
+  `referents_key` is all invalid. More than K is an error naming the dataset, key and shape.
+  """
+  key = spec.get("referents_key")
+  if not key:
+    return {"referent_xy": tf.zeros([length, num_referents, 2], tf.float32),
+            "referent_valid": tf.zeros([length, num_referents], tf.bool)}
+  labels = lookup(steps, key)
+  position = tf.cast(labels["position"], tf.float32)
+  valid = tf.cast(labels["valid"], tf.bool)
+  spec_lib.check_referent_shapes(spec, position.shape, valid.shape, num_referents)
+  missing = num_referents - tf.shape(position)[1]
+  position = tf.pad(position, [[0, 0], [0, missing], [0, 0]])
+  valid = tf.pad(valid, [[0, 0], [0, missing]], constant_values=False)
+  return {"referent_xy": tf.ensure_shape(position, [None, num_referents, 2]),
+          "referent_valid": tf.ensure_shape(valid, [None, num_referents])}

@@ -10,6 +10,12 @@ hold episodes from disjoint seeds. Each episode:
   steps/language_instruction     string           the same instruction at every step (as in Bridge)
   steps/reward, discount         float32          reward 1 on the transition that succeeds
   steps/is_first, is_last, is_terminal  bool
+  steps/referents/position       float32 [2, 2]   (x, y) table coordinates in [0, 1], x right, y down
+                                                  (pixel column, row = x S, y S) of what the instruction
+                                                  names: 0 the target object, 1 the goal (push: the
+                                                  reference object; place: the region centre)
+  steps/referents/valid          bool [2]         False where there is none (the goal of "pick",
+                                                  whose position is then 0)
   episode_metadata/{task_family, split, scene_objects: string; seed, expert_seed, episode_index: int64;
                     success: bool}
 
@@ -17,6 +23,8 @@ RLDS step convention: step t holds observation o_t and the action a_t taken from
 reward of that transition. After the last transition one more step holds the final observation
 o_T with a "hold still" action (zero motion, gripper unchanged), reward 0, `is_last` and — when the
 task was solved — `is_terminal` with discount 0. Episodes therefore have T + 1 steps.
+`referents` are privileged simulator labels (`tabletop.referents`) of the scene that step's image
+shows, for auxiliary training losses only — never model inputs.
 
 Writing is atomic: TFDS builds into a temporary directory that is renamed only once complete, so
 a crash never leaves a dataset that looks finished.
@@ -37,7 +45,7 @@ import tqdm
 
 from vla_jax.envs import tabletop
 from vla_jax.envs.expert import ScriptedExpert
-from vla_jax.envs.tabletop import ACTION_DIM, STATE_DIM, TabletopEnv
+from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM, TabletopEnv
 
 VERSION = "1.0.0"
 SPLIT_INDEX = {"train": 0, "val": 1}
@@ -56,6 +64,8 @@ def rollout_episode(
   obs, info = env.reset(seed=env_seed, options={"task_family": family})
   expert.reset(env.scene, seed=expert_seed)
   images, states, actions, rewards = [obs["image"]], [obs["state"]], [], []
+  # Labels of the scene each image was rendered from (taken right after reset / step, like obs).
+  referents = [tabletop.referents(env.scene)]
   success = False
   while True:
     action = expert.act(env.scene)
@@ -64,6 +74,7 @@ def rollout_episode(
     rewards.append(reward)
     images.append(obs["image"])
     states.append(obs["state"])
+    referents.append(tabletop.referents(env.scene))
     if terminated or truncated:
       success = bool(terminated)
       break
@@ -83,6 +94,10 @@ def rollout_episode(
       "is_first": np.arange(n) == 0,
       "is_last": is_last,
       "is_terminal": is_terminal,
+      "referents": {
+          "position": np.stack([p for p, _ in referents]).astype(np.float32),
+          "valid": np.stack([v for _, v in referents]),
+      },
   }
   metadata = {
       "task_family": family,
@@ -143,6 +158,19 @@ def features(image_size: int) -> tfds.features.FeaturesDict:
           "is_first": tfds.features.Scalar(dtype=np.bool_),
           "is_last": tfds.features.Scalar(dtype=np.bool_),
           "is_terminal": tfds.features.Scalar(dtype=np.bool_),
+          "referents": tfds.features.FeaturesDict({
+              "position": tfds.features.Tensor(
+                  shape=(NUM_REFERENTS, 2), dtype=np.float32,
+                  doc="(x, y) table coordinates in [0, 1] (x right, y down; pixel = u * image size) of "
+                      "the instruction's referents in this step's image: 0 = target object, 1 = goal "
+                      "(push: reference object, place: region centre). Privileged simulator labels for "
+                      "auxiliary losses only, never model inputs.",
+              ),
+              "valid": tfds.features.Tensor(
+                  shape=(NUM_REFERENTS,), dtype=np.bool_,
+                  doc="False where a referent does not exist (the goal of 'pick'); its position is 0.",
+              ),
+          }, doc="Privileged simulator labels for auxiliary losses only, never model inputs."),
       }),
       "episode_metadata": tfds.features.FeaturesDict({
           "task_family": tfds.features.Text(),

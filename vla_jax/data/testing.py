@@ -14,6 +14,8 @@ Contents of episode e (ids are global: train episodes first, then val), step t o
           with gripper in {-1, 1} when `oxe_action_fields=True`; A must then be 7)
   language: "task <e>" at step level (`steps/language_instruction`) or episode level
             (`episode_metadata/instruction`).
+  referents (only with `num_referents` = K > 0): `steps/referents/position` float32 [K, 2] with
+            row k = [0.01 t + 0.1 k, 0.01 e], `steps/referents/valid` bool [K] = (t + k) even.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def episode_state(e: int, t: int, state_dim: int) -> np.ndarray:
   return s[:state_dim]
 
 
+def episode_referents(e: int, t: int, num_referents: int) -> tuple[np.ndarray, np.ndarray]:
+  """(position float32 [K, 2], valid bool [K]) of step t of episode e."""
+  k = np.arange(num_referents)
+  position = np.stack([0.01 * t + 0.1 * k, np.full(num_referents, 0.01 * e)], -1).astype(np.float32)
+  return position, (t + k) % 2 == 0
+
+
 def write_synthetic_rlds(
     data_dir: str,
     *,
@@ -64,11 +73,13 @@ def write_synthetic_rlds(
     language_level: str = "step",
     oxe_action_fields: bool = False,
     textured: bool = False,
+    num_referents: int = 0,
 ) -> str:
   """Writes the dataset with TFDS and returns its builder dir (`<data_dir>/<name>/1.0.0`).
 
   Args:
     episode_lengths: {split: [T per episode]}; default {"train": [5, 1, 8, 3], "val": [4, 6]}.
+    num_referents: K > 0 adds `steps/referents` (see the module docstring); 0 = none.
   """
   import tensorflow_datasets as tfds
 
@@ -102,6 +113,11 @@ def write_synthetic_rlds(
   }
   if language_level == "step":
     step_features["language_instruction"] = tfds.features.Text()
+  if num_referents:
+    step_features["referents"] = tfds.features.FeaturesDict({
+        "position": tfds.features.Tensor(shape=(num_referents, 2), dtype=np.float32),
+        "valid": tfds.features.Tensor(shape=(num_referents,), dtype=np.bool_),
+    })
   metadata = {"episode_id": tfds.features.Scalar(dtype=np.int64)}
   if language_level == "episode":
     metadata["instruction"] = tfds.features.Text()
@@ -129,6 +145,9 @@ def write_synthetic_rlds(
       }
       if language_level == "step":
         step["language_instruction"] = f"task {e}"
+      if num_referents:
+        position, valid = episode_referents(e, t, num_referents)
+        step["referents"] = {"position": position, "valid": valid}
       steps.append(step)
     meta = {"episode_id": e}
     if language_level == "episode":

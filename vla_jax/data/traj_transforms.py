@@ -15,7 +15,8 @@ For step t of an episode of length T, with window W and horizon H:
                                   repeat the episode's last action, never the next episode's)
 
 The action chunk starts at the *current* (last) observation of the window: the model sees frames
-t-W+1..t and predicts actions t..t+H-1.
+t-W+1..t and predicts actions t..t+H-1. Every other leaf (`task/*`, `aux/*` referent labels,
+`dataset_index`) stays per step, so sample t carries the labels of its current frame t.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ def window_and_chunk(traj: dict[str, Any], window: int, horizon: int) -> dict[st
   """Trajectory (leaves [T, ...]) -> per-step samples (observation [T, W, ...], action [T, H, A]).
 
   Args:
-    traj: {"observation": {name: [T, ...]}, "task": {name: [T, ...]}, "action": float [T, A], ...}.
+    traj: {"observation": {name: [T, ...]}, "task": {name: [T, ...]}, "action": float [T, A], ...}
+      (e.g. "aux": {"referent_xy": [T, K, 2], "referent_valid": [T, K]}).
     window: observation history length W >= 1.
     horizon: action chunk length H >= 1.
 
   Returns:
     The same dict with observation leaves [T, W, ...] plus `observation/timestep_pad_mask` bool
-    [T, W], `action` [T, H, A] and `action_pad_mask` bool [T, H]; `task` and other leaves unchanged.
+    [T, W], `action` [T, H, A] and `action_pad_mask` bool [T, H]; `task`, `aux` and other leaves
+    unchanged ([T, ...]: after unbatching, sample t holds step t's values).
   """
   if window < 1 or horizon < 1:
     raise ValueError(f"window and horizon must be >= 1, got window={window}, horizon={horizon}")

@@ -13,6 +13,9 @@ Physics, kept simple and exactly reproducible (kinematic, no object-object colli
 Proprio `state` float32 [5] = [gripper_x, gripper_y, gripper_closed, grasp_contact, push_force]:
 the last two are the tactile-style channels (1 while an object is in the grasp; fist penetration
 this step in units of MAX_STEP, clipped to [0, 1]).
+
+`referents(scene)` gives privileged per-step labels of where the instruction's objects are (for
+auxiliary training losses only; a policy never sees them).
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ ACTION_DIM = 3
 STATE_NAMES = ("gripper_x", "gripper_y", "gripper_closed", "grasp_contact", "push_force")
 ACTION_NAMES = ("dx", "dy", "gripper")
 MAX_INSTRUCTION_CHARS = 128
+# Referents: the places the instruction names, in table coordinates (see `referents`).
+#   0 "target": the centre of the object to act on (every family);
+#   1 "goal": "push" the reference object's centre, "place" the goal region's centre, "pick" none.
+NUM_REFERENTS = 2
+REFERENT_NAMES = ("target", "goal")
 
 
 @dataclasses.dataclass
@@ -73,6 +81,27 @@ def push_goal(state: SceneState) -> np.ndarray:
   t, r = state.obj_pos[state.target], state.obj_pos[state.ref]
   away = (t - r) / max(np.linalg.norm(t - r), 1e-9)
   return r + away * (2 * OBJECT_RADIUS + 0.01)
+
+
+def referents(state: SceneState) -> tuple[np.ndarray, np.ndarray]:
+  """Where the instruction's referents are in this state: (position float32 [2, 2], valid bool [2]).
+
+  Rows follow `REFERENT_NAMES`; positions are (x, y) table coordinates (x right, y down, so a point
+  u is at pixel u * S of an S x S frame). Invalid rows (the goal of "pick") are 0. Call it on the
+  state a frame was rendered from: the labels describe that frame. Privileged simulator labels for
+  auxiliary training losses only, never policy inputs.
+  """
+  position = np.zeros((NUM_REFERENTS, 2), np.float32)
+  valid = np.zeros(NUM_REFERENTS, bool)
+  position[0], valid[0] = state.obj_pos[state.target], True
+  if state.family == "push":
+    position[1], valid[1] = state.obj_pos[state.ref], True
+  elif state.family == "place":
+    x0, y0, x1, y1 = tasks.REGIONS[state.region]
+    position[1], valid[1] = ((x0 + x1) / 2, (y0 + y1) / 2), True
+  elif state.family != "pick":
+    raise ValueError(f"unknown task family {state.family!r}; expected one of {list(tasks.FAMILIES)}")
+  return position, valid
 
 
 def push_approach_point(state: SceneState) -> np.ndarray:

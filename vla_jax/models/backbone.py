@@ -61,13 +61,16 @@ class Backbone(nn.Module):
 
   @nn.compact
   def __call__(self, observation: dict[str, Array], task: dict[str, Array],
-               train: bool = False, readouts_only: bool = False) -> dict[str, Array]:
+               train: bool = False, readouts_only: bool = False,
+               token_maps: bool = False) -> dict[str, Array]:
     """observation: `image_<camera>` uint8 [B, T, Hpx, Wpx, 3], `proprio` float32 [B, T, D],
     `timestep_pad_mask` bool [B, T]; task: `language_tokens` int32 [B, L] or
     `language_embedding` float32 [B, E] (per `language.mode`).
 
     readouts_only=True returns just {"readout": [B, R, D]} and skips the last block's work for
     all other tokens (what training and sampling need; the outputs are identical).
+    token_maps=True adds {"token_maps": {camera: logits [B, T, h, w, K]}}, the learned image
+    tokens' attention logits (for the auxiliary referent loss).
     """
     cfg = self.config
     width = cfg.transformer.width
@@ -96,16 +99,19 @@ class Backbone(nn.Module):
         film_condition = nn.LayerNorm(name="film_condition_norm")(film_condition)
 
     # Observation tokens, per timestep: [cameras' patches | proprio modalities].
-    step_tokens = []
+    step_tokens, maps = [], {}
     for camera in cfg.cameras:
       images = require_key(observation, f"image_{camera}", "observation")
       chex.assert_shape(images, (b, t, None, None, 3))
-      step_tokens.append(tokenizers.ImageTokenizer(
+      out = tokenizers.ImageTokenizer(
           width=width, stem_features=tuple(cfg.image.stem_features),
           stem_kernel_size=cfg.image.stem_kernel_size, patch_size=cfg.image.patch_size,
           film=cfg.image.film, coord_channels=cfg.image.get("coord_channels", False),
           num_learned_tokens=cfg.image.get("num_learned_tokens", 0),
-          name=f"image_tokenizer_{camera}")(images, film_condition))
+          name=f"image_tokenizer_{camera}")(images, film_condition, return_maps=token_maps)
+      if token_maps:
+        out, maps[camera] = out
+      step_tokens.append(out)
     if cfg.use_proprio:
       proprio = require_key(observation, "proprio", "observation")
       chex.assert_shape(proprio, (b, t, None))
@@ -134,10 +140,11 @@ class Backbone(nn.Module):
     tc = cfg.transformer
     out = Transformer(tc.depth, tc.num_heads, tc.mlp_dim, tc.dropout_rate, name="transformer")(
         tokens, mask, train, num_outputs=r if readouts_only else None)
+    extra = {"token_maps": maps} if token_maps else {}
     if readouts_only:
       chex.assert_shape(out, (b, r, width))
-      return {"readout": out}
-    result = {
+      return {"readout": out, **extra}
+    result = {**extra,
         "task": out[:, :lt],
         "observation": out[:, lt:lt + t * n].reshape(b, t, n, width),
         "readout": out[:, lt + t * n:],

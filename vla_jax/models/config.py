@@ -24,6 +24,10 @@ Main keys (`config.<key>`):
   transformer.*             width, depth, num_heads, mlp_dim, dropout_rate.
   head.kind                 "diffusion" | "flow" | "l1" | "mse" | "discrete" — one key to compare heads.
   head.denoiser.*, head.diffusion.*, head.flow.*, head.regression.*, head.discrete.*
+  referent_loss.*           auxiliary localisation loss (weight 0 = off): the first K learned-token
+                            attention maps of `camera` are trained towards Gaussian heatmaps at the
+                            batch's `aux/referent_xy` (simulator labels of the objects the
+                            instruction names); needs `image.num_learned_tokens` >= K.
 """
 
 from __future__ import annotations
@@ -104,6 +108,20 @@ def head_config(size: str, kind: str = "diffusion") -> ml_collections.ConfigDict
   )
 
 
+def referent_loss_config(weight: float = 0.0) -> ml_collections.ConfigDict:
+  """Auxiliary loss that tells the image tokenizer *where* the instruction's objects are.
+
+  Why: learning to localise "the red square" among same-colour and same-shape distractors from the
+  action loss alone is slow (the action only says which way to move); a per-pixel target is a
+  dense signal. Only datasets that carry labels (the built-in simulator's) contribute.
+  """
+  return ml_collections.ConfigDict(dict(
+      weight=weight,  # 0 = off. Multiplies the mean cross-entropy over valid referents.
+      camera="primary",  # Whose learned-token maps are supervised.
+      sigma=0.03,  # Std of the target heatmap, in image-width units ([0, 1] coordinates).
+  ))
+
+
 def model_config(size: str = "small", head: str = "diffusion",
                  language: str = "tokens") -> ml_collections.ConfigDict:
   """The full model config; defaults match the built-in 64×64 single-camera tabletop dataset."""
@@ -126,6 +144,7 @@ def model_config(size: str = "small", head: str = "diffusion",
           language=language_config(size, language),
           transformer=transformer_config(size),
           head=head_config(size, head),
+          referent_loss=referent_loss_config(),
       )
   )
 

@@ -11,7 +11,8 @@ serving all call — there is no second copy of the model logic anywhere.
 Batch layout (see the input-pipeline contract): `observation` {`image_<camera>` uint8
 [B, T, Hpx, Wpx, 3], `proprio` float32 [B, T, D], `timestep_pad_mask` bool [B, T]}, `task`
 {`language_tokens` int32 [B, L] and/or `language_embedding` float32 [B, E]}, `action` float32
-[B, H, A] (normalised), `action_pad_mask` bool [B, H]. Input shapes are validated against the
+[B, H, A] (normalised), `action_pad_mask` bool [B, H], optionally `aux` {`referent_xy` float32
+[B, K, 2], `referent_valid` bool [B, K]} (training labels only, see `referents.py`). Input shapes are validated against the
 config in Python (at trace time) so a mismatch fails with the key, the shape and what was expected.
 """
 
@@ -85,6 +86,12 @@ class Policy:
     chunk = (b, self.config.action_horizon, self.config.action_dim)
     _check_shape("batch/action", _require(batch, "action", "batch"), chunk)
     _check_shape("batch/action_pad_mask", _require(batch, "action_pad_mask", "batch"), chunk[:2])
+    if "aux" in batch:
+      aux = batch["aux"]
+      xy = _require(aux, "referent_xy", "batch/aux")
+      _check_shape("batch/aux/referent_xy", xy, (b, None, 2))
+      _check_shape("batch/aux/referent_valid", _require(aux, "referent_valid", "batch/aux"),
+                   (b, np.shape(xy)[1]))
     return b
 
   # --- The API ----------------------------------------------------------------------------
@@ -100,12 +107,16 @@ class Policy:
 
   def loss(self, params: Params, batch: dict, rng: Array,
            train: bool = True) -> tuple[Array, dict[str, Array]]:
-    """Scalar training loss and metrics; use with `jax.value_and_grad(..., has_aux=True)`."""
+    """Scalar training loss and metrics; use with `jax.value_and_grad(..., has_aux=True)`.
+
+    An optional `batch["aux"]` (simulator labels) adds the auxiliary referent loss when the config
+    enables it; the sampled actions never depend on it.
+    """
     self.check_batch(batch)
     head_rng, dropout_rng = jax.random.split(rng)
     return self.model.apply(
         {"params": params}, batch["observation"], batch["task"], batch["action"],
-        batch["action_pad_mask"], head_rng, train, rngs={"dropout": dropout_rng})
+        batch["action_pad_mask"], head_rng, train, batch.get("aux"), rngs={"dropout": dropout_rng})
 
   def noise_shapes(self, batch_size: int) -> dict[str, tuple]:
     """Shapes of the noise arrays `sample_actions_from_noise` takes (may be empty)."""

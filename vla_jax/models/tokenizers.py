@@ -51,11 +51,13 @@ class ImageTokenizer(nn.Module):
   num_learned_tokens: int = 0
 
   @nn.compact
-  def __call__(self, images: Array, film_condition: Array | None = None) -> Array:
+  def __call__(self, images: Array, film_condition: Array | None = None,
+               return_maps: bool = False) -> Array | tuple[Array, Array]:
     """images: uint8 [B, T, Hpx, Wpx, 3]; film_condition: float32 [B, C] (required iff `film`).
 
     Returns: float32 [B, T, P, D]: P = num_learned_tokens if set, else
-    (Hpx / (2^len(stem) * patch))^2 patch tokens per frame.
+    (Hpx / (2^len(stem) * patch))^2 patch tokens per frame. With return_maps (learned tokens
+    only), also the tokens' attention logits float32 [B, T, h, w, P] over the stem's feature map.
     """
     chex.assert_rank(images, 5)
     b, t, h, w, c = images.shape
@@ -84,18 +86,22 @@ class ImageTokenizer(nn.Module):
         scale, shift = jnp.split(scale_shift, 2, axis=-1)
         x = x * (1.0 + scale) + shift
       x = gelu(x)
-    n, hh, ww, cc = x.shape
+    if return_maps and not self.num_learned_tokens:
+      raise ValueError("attention maps exist only for learned tokens; set image.num_learned_tokens > 0")
     if self.num_learned_tokens:
-      tokens = self._learned_tokens(x)
+      tokens, logits = self._learned_tokens(x)
     else:
-      tokens = self._patch_tokens(x)
+      tokens, logits = self._patch_tokens(x), None
     tokens = tokens + self.param("position_embedding", _EMBED_INIT, tokens.shape[1:])
     tokens = tokens.reshape(b, t, *tokens.shape[1:])
     chex.assert_shape(tokens, (b, t, None, self.width))
+    if return_maps:
+      return tokens, logits.reshape(b, t, *logits.shape[1:])
     return tokens
 
-  def _learned_tokens(self, x: Array) -> Array:
-    """TokenLearner-style (as in RT-1) with spatial-softmax coordinates: [n, h, w, C] → [n, K, D].
+  def _learned_tokens(self, x: Array) -> tuple[Array, Array]:
+    """TokenLearner-style (as in RT-1) with spatial-softmax coordinates: [n, h, w, C] → [n, K, D]
+    tokens, plus their attention logits [n, h, w, K].
 
     K attention maps over the (language-FiLMed) stem features, each a softmax over space; token k
     is the map-weighted mean feature plus the map's expected (x, y). A few tokens that say *what*
@@ -109,7 +115,8 @@ class ImageTokenizer(nn.Module):
     grid = jnp.asarray(_pixel_grid(hh, ww).reshape(hh * ww, 2))
     features = jnp.einsum("npk,npc->nkc", weights, x.reshape(n, hh * ww, cc))
     where = jnp.einsum("npk,pc->nkc", weights, grid)
-    return nn.Dense(self.width, name="token_projection")(jnp.concatenate([features, where], -1))
+    tokens = nn.Dense(self.width, name="token_projection")(jnp.concatenate([features, where], -1))
+    return tokens, logits
 
   def _patch_tokens(self, x: Array) -> Array:
     """Non-overlapping patches, flattened and projected: [n, h, w, C] → [n, P, D]."""

@@ -94,7 +94,7 @@ def example_batch(element_spec: Any, batch_size: int) -> Any:
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
   """Drops pipeline bookkeeping (e.g. `dataset_index`) the model does not take."""
-  return {k: batch[k] for k in ("observation", "task", "action", "action_pad_mask")}
+  return {k: batch[k] for k in ("observation", "task", "action", "action_pad_mask", "aux") if k in batch}
 
 
 def evaluate_validation(eval_step: Callable, state: TrainState, config: ml_collections.ConfigDict,

@@ -1,0 +1,61 @@
+"""The auxiliary referent loss: teach learned image tokens *where* the instruction's objects are.
+
+Why: in the built-in tabletop the target is named by colour *and* shape among distractors that
+share one of them. From the action loss alone the model learns this slowly (measured: the closed
+loop stays near 0 % for thousands of steps while the model follows proprio and the instruction's
+family). A dense per-pixel target makes it a supervised detection problem: token k's attention
+map over the stem features is trained, by cross-entropy, towards a Gaussian heatmap centred on
+referent k (k = 0 the object to act on, k = 1 its goal), so token k's spatial-softmax (x, y)
+becomes that object's position. Labels come from the simulator and are used in training only;
+the policy's inputs are unchanged, and datasets without labels simply contribute nothing.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jnp.ndarray
+
+
+def cell_centres(height: int, width: int) -> np.ndarray:
+  """float32 [height, width, 2]: each feature-map cell's centre (x, y) in [0, 1] image units."""
+  ys = (np.arange(height, dtype=np.float32) + 0.5) / height
+  xs = (np.arange(width, dtype=np.float32) + 0.5) / width
+  gy, gx = np.meshgrid(ys, xs, indexing="ij")
+  return np.stack([gx, gy], -1)
+
+
+def referent_loss(logits: Array, referent_xy: Array, referent_valid: Array,
+                  sigma: float) -> tuple[Array, dict[str, Array]]:
+  """Cross-entropy of the first K token maps against Gaussian heatmaps at the referents.
+
+  Args:
+    logits: float [B, h, w, P] attention logits of one frame's P >= K learned tokens.
+    referent_xy: float [B, K, 2] positions in [0, 1] image units (x right, y down).
+    referent_valid: bool [B, K]; invalid referents (e.g. no goal object) add no loss.
+    sigma: heatmap std in image-width units.
+
+  Returns: (scalar loss = mean CE over valid referents, metrics) with metrics `referent_ce` and
+  `referent_error` (mean distance of the map's expected (x, y) from the label, image units).
+  """
+  b, h, w, p = logits.shape
+  k = referent_xy.shape[1]
+  chex.assert_shape(referent_xy, (b, k, 2))
+  chex.assert_shape(referent_valid, (b, k))
+  if k > p:
+    raise ValueError(f"aux/referent_xy has {k} referents but the image tokenizer has only {p} learned "
+                     "tokens; set image.num_learned_tokens >= the dataset's num_referents")
+  centres = jnp.asarray(cell_centres(h, w).reshape(h * w, 2))
+  log_p = jax.nn.log_softmax(logits[..., :k].reshape(b, h * w, k).astype(jnp.float32), axis=1)
+  d2 = jnp.sum((centres[None, :, None, :] - referent_xy[:, None, :, :]) ** 2, -1)  # [B, h·w, K]
+  target = jax.nn.softmax(-d2 / (2.0 * sigma**2), axis=1)
+  ce = -jnp.sum(target * log_p, axis=1)  # [B, K]
+  expected = jnp.einsum("bpk,pc->bkc", jnp.exp(log_p), centres)
+  error = jnp.linalg.norm(expected - referent_xy, axis=-1)
+  valid = referent_valid.astype(jnp.float32)
+  count = jnp.maximum(valid.sum(), 1.0)
+  loss = jnp.sum(ce * valid) / count
+  return loss, {"referent_ce": loss, "referent_error": jnp.sum(error * valid) / count}
