@@ -29,6 +29,11 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.expert = ml_collections.ConfigDict()
   config.expert.noise_std = 0.1  # Per-step Gaussian noise on dx, dy (action units).
   config.expert.speed_range = (0.7, 1.0)  # Per-episode speed factor.
+  # Recovery demos: the fraction of episodes in which the executed action closes the gripper once
+  # too early, within a distance drawn from mistake_distance of the grasp/push point (the label
+  # stays the intended action; the expert then recovers). See vla_jax/envs/expert.py.
+  config.expert.mistake_prob = 0.3
+  config.expert.mistake_distance = (0.06, 0.3)
 
   if variant == "tiny":
     config.name = "tabletop_tiny"

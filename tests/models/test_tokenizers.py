@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vla_jax.models import Policy, example_batch
 from vla_jax.models.tokenizers import ImageTokenizer, LanguageTokenizer
@@ -70,3 +71,15 @@ def test_byte_conv_lets_a_token_see_bytes_across_its_group_boundary():
     b, _ = tokenizer.apply(params, {"language_tokens": changed})
     assert (np.abs(np.asarray(a - b))[0, 0].max() > 1e-6) == token0_changes
     assert np.abs(np.asarray(a - b))[0, 1].max() > 1e-6  # Group 1 itself always changes.
+
+
+def test_stem_strides_set_the_patch_grid_and_must_match_the_stem():
+  images = np.zeros((1, 1, 16, 16, 3), np.uint8)
+  for strides, patches in (((), 4), ((2, 1), 16)):  # () = every conv halves: 16 → 4 px → 2×2 patches.
+    tokenizer = ImageTokenizer(width=8, stem_features=(4, 4), stem_kernel_size=3, patch_size=2,
+                               stem_strides=strides)
+    tokens = tokenizer.apply(tokenizer.init(jax.random.key(0), images), images)
+    assert tokens.shape == (1, 1, patches, 8)
+  bad = ImageTokenizer(width=8, stem_features=(4, 4), stem_kernel_size=3, patch_size=2, stem_strides=(2,))
+  with pytest.raises(ValueError, match="one stride per stem conv"):
+    bad.init(jax.random.key(0), images)

@@ -16,8 +16,8 @@ hold episodes from disjoint seeds. Each episode:
                                                   reference object; place: the region centre)
   steps/referents/valid          bool [2]         False where there is none (the goal of "pick",
                                                   whose position is then 0)
-  episode_metadata/{task_family, split, scene_objects: string; seed, expert_seed, episode_index: int64;
-                    success: bool}
+  episode_metadata/{task_family, split, scene_objects: string; seed, expert_seed, episode_index,
+                    perturbation_step: int64; success: bool}
 
 RLDS step convention: step t holds observation o_t and the action a_t taken from it, and r_t the
 reward of that transition. After the last transition one more step holds the final observation
@@ -67,9 +67,13 @@ def rollout_episode(
   # Labels of the scene each image was rendered from (taken right after reset / step, like obs).
   referents = [tabletop.referents(env.scene)]
   success = False
+  perturbation_step = -1
   while True:
-    action = expert.act(env.scene)
-    obs, reward, terminated, truncated, _ = env.step(action)
+    action = expert.act(env.scene)  # The label: what the expert means to do here.
+    executed = expert.perturb(env.scene, action)
+    if executed is not action:
+      perturbation_step = len(actions)
+    obs, reward, terminated, truncated, _ = env.step(executed)
     actions.append(action)
     rewards.append(reward)
     images.append(obs["image"])
@@ -105,9 +109,18 @@ def rollout_episode(
       "scene_objects": info["scene_objects"],
       "seed": env_seed,
       "expert_seed": expert_seed,
+      "perturbation_step": perturbation_step,
       "success": success,
   }
   return {"steps": steps, "episode_metadata": metadata}
+
+
+def make_expert(config: ml_collections.ConfigDict) -> ScriptedExpert:
+  """The generation config's expert (`mistake_prob` is absent from configs of older datasets)."""
+  e = config.expert
+  return ScriptedExpert(noise_std=e.noise_std, speed_range=tuple(e.speed_range),
+                        mistake_prob=e.get("mistake_prob", 0.0),
+                        mistake_distance=tuple(e.get("mistake_distance", (0.06, 0.3))))
 
 
 def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: bool = True) -> Iterator[tuple[int, dict]]:
@@ -118,7 +131,7 @@ def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: b
   """
   count = config[f"num_{split}_episodes"]
   env = TabletopEnv(**config.env.to_dict())
-  expert = ScriptedExpert(noise_std=config.expert.noise_std, speed_range=tuple(config.expert.speed_range))
+  expert = make_expert(config)
   families = env.families
   written, index = 0, 0
   with tqdm.tqdm(total=count, desc=f"{config.name}/{split}", unit="ep", disable=not progress) as bar:
@@ -179,6 +192,9 @@ def features(image_size: int) -> tfds.features.FeaturesDict:
           "seed": tfds.features.Scalar(dtype=np.int64),
           "expert_seed": tfds.features.Scalar(dtype=np.int64),
           "episode_index": tfds.features.Scalar(dtype=np.int64),
+          "perturbation_step": tfds.features.Scalar(
+              dtype=np.int64, doc="Step whose executed action was the expert's deliberate premature "
+                                  "gripper close (its recorded action is the intended one); -1: none."),
           "success": tfds.features.Scalar(dtype=np.bool_),
       }),
   })
@@ -284,7 +300,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.name={config.name!r} is not valid; expected a plain directory name")
   # Building the env and expert validates their arguments (and names the bad one).
   TabletopEnv(**config.env.to_dict())
-  ScriptedExpert(noise_std=config.expert.noise_std, speed_range=tuple(config.expert.speed_range))
+  make_expert(config)
   if config.env.max_episode_steps > 100:
     raise ValueError(f"config.env.max_episode_steps={config.env.max_episode_steps} is not valid; episodes are <= 100 steps")
 

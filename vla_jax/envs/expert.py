@@ -4,6 +4,12 @@ The expert reads the privileged `SceneState` and is closed-loop (it re-plans fro
 state every step), so injected noise makes demos vary without making them fail. Variation comes
 from three knobs: per-step Gaussian action noise, a per-episode speed, and a per-episode drop
 point inside the goal region.
+
+Recovery demonstrations (DART-style): with probability `mistake_prob` per episode, `perturb`
+closes the gripper once too early on the way to the grasp (or push) point. The executed action is
+the mistake, the recorded label stays the expert's intended action, and the following steps show
+the closed-loop expert recovering (open, re-approach). Without them a cloned policy has never
+seen a missed grasp and, after its first one, wanders as a fist.
 """
 
 from __future__ import annotations
@@ -21,20 +27,34 @@ RELEASE_TOLERANCE = 0.03
 class ScriptedExpert:
   """A noisy, closed-loop expert. Call `reset(scene)` at each episode start, then `act(scene)`."""
 
-  def __init__(self, noise_std: float = 0.1, speed_range: tuple[float, float] = (0.7, 1.0), seed: int = 0):
+  def __init__(self, noise_std: float = 0.1, speed_range: tuple[float, float] = (0.7, 1.0), seed: int = 0,
+               mistake_prob: float = 0.0, mistake_distance: tuple[float, float] = (0.06, 0.3)):
     if noise_std < 0:
       raise ValueError(f"noise_std={noise_std} is not valid; expected >= 0")
+    if not 0 <= mistake_prob <= 1:
+      raise ValueError(f"mistake_prob={mistake_prob} is not valid; expected in [0, 1]")
+    if not 0 < mistake_distance[0] <= mistake_distance[1]:
+      raise ValueError(f"mistake_distance={mistake_distance} is not valid; expected 0 < lo <= hi")
     if not 0 < speed_range[0] <= speed_range[1] <= 1:
       raise ValueError(f"speed_range={speed_range} is not valid; expected 0 < lo <= hi <= 1")
     self.noise_std = float(noise_std)
     self.speed_range = tuple(speed_range)
+    self.mistake_prob = float(mistake_prob)
+    self.mistake_distance = tuple(mistake_distance)
     self.rng = np.random.default_rng(seed)
+    # A separate stream: turning mistakes on or off leaves the noise and speeds of every demo as is.
+    self.mistake_rng = np.random.default_rng([seed, 1])
     self.speed = 1.0
     self.drop_point = np.zeros(2)
+    self.mistake_at = None  # Distance to the grasp/push point below which the mistake happens.
 
   def reset(self, scene: SceneState, seed: int | None = None) -> None:
     if seed is not None:
       self.rng = np.random.default_rng(seed)
+      self.mistake_rng = np.random.default_rng([seed, 1])
+    self.mistake_at = None
+    if self.mistake_prob and self.mistake_rng.uniform() < self.mistake_prob:
+      self.mistake_at = float(self.mistake_rng.uniform(*self.mistake_distance))
     self.speed = float(self.rng.uniform(*self.speed_range))
     if scene.family == "place":
       x0, y0, x1, y1 = tabletop.tasks.REGIONS[scene.region]
@@ -56,6 +76,28 @@ class ScriptedExpert:
     else:
       raise ValueError(f"unknown task family {s.family!r}")
     return self._action(s, goal, close)
+
+  def perturb(self, s: SceneState, action: np.ndarray) -> np.ndarray:
+    """The action to execute: `action`, except for this episode's one premature close (if any).
+
+    It fires the first time the open, empty gripper is within `mistake_at` of the point it is
+    heading to (the target for pick/place, the approach point for push), then never again.
+    """
+    if self.mistake_at is None or s.gripper_closed or s.held >= 0:
+      return action
+    if action[2] > 0.5:  # The expert closes here anyway: too late for a premature close.
+      self.mistake_at = None
+      return action
+    if s.family == "push":
+      point = tabletop.push_approach_point(s)
+    elif s.family in ("pick", "place"):
+      point = s.obj_pos[s.target]
+    else:
+      raise ValueError(f"unknown task family {s.family!r}")
+    if np.linalg.norm(s.gripper_pos - point) >= self.mistake_at:
+      return action
+    self.mistake_at = None
+    return np.array([action[0], action[1], 1.0], np.float32)
 
   def _grasp(self, s: SceneState) -> tuple[np.ndarray, bool]:
     target = s.obj_pos[s.target]

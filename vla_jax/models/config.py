@@ -15,7 +15,7 @@ Main keys (`config.<key>`):
                             split named slices (e.g. pose vs tactile) into separate modalities.
   action_horizon, action_dim, action_clip   chunk [H, A]; sampled actions clipped to ±action_clip.
   num_readout_tokens        readout tokens appended after the observations.
-  image.*                   conv stem (features, kernel) + patch size, optional language FiLM,
+  image.*                   conv stem (features, kernel, strides; () = all 2) + patch size, optional language FiLM,
                             CoordConv channels, and `num_learned_tokens` > 0 to replace the patches
                             by K TokenLearner tokens (weighted features + spatial-softmax x, y).
   language.*                mode "tokens" (byte ids, learned embeddings; `byte_conv_kernel` > 0 adds
@@ -52,7 +52,7 @@ def transformer_config(size: str) -> ml_collections.ConfigDict:
 
 
 def image_config(size: str) -> ml_collections.ConfigDict:
-  """Conv stem (each conv halves the resolution) followed by patchify.
+  """Conv stem (each conv halves the resolution unless `stem_strides` says 1) followed by patchify.
 
   On 64×64 images, `small` gives stride 2 × patch 4 = 8 px per token → 64 tokens per frame.
   """
@@ -61,8 +61,8 @@ def image_config(size: str) -> ml_collections.ConfigDict:
       "small": dict(stem_features=(32,), patch_size=4),
       "base": dict(stem_features=(32, 64), patch_size=2),
   }
-  return ml_collections.ConfigDict(dict(stem_kernel_size=3, film=False, coord_channels=False,
-                                        num_learned_tokens=0, **sizes[size]))
+  return ml_collections.ConfigDict(dict(stem_kernel_size=3, stem_strides=(), film=False,
+                                        coord_channels=False, num_learned_tokens=0, **sizes[size]))
 
 
 def language_config(size: str, mode: str = "tokens") -> ml_collections.ConfigDict:

@@ -36,8 +36,9 @@ def _pixel_grid(height: int, width: int) -> np.ndarray:
 class ImageTokenizer(nn.Module):
   """One camera's frames → image tokens (patches, or K learned tokens).
 
-  A few stride-2 convs (each followed by GroupNorm, optional FiLM on the language, GELU) give
-  local features cheaply. Then either non-overlapping patches are flattened and projected
+  A few convs (stride 2 unless `stem_strides` says otherwise; each followed by GroupNorm,
+  optional FiLM on the language, GELU) give local features cheaply; stride-1 layers add receptive
+  field (shape, not just colour) without shrinking the map. Then either non-overlapping patches are flattened and projected
   (patchify is a reshape + Dense, not a strided conv, to keep the exported graph simple), or
   `num_learned_tokens` spatial-attention tokens summarise the feature map.
   """
@@ -49,6 +50,7 @@ class ImageTokenizer(nn.Module):
   film: bool = False
   coord_channels: bool = False
   num_learned_tokens: int = 0
+  stem_strides: Sequence[int] = ()  # One per stem conv; () = all 2.
 
   @nn.compact
   def __call__(self, images: Array, film_condition: Array | None = None,
@@ -56,12 +58,16 @@ class ImageTokenizer(nn.Module):
     """images: uint8 [B, T, Hpx, Wpx, 3]; film_condition: float32 [B, C] (required iff `film`).
 
     Returns: float32 [B, T, P, D]: P = num_learned_tokens if set, else
-    (Hpx / (2^len(stem) * patch))^2 patch tokens per frame. With return_maps (learned tokens
+    (Hpx / (prod(stem strides) * patch))^2 patch tokens per frame. With return_maps (learned tokens
     only), also the tokens' attention logits float32 [B, T, h, w, P] over the stem's feature map.
     """
     chex.assert_rank(images, 5)
     b, t, h, w, c = images.shape
-    stride = 2 ** len(self.stem_features) * self.patch_size
+    strides = tuple(self.stem_strides) or (2,) * len(self.stem_features)
+    if len(strides) != len(self.stem_features):
+      raise ValueError(f"image.stem_strides={tuple(self.stem_strides)} needs one stride per stem conv "
+                       f"(stem_features={tuple(self.stem_features)})")
+    stride = int(np.prod(strides)) * self.patch_size
     if not self.num_learned_tokens and (h % stride or w % stride):
       raise ValueError(f"image {h}x{w} px is not divisible by stem stride × patch = {stride}")
     if self.film and film_condition is None:
@@ -73,8 +79,8 @@ class ImageTokenizer(nn.Module):
       # *what* from the first layer on (a fixed camera makes pixel position a workspace position).
       coords = jnp.broadcast_to(jnp.asarray(_pixel_grid(h, w)), (b * t, h, w, 2))
       x = jnp.concatenate([x, coords], axis=-1)
-    for i, features in enumerate(self.stem_features):
-      x = nn.Conv(features, (self.stem_kernel_size,) * 2, strides=(2, 2), padding="SAME",
+    for i, (features, s) in enumerate(zip(self.stem_features, strides)):
+      x = nn.Conv(features, (self.stem_kernel_size,) * 2, strides=(s, s), padding="SAME",
                   name=f"stem_conv_{i}")(x)
       x = nn.GroupNorm(num_groups=min(8, features), name=f"stem_norm_{i}")(x)
       if self.film:

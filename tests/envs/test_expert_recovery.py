@@ -1,0 +1,47 @@
+"""Recovery demonstrations: the expert's deliberate premature gripper close, and its recovery."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vla_jax.data.tabletop_builder import rollout_episode
+from vla_jax.envs import ScriptedExpert, TabletopEnv
+from vla_jax.envs.tasks import FAMILIES
+
+
+def _episodes(mistake_prob: float, n: int = 30) -> list[dict]:
+  env = TabletopEnv()
+  expert = ScriptedExpert(noise_std=0.1, mistake_prob=mistake_prob)
+  return [rollout_episode(env, expert, 100 + i, 200 + i, FAMILIES[i % 3]) for i in range(n)]
+
+
+def test_without_mistakes_demos_are_unchanged_and_unperturbed():
+  """Mistakes draw from their own random stream: mistake_prob=0 gives the same demos as before."""
+  env = TabletopEnv()
+  for i, family in enumerate(FAMILIES):
+    plain = rollout_episode(env, ScriptedExpert(noise_std=0.1), 5 + i, 9 + i, family)
+    zero = rollout_episode(env, ScriptedExpert(noise_std=0.1, mistake_prob=0.0), 5 + i, 9 + i, family)
+    np.testing.assert_array_equal(plain["steps"]["action"], zero["steps"]["action"])
+    assert zero["episode_metadata"]["perturbation_step"] == -1
+
+
+def test_episodes_get_one_premature_close_and_the_expert_recovers():
+  episodes = _episodes(mistake_prob=1.0)
+  perturbed = [ep for ep in episodes if ep["episode_metadata"]["perturbation_step"] >= 0]
+  # Only an expert that reaches its grasp point in one step from farther than `mistake_at` skips it.
+  assert len(perturbed) >= 0.8 * len(episodes)
+  misses = recovered = 0
+  for ep in perturbed:
+    k = ep["episode_metadata"]["perturbation_step"]
+    state = ep["steps"]["observation"]["state"]
+    assert state[k, 2] == 0.0 and state[k + 1, 2] == 1.0  # The gripper was open and got closed...
+    assert ep["steps"]["action"][k, 2] == 0.0  # ...while the recorded label says "keep it open".
+    family = ep["episode_metadata"]["task_family"]
+    # A missed grasp (not a lucky early one): the next label opens. (A push may instead go on
+    # pushing with the early fist when it is already lined up behind the object.)
+    if state[k + 1, 3] == 0.0 and family != "push":
+      assert ep["steps"]["action"][k + 1, 2] == 0.0
+      misses += 1
+      recovered += ep["episode_metadata"]["success"]
+  assert misses >= 0.5 * len(perturbed) and recovered == misses  # Real misses, all recovered.
+  assert all(ep["episode_metadata"]["success"] for ep in episodes)
