@@ -35,6 +35,8 @@ quickstart: $(STAMP)
 	$(PY) -m experiments.generate_data --config experiments/configs/tabletop_data.py
 	$(PY) -m experiments.train --config experiments/configs/tabletop.py --workdir $(QUICKSTART_RUN)
 	$(PY) -m experiments.evaluate --workdir $(QUICKSTART_RUN)
+	$(PY) -m experiments.export --workdir $(QUICKSTART_RUN) --out exports/tabletop --overwrite
+	$(PY) benchmarks/edge.py --export_dir exports/tabletop --name edge_quickstart
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_speed.py

@@ -27,6 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from vla_jax.models import Policy, count_params, example_batch, model_config  # noqa: E402
 from vla_jax.models.config import HEAD_KINDS, SIZES  # noqa: E402
+from experiments.configs import tabletop  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "model_latency.json"
 
@@ -155,6 +156,8 @@ def main():
                                   "head": count_params(shapes["head"])}
 
   runs = {
+      # The CPU default the quickstart trains: 8 learned image tokens, width 128, window 1.
+      "quickstart/diffusion": tabletop.get_config("small").model,
       "small/diffusion": model_config("small", "diffusion"),
       "small/flow": model_config("small", "flow"),
       "small/mse": model_config("small", "mse"),
@@ -166,7 +169,7 @@ def main():
     latency[name] = measure_latency(config, args.calls)
     if name in ("small/diffusion", "octo_vit_t_like/diffusion20"):
       latency[name].update(measure_train_step(config, 8, args.train_calls))
-    if name == "small/diffusion":
+    if name in ("small/diffusion", "quickstart/diffusion"):
       latency[name].update(measure_train_step(config, 64, max(3, args.train_calls // 3)))
 
   print("\nParameter counts (backbone + head)")

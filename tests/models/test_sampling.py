@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -74,3 +75,17 @@ def test_film_makes_image_tokens_depend_on_the_instruction():
   a = tokenizer.apply({"params": params}, images, cond_a)
   b = tokenizer.apply({"params": params}, images, cond_b)
   assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-2
+
+
+def test_diffusion_level_features_are_the_exact_float64_table():
+  """The denoiser's time features at integer levels come from a float64 table (picked by a one-hot
+  matmul), not from float32 sin/cos of angles up to ~1000 rad, whose result differs between XLA,
+  TF kernels and TF constant folding by ~1e-4 — enough to break export parity (issue 7)."""
+  from vla_jax.models.heads.common import level_features, time_features
+  levels = np.arange(100, dtype=np.int32)
+  got = np.asarray(level_features(jnp.asarray(levels), 100, 32))
+  angles = (levels / 100.0)[:, None] * np.exp(np.linspace(0.0, np.log(1000.0), 16))[None, :]
+  exact = np.concatenate([np.sin(angles), np.cos(angles)], -1)
+  np.testing.assert_allclose(got, exact, atol=1e-7)  # float32 rounding of the exact value only.
+  float32_trig = np.asarray(time_features(jnp.asarray(levels / 100.0, jnp.float32), 32))
+  assert np.abs(float32_trig - exact).max() > 1e-6  # What the table avoids.

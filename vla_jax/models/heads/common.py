@@ -28,14 +28,32 @@ def masked_mean(values: Array, action_pad_mask: Array) -> Array:
   return (values * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
 
-def time_features(t: Array, num_features: int) -> Array:
-  """Sinusoidal features of a noise level / flow time t: float32 [B] in [0, 1] → [B, F]."""
+def _frequencies(num_features: int) -> np.ndarray:
   if num_features % 2:
     raise ValueError(f"time_features needs an even number of features, got {num_features}")
-  half = num_features // 2
-  freqs = np.exp(np.linspace(0.0, np.log(1000.0), half)).astype(np.float32)
+  return np.exp(np.linspace(0.0, np.log(1000.0), num_features // 2))
+
+
+def time_features(t: Array, num_features: int) -> Array:
+  """Sinusoidal features of a noise level / flow time t: float32 [B] in [0, 1] → [B, F]."""
+  freqs = _frequencies(num_features).astype(np.float32)
   angles = t[:, None] * freqs[None, :]
   return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def level_features(level: Array, num_levels: int, num_features: int) -> Array:
+  """`time_features(level / num_levels)` for integer levels [B] → float32 [B, F], by table lookup.
+
+  Why a table: the angles reach ~1000 rad, where float32 sin/cos differ between implementations
+  by ~1e-4 (XLA's, TF's kernels, TF's constant folding), and the denoiser amplifies that into
+  action differences above the export parity bound. The table is computed once in float64 and
+  picked by a one-hot matmul (exact, and exports as plain ops), so training, JAX sampling and
+  every exported runtime see bit-identical features.
+  """
+  angles = (np.arange(num_levels, dtype=np.float64) / num_levels)[:, None] * _frequencies(num_features)
+  table = np.concatenate([np.sin(angles), np.cos(angles)], axis=-1).astype(np.float32)
+  one_hot = (level[:, None] == jnp.arange(num_levels, dtype=level.dtype)).astype(jnp.float32)
+  return one_hot @ jnp.asarray(table)
 
 
 def repeat_for_noise_samples(x: Array, n: int) -> Array:

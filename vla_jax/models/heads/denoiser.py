@@ -17,17 +17,24 @@ Array = jnp.ndarray
 
 
 class Denoiser(nn.Module):
-  """(condition [B, C], x [B, H, A], t [B] in [0, 1]) → output [B, H, A] (ε or velocity)."""
+  """(condition [B, C], x [B, H, A], time) → output [B, H, A] (ε or velocity).
+
+  time: t float32 [B] in [0, 1] (sinusoidal features computed here), or already computed
+  features float32 [B, num_time_features] (the diffusion head's exact per-level table).
+  """
 
   hidden_dim: int
   num_blocks: int
   num_time_features: int
 
   @nn.compact
-  def __call__(self, condition: Array, x: Array, t: Array) -> Array:
-    chex.assert_rank([condition, x, t], [2, 3, 1])
+  def __call__(self, condition: Array, x: Array, time: Array) -> Array:
+    chex.assert_rank([condition, x], [2, 3])
     b, h, a = x.shape
-    temb = gelu(nn.Dense(self.hidden_dim, name="time_in")(time_features(t, self.num_time_features)))
+    if time.ndim == 1:
+      time = time_features(time, self.num_time_features)
+    chex.assert_shape(time, (b, self.num_time_features))
+    temb = gelu(nn.Dense(self.hidden_dim, name="time_in")(time))
     y = nn.Dense(self.hidden_dim, name="input")(
         jnp.concatenate([condition, temb, x.reshape(b, h * a)], axis=-1))
     for i in range(self.num_blocks):

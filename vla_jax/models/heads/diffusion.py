@@ -58,8 +58,9 @@ class DiffusionHead(nn.Module):
 
   def predict(self, readouts: Array, noisy_actions: Array, level: Array) -> Array:
     """One denoiser call: readouts [B, R, D], noisy_actions [B, H, A], level int [B] → ε̂ [B, H, A]."""
-    t = level.astype(jnp.float32) / self.num_train_steps
-    return self.denoiser(common.pool_readouts(readouts), noisy_actions, t)
+    features = common.level_features(level, self.num_train_steps,
+                                     self.config.head.denoiser.time_features)
+    return self.denoiser(common.pool_readouts(readouts), noisy_actions, features)
 
   def __call__(self, readouts: Array, actions: Array, action_pad_mask: Array, rng: Array,
                train: bool = False) -> tuple[Array, dict[str, Array]]:
