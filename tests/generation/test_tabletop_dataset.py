@@ -92,13 +92,13 @@ def test_episodes_have_correct_boundaries_dtypes_and_rewards(tiny_tabletop_dir):
 
 
 def test_episode_is_reproducible_from_its_metadata_seed(tiny_tabletop_dir):
-  from vla_jax.envs import ScriptedExpert, TabletopEnv
+  from vla_jax.envs import TabletopEnv
 
   ep = read_episodes(tiny_tabletop_dir, "val")[1]
   meta = ep["meta"]
   config = tabletop_data.get_config("tiny")
   replay = tabletop_builder.rollout_episode(
-      TabletopEnv(**config.env.to_dict()), ScriptedExpert(noise_std=config.expert.noise_std),
+      TabletopEnv(**config.env.to_dict()), tabletop_builder.make_expert(config),
       int(meta["seed"]), int(meta["expert_seed"]), meta["task_family"].decode(),
   )
   np.testing.assert_array_equal(replay["steps"]["observation"]["image"], ep["steps"]["image"])
@@ -107,14 +107,14 @@ def test_episode_is_reproducible_from_its_metadata_seed(tiny_tabletop_dir):
 
 def test_referents_describe_the_scene_each_frame_was_rendered_from(tiny_tabletop_dir):
   """Replays episodes step by step: label t is `tabletop.referents` of the state image t shows."""
-  from vla_jax.envs import ScriptedExpert, TabletopEnv
+  from vla_jax.envs import TabletopEnv
 
   config = tabletop_data.get_config("tiny")
   episodes = read_episodes(tiny_tabletop_dir)
   for ep in episodes[:len(tasks.FAMILIES)]:  # One of each family (written in turn).
     meta, s = ep["meta"], ep["steps"]
     env = TabletopEnv(**config.env.to_dict())
-    expert = ScriptedExpert(noise_std=config.expert.noise_std)
+    expert = tabletop_builder.make_expert(config)  # With the dataset's recovery perturbations.
     obs, _ = env.reset(seed=int(meta["seed"]), options={"task_family": meta["task_family"].decode()})
     expert.reset(env.scene, seed=int(meta["expert_seed"]))
     for t in range(len(s["action"])):
@@ -123,7 +123,7 @@ def test_referents_describe_the_scene_each_frame_was_rendered_from(tiny_tabletop
       np.testing.assert_array_equal(s["referent_xy"][t], position, err_msg=f"step {t}")
       np.testing.assert_array_equal(s["referent_valid"][t], valid, err_msg=f"step {t}")
       if t < len(s["action"]) - 1:
-        obs, *_ = env.step(expert.act(env.scene))
+        obs, *_ = env.step(expert.perturb(env.scene, expert.act(env.scene)))
 
 
 def test_target_referent_lies_on_the_target_in_its_own_frame_as_it_moves(tiny_tabletop_dir):
