@@ -2,8 +2,9 @@
 
   python -m experiments.generate_data --config experiments/configs/tabletop_data.py [--overwrite]
 
-A finished dataset is never overwritten unless --overwrite is given (then it is rebuilt in a
-temporary directory and swapped in). Any config key can be overridden: --config.num_train_episodes=50.
+A finished dataset written with the same generation config is reused; one written with another
+config (e.g. an older default) is rebuilt, as is any with --overwrite (built in a temporary
+directory and swapped in). Any config key can be overridden: --config.num_train_episodes=50.
 """
 
 import json
@@ -28,13 +29,19 @@ def main(argv):
 
   config = _CONFIG.value
   path = tabletop_builder.dataset_dir(config)
-  if tabletop_builder.is_complete(path) and not _OVERWRITE.value:
-    print(f"{path} already exists; not regenerating (pass --overwrite to rebuild it).")
-  else:
+  overwrite = _OVERWRITE.value
+  if tabletop_builder.is_complete(path) and not overwrite:
+    stale = tabletop_builder.config_differences(path, config)
+    if stale:  # Written with another generation config (e.g. an older default): rebuild it.
+      print(f"{path} was written with a different generation config ({', '.join(stale)}); rebuilding it.")
+      overwrite = True
+    else:
+      print(f"{path} already exists; not regenerating (pass --overwrite to rebuild it).")
+  if overwrite or not tabletop_builder.is_complete(path):
     tfds.disable_progress_bar()  # Our own per-episode bar is more informative.
     start = time.perf_counter()
     try:
-      path = tabletop_builder.write_dataset(config, overwrite=_OVERWRITE.value)
+      path = tabletop_builder.write_dataset(config, overwrite=overwrite)
     except ValueError as e:
       sys.exit(f"error: {e}")
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s")

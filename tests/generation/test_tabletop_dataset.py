@@ -247,3 +247,15 @@ def test_cli_generates_summarises_and_then_refuses_to_regenerate(tmp_path):
   assert summary["splits"]["train"]["episodes"] == 3
   second = run_cli(*args)
   assert second.returncode == 0 and "already exists" in second.stdout
+
+
+def test_config_differences_name_what_makes_a_finished_dataset_stale(tiny_tabletop_dir):
+  """generate_data rebuilds a dataset written with another generation config (e.g. an older
+  default); this is how it tells: the same config (any data_dir) differs in nothing."""
+  config = tabletop_data.get_config("tiny")
+  config.data_dir = "/somewhere/else"
+  assert tabletop_builder.config_differences(tiny_tabletop_dir, config) == []
+  config.expert.mistake_prob = 0.0
+  config.num_train_episodes += 1
+  assert tabletop_builder.config_differences(tiny_tabletop_dir, config) == [
+      "expert.mistake_prob", "num_train_episodes"]

@@ -32,6 +32,7 @@ a crash never leaves a dataset that looks finished.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -258,6 +259,25 @@ def _remove_stale_temp_dirs(root: Path, name: str) -> None:
       os.kill(pid, 0)  # Still running: another writer's temp dir, leave it.
     except (OSError, ValueError):
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+def config_differences(path: Path, config: ml_collections.ConfigDict) -> list[str]:
+  """Generation-config keys (dotted) whose value in the finished dataset at `path` differs from
+  `config`, e.g. ["expert.mistake_prob", "num_train_episodes"]; `data_dir` is ignored.
+
+  A dataset is a pure function of its generation config, so any difference means it is stale
+  (e.g. written by an older version of the default config).
+  """
+  stored = json.loads((Path(path) / "metadata.json").read_text()).get("generation_config", {})
+
+  def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+  a, b = flat(stored), flat(json.loads(json.dumps(config.to_dict(), default=list)))
+  return sorted(k for k in set(a) | set(b) if k != "data_dir" and a.get(k) != b.get(k))
 
 
 def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, progress: bool = True) -> Path:
