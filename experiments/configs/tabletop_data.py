@@ -34,6 +34,11 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # stays the intended action; the expert then recovers). See vla_jax/envs/expert.py.
   config.expert.mistake_prob = 0.3
   config.expert.mistake_distance = (0.06, 0.3)
+  # Push decisions that survive a policy's small position errors (vla_jax/envs/expert.py says why):
+  # close the fist within close_within of the approach point; keep pushing while the target is
+  # within CONTACT_DIST + keep_within and arccos(keep_cos) of the push line; aim depth inside contact.
+  config.expert.push = ml_collections.ConfigDict(
+      dict(close_within=0.04, keep_within=0.12, keep_cos=0.4, depth=0.05))
 
   if variant == "tiny":
     config.name = "tabletop_tiny"

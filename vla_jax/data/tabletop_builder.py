@@ -32,6 +32,7 @@ a crash never leaves a dataset that looks finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from vla_jax.envs import tabletop
-from vla_jax.envs.expert import ScriptedExpert
+from vla_jax.envs.expert import TIGHT_PUSH, PushTolerances, ScriptedExpert
 from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM, TabletopEnv
 
 VERSION = "1.0.0"
@@ -117,11 +118,18 @@ def rollout_episode(
 
 
 def make_expert(config: ml_collections.ConfigDict) -> ScriptedExpert:
-  """The generation config's expert (`mistake_prob` is absent from configs of older datasets)."""
+  """The generation config's expert. Configs of older datasets lack `mistake_*` (no recovery demos)
+  and `push` (the tight push strategy, `TIGHT_PUSH`): they get the expert that wrote them."""
   e = config.expert
+  push = TIGHT_PUSH
+  if "push" in e:
+    known = {f.name for f in dataclasses.fields(PushTolerances)}
+    if set(e.push) != known:
+      raise ValueError(f"config.expert.push has keys {sorted(e.push)}; expected {sorted(known)}")
+    push = PushTolerances(**e.push.to_dict())
   return ScriptedExpert(noise_std=e.noise_std, speed_range=tuple(e.speed_range),
                         mistake_prob=e.get("mistake_prob", 0.0),
-                        mistake_distance=tuple(e.get("mistake_distance", (0.06, 0.3))))
+                        mistake_distance=tuple(e.get("mistake_distance", (0.06, 0.3))), push=push)
 
 
 def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: bool = True) -> Iterator[tuple[int, dict]]:
