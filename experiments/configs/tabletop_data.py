@@ -15,7 +15,10 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.name = "tabletop"  # Written to <data_dir>/<name>/1.0.0.
   config.data_dir = "data"
   config.seed = 0  # Episode seeds derive from (seed, split, index): splits never share a scene.
-  config.num_train_episodes = 3000  # ~30 s to write; BC on 64x64 pixels needs the scenes.
+  # BC on 64x64 pixels needs many distinct scenes: with 3 000 the quickstart policy located the
+  # named objects 3x worse on validation scenes than on training ones (referent error 0.036 vs
+  # 0.011 image widths at step 4 000), i.e. it memorised scenes.
+  config.num_train_episodes = 8000
   config.num_val_episodes = 60
   config.keep_failures = False  # Failed expert demos are skipped (and counted in the log).
 
