@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from vla_jax.export import convert, optimize
@@ -18,6 +19,7 @@ def test_optimized_export_fuses_every_layer_norm_and_gelu(tiny_export, tiny_bund
   # Denoiser: one norm per block + the output norm, every step; the backbone has at least one more.
   assert fusions["layer_norms_fused"] > steps * (blocks + 1)
   assert fusions["gelus_fused"] > steps * blocks
+  assert fusions["softmaxes_fused"] >= cfg.transformer.depth  # One per attention block at least.
   assert fusions["nodes_after"] < 0.7 * fusions["nodes_before"]
   ops = manifest["artifacts"]["onnx_optimized"]["op_types"]
   assert "LayerNormalization" in ops and "FastGelu" in ops
@@ -45,3 +47,35 @@ def test_dead_node_elimination_keeps_what_reaches_the_outputs():
   assert [n.op_type for n in model.graph.node] == ["Abs"] and not model.graph.initializer
   convert.check_onnx_graph(model)
   onnx.checker.check_model(model)
+
+
+def _jax2tf_softmax(guard: float):
+  """softmax over the last axis of x [batch, 3, 4] as jax2tf lowers it (reduce, re-expand by Reshape)."""
+  x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 4])
+  y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4])
+  inits = [numpy_helper.from_array(np.array([2]), "axis"), numpy_helper.from_array(np.array(guard, np.float32), "guard"),
+           numpy_helper.from_array(np.array([-1, 3, 1]), "keep")]
+  nodes = [helper.make_node("ReduceMax", ["x", "axis"], ["m"], keepdims=0),
+           helper.make_node("Max", ["guard", "m"], ["mg"]), helper.make_node("Reshape", ["mg", "keep"], ["mk"]),
+           helper.make_node("Sub", ["x", "mk"], ["d"]), helper.make_node("Exp", ["d"], ["e"]),
+           helper.make_node("ReduceSum", ["e", "axis"], ["s"], keepdims=0),
+           helper.make_node("Reshape", ["s", "keep"], ["sk"]), helper.make_node("Div", ["e", "sk"], ["y"])]
+  return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_jax2tf_softmax_becomes_one_softmax_node_with_the_same_values():
+  model = _jax2tf_softmax(-np.inf)
+  assert optimize.fuse_softmaxes(model) == 1
+  assert [n.op_type for n in model.graph.node] == ["Softmax"]
+  x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+  session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+  expected = np.exp(x - x.max(-1, keepdims=True))
+  np.testing.assert_allclose(session.run(None, {"x": x})[0], expected / expected.sum(-1, keepdims=True), rtol=1e-6)
+
+
+def test_softmax_lookalike_with_a_finite_guard_is_left_alone():
+  """jax2tf guards the max with −∞; any other constant is not the recognised pattern (even where
+  the maths would allow it), and unrecognised graphs are never rewritten."""
+  model = _jax2tf_softmax(0.0)
+  assert optimize.fuse_softmaxes(model) == 0
+  assert len(model.graph.node) == 8

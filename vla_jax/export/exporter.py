@@ -10,7 +10,8 @@ half-written or failing export never looks finished):
                          normalisation, the source checkpoint and run config, versions, parity figures
     savedmodel/          TF SavedModel, signature "serving_default" (TF-op graph from jax2tf)
     policy.onnx          the whole policy: normalise → backbone → fixed-step sampling → un-normalise
-    policy.opt.onnx      the same with LayerNorm / GELU fused (optimize.py; ONNX Runtime only) — the fast one
+    policy.opt.onnx      the same with batch-only values folded and LayerNorm / GELU fused (optimize.py;
+                         ONNX Runtime only) — the fast one
     policy.fp16.onnx, policy.int8.onnx   optional smaller variants, with their accuracy figures
 
 Parity (always, and it fails the export): the SavedModel reloaded from disk, the ONNX model in
@@ -165,8 +166,10 @@ def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections
   }
   if config.save_optimized_onnx:
     artifacts["onnx_optimized"] = {**_onnx_file_info(tmp / ONNX_OPTIMIZED), "fusions": fusion_stats,
-                                   "note": "LayerNorm → LayerNormalization and tanh-GELU → com.microsoft "
-                                           "FastGelu fused (vla_jax/export/optimize.py); needs ONNX Runtime"}
+                                   "note": "batch-only values folded (shape arithmetic, batch-broadcast constants; "
+                                           "vla_jax/export/shape_folding.py), LayerNorm → LayerNormalization and "
+                                           "tanh-GELU → com.microsoft FastGelu fused (vla_jax/export/optimize.py); "
+                                           "needs ONNX Runtime"}
   variant_results: dict[str, Any] = {}
   for name in config.variants:
     path = tmp / VARIANT_FILES[name]

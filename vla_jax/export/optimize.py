@@ -4,15 +4,20 @@ Why this exists: jax2tf's TF-op lowering writes every flax LayerNorm as ~13 elem
 (sum, square, mean², max(0, ·), rsqrt, broadcasts — flax's "fast variance" form) and every tanh-GELU
 as 9, and the diffusion head repeats them for every unrolled sampling step. ONNX Runtime's own
 LayerNorm/GELU fusions look for PyTorch's patterns and miss these, so thousands of tiny ops run one
-kernel launch each. XLA fuses them; to compete, the exported graph must too. Two rewrites:
+kernel launch each. XLA fuses them; to compete, the exported graph must too. Before the fusions,
+shape_folding.py folds the values that depend only on the batch size (runtime shape arithmetic,
+batch-broadcast constants). Then three rewrites:
 
   LayerNorm  mean = Σx/n, var = max(Σx²/n − mean², 0), (x − mean)·rsqrt(var + ε)·γ [+ β]
              → LayerNormalization(x, γ, β, axis=-1, epsilon=ε)          (standard ONNX, opset ≥ 17)
   GELU(tanh) 0.5·h·(1 + tanh(√(2/π)·(h + 0.044715·h³)))
              → com.microsoft FastGelu(h)                                (ONNX Runtime contrib op)
+  softmax    e / Σe, e = exp(x − max(−∞, max x)), reductions re-expanded by Reshapes
+             → Softmax(x, axis)                                         (standard ONNX)
 
 Each match is checked structurally and by its constants (1/n against γ's size, the GELU
-coefficients); anything else is left alone. The result (policy.opt.onnx) therefore needs ONNX
+coefficients, the softmax's −∞ guard and that its Reshapes only restore the reduced axis); anything
+else is left alone. The result (policy.opt.onnx) therefore needs ONNX
 Runtime; the exporter parity-checks it against JAX like every other artifact.
 """
 
@@ -208,6 +213,79 @@ def fuse_tanh_gelus(model) -> int:
   return count
 
 
+def _keepdims_reshape(g: _Graph, name: str, axis: int, x_shape: list | None) -> str | None:
+  """name = Reshape(r, target) putting back the reduced `axis` of x as size 1 → r, else None."""
+  reshape = g.node(name, "Reshape")
+  target = g.const(reshape.input[1]) if reshape is not None else None
+  if target is None or x_shape is None or target.ndim != 1 or len(target) != len(x_shape) or target[axis] != 1:
+    return None
+  for t, d in zip(np.delete(target, axis), np.delete(np.asarray(x_shape, object), axis)):
+    if not (t == d or (t == -1 and not isinstance(d, int))):  # -1 only where x's dim is symbolic (batch).
+      return None
+  return reshape.input[0]
+
+
+def fuse_softmaxes(model) -> int:
+  """Rewrites jax.nn.softmax as jax2tf lowers it — e / keepdims(Σe), e = exp(x − keepdims(max(−∞, max x)))
+  — into Softmax(x, axis); returns how many."""
+  from onnx import helper
+
+  g = _Graph(model)
+  shapes = _probed_shapes(model, [g.node(n.input[0], "Sub").input[0] for n in g.graph.node if n.op_type == "Exp"
+                                  and g.node(n.input[0], "Sub") is not None])
+  count = 0
+  for div in [n for n in g.graph.node if n.op_type == "Div"]:
+    exp = g.node(div.input[0], "Exp")
+    sub = g.node(exp.input[0], "Sub") if exp is not None else None
+    if sub is None:
+      continue
+    x = sub.input[0]
+    axes = _reduce_axes(g, g.node(_producer_input(g, div.input[1], "Reshape"), "ReduceSum"), exp.output[0])
+    if axes is None or x not in shapes:
+      continue
+    axis = axes % len(shapes[x])
+    total = _keepdims_reshape(g, div.input[1], axis, shapes[x])
+    peak = _keepdims_reshape(g, sub.input[1], axis, shapes[x])
+    guard = g.node(peak, "Max") if peak else None
+    rest, floor = g.split_const(guard) if guard is not None else (None, None)
+    if total is None or rest is None or floor != -np.inf or _reduce_axes(g, g.node(rest, "ReduceMax"), x) != axes:
+      continue
+    if len(g.consumers[exp.output[0]]) != 2:  # The ReduceSum and the Div: e is not used elsewhere.
+      continue
+    fused = helper.make_node("Softmax", [x], [div.output[0]], name=f"fused_softmax_{count}", axis=axis)
+    _replace_producer(g, div.output[0], fused)
+    count += 1
+  eliminate_dead_nodes(model)
+  return count
+
+
+def _probed_shapes(model, names: list[str]) -> dict[str, list]:
+  """Shapes of `names` from running the model at two batch sizes; dims that differ → "batch"."""
+  from vla_jax.export import shape_folding
+
+  if not names:
+    return {}
+  values = shape_folding.probe(model, names, batch_sizes=(1, 2))
+  return {n: [a if a == b else "batch" for a, b in zip(v[0].shape, v[1].shape)]
+          for n, v in values.items() if v[0].ndim == v[1].ndim}
+
+
+def _producer_input(g: _Graph, name: str, op_type: str) -> str:
+  node = g.node(name, op_type)
+  return node.input[0] if node is not None else ""
+
+
+def _reduce_axes(g: _Graph, reduce, data: str) -> int | None:
+  """The single axis a ReduceSum / ReduceMax (keepdims=0) of `data` reduces, else None."""
+  if reduce is None or reduce.input[0] != data or len(reduce.input) < 2:
+    return None
+  keepdims = next((a.i for a in reduce.attribute if a.name == "keepdims"), 1)
+  axes = g.const(reduce.input[1])
+  if keepdims != 0 or axes is None or axes.size != 1:
+    return None
+  return int(axes.ravel()[0])
+
+
 def _cubic_input(g: _Graph, add) -> str | None:
   """add = h + 0.044715·h³ (as jax2tf writes it: Mul(h, Mul(h, Mul(0.044715, h)))) → h."""
   for k in (0, 1):
@@ -264,8 +342,16 @@ def eliminate_dead_nodes(model) -> int:
 
 
 def optimize(model) -> dict[str, Any]:
-  """Applies every rewrite in place; returns counts for the manifest."""
+  """Applies every rewrite in place; returns counts for the manifest.
+
+  Batch-only values are folded first (shape_folding.py): that also removes the broadcasts that
+  would otherwise sit between the ops the fusions below look for.
+  """
+  from vla_jax.export import shape_folding
+
   before = len(model.graph.node)
-  stats = {"layer_norms_fused": fuse_layer_norms(model), "gelus_fused": fuse_tanh_gelus(model)}
+  stats: dict[str, Any] = {"folding": shape_folding.fold_batch_only_values(model)}
+  stats.update(layer_norms_fused=fuse_layer_norms(model), gelus_fused=fuse_tanh_gelus(model),
+               softmaxes_fused=fuse_softmaxes(model))
   stats.update(nodes_before=before, nodes_after=len(model.graph.node))
   return stats
