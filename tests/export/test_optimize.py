@@ -20,6 +20,7 @@ def test_optimized_export_fuses_every_layer_norm_and_gelu(tiny_export, tiny_bund
   assert fusions["layer_norms_fused"] > steps * (blocks + 1)
   assert fusions["gelus_fused"] > steps * blocks
   assert fusions["softmaxes_fused"] >= cfg.transformer.depth  # One per attention block at least.
+  assert fusions["group_norms_fused"] == len(cfg.image.stem_features)  # One per stem conv.
   assert fusions["nodes_after"] < 0.7 * fusions["nodes_before"]
   ops = manifest["artifacts"]["onnx_optimized"]["op_types"]
   assert "LayerNormalization" in ops and "FastGelu" in ops
@@ -79,3 +80,57 @@ def test_softmax_lookalike_with_a_finite_guard_is_left_alone():
   model = _jax2tf_softmax(0.0)
   assert optimize.fuse_softmaxes(model) == 0
   assert len(model.graph.node) == 8
+
+
+def _flax_group_norm(groups: int, with_affine: bool):
+  """flax GroupNorm over x [batch, 4, 4, 8] as jax2tf lowers it (5-D view, reduce [1, 2, 4], fast variance)."""
+  h = w = 4
+  c, per = 8, 8 // groups
+  n = h * w * per
+  rng = np.random.default_rng(3)
+  consts = {"view": np.array([-1, h, w, groups, per]), "axes": np.array([1, 2, 4]), "inv_n": np.array(1 / n, np.float32),
+            "zero": np.array(0.0, np.float32), "eps": np.array(1e-6, np.float32), "g1": np.array([-1, groups, 1]),
+            "g2": np.array([1, groups, per]), "g3": np.array([-1, 1, 1, c]),
+            "gamma": rng.uniform(0.5, 2, (1, 1, 1, c)).astype(np.float32),
+            "beta": rng.normal(size=(1, 1, 1, c)).astype(np.float32)}
+  mk = helper.make_node
+  nodes = [mk("Reshape", ["x", "view"], ["r"]), mk("ReduceSum", ["r", "axes"], ["s1"], keepdims=0),
+           mk("Mul", ["s1", "inv_n"], ["m"]), mk("Mul", ["m", "m"], ["m2"]),
+           mk("Mul", ["r", "r"], ["sq"]), mk("ReduceSum", ["sq", "axes"], ["s2"], keepdims=0),
+           mk("Mul", ["s2", "inv_n"], ["ms"]), mk("Sub", ["ms", "m2"], ["d"]), mk("Max", ["zero", "d"], ["v"])]
+  for src, dst in (("m", "mb"), ("v", "vb")):
+    nodes += [mk("Reshape", [src, "g1"], [f"{dst}1"]), mk("Expand", [f"{dst}1", "g2"], [f"{dst}2"]),
+              mk("Reshape", [f"{dst}2", "g3"], [dst])]
+  nodes += [mk("Sub", ["x", "mb"], ["xc"]), mk("Add", ["vb", "eps"], ["ve"]), mk("Sqrt", ["ve"], ["sd"]),
+            mk("Reciprocal", ["sd"], ["inv"])]
+  if with_affine:
+    nodes += [mk("Mul", ["inv", "gamma"], ["ig"]), mk("Mul", ["xc", "ig"], ["yn"]), mk("Add", ["yn", "beta"], ["y"])]
+  else:
+    nodes += [mk("Mul", ["xc", "inv"], ["y"])]
+  graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", h, w, c])],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", h, w, c])],
+                            [numpy_helper.from_array(v, k) for k, v in consts.items()])
+  return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), consts
+
+
+def test_flax_group_norm_becomes_instance_normalization_over_the_groups():
+  x = np.random.default_rng(4).normal(2.0, 3.0, size=(3, 4, 4, 8)).astype(np.float32)
+  for with_affine in (True, False):
+    model, consts = _flax_group_norm(groups=2, with_affine=with_affine)
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert optimize.fuse_group_norms(model) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert "InstanceNormalization" in ops and "ReduceSum" not in ops
+    fused = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(fused, reference, atol=2e-5)
+    groups = x.reshape(3, 4, 4, 2, 4)
+    normed = (groups - groups.mean((1, 2, 4), keepdims=True)) / np.sqrt(groups.var((1, 2, 4), keepdims=True) + 1e-6)
+    expected = normed.reshape(x.shape) * (consts["gamma"] if with_affine else 1) + (consts["beta"] if with_affine else 0)
+    np.testing.assert_allclose(fused, expected, atol=2e-5)
+
+
+def test_group_norm_lookalike_with_mismatched_mean_divisor_is_left_alone():
+  model, _ = _flax_group_norm(groups=2, with_affine=True)
+  next(i for i in model.graph.initializer if i.name == "inv_n").CopyFrom(numpy_helper.from_array(
+      np.array(1 / 33, np.float32), "inv_n"))
+  assert optimize.fuse_group_norms(model) == 0

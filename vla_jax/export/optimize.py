@@ -6,7 +6,7 @@ as 9, and the diffusion head repeats them for every unrolled sampling step. ONNX
 LayerNorm/GELU fusions look for PyTorch's patterns and miss these, so thousands of tiny ops run one
 kernel launch each. XLA fuses them; to compete, the exported graph must too. Before the fusions,
 shape_folding.py folds the values that depend only on the batch size (runtime shape arithmetic,
-batch-broadcast constants). Then three rewrites:
+batch-broadcast constants). Then four rewrites:
 
   LayerNorm  mean = Σx/n, var = max(Σx²/n − mean², 0), (x − mean)·rsqrt(var + ε)·γ [+ β]
              → LayerNormalization(x, γ, β, axis=-1, epsilon=ε)          (standard ONNX, opset ≥ 17)
@@ -14,11 +14,14 @@ batch-broadcast constants). Then three rewrites:
              → com.microsoft FastGelu(h)                                (ONNX Runtime contrib op)
   softmax    e / Σe, e = exp(x − max(−∞, max x)), reductions re-expanded by Reshapes
              → Softmax(x, axis)                                         (standard ONNX)
+  GroupNorm  the LayerNorm form over a [N, H, W, G, C/G] view, reduced over axes [1, 2, 4]
+             → InstanceNormalization over [N, G, C/G·H·W] in NCHW order [· γ + β]  (standard ONNX)
 
-Each match is checked structurally and by its constants (1/n against γ's size, the GELU
-coefficients, the softmax's −∞ guard and that its Reshapes only restore the reduced axis); anything
-else is left alone. The result (policy.opt.onnx) therefore needs ONNX
-Runtime; the exporter parity-checks it against JAX like every other artifact.
+Each match is checked structurally and by its constants (1/n against γ's size or the group size,
+the GELU coefficients, the softmax's −∞ guard and that its Reshapes only restore the reduced axis,
+the group layout against the GroupNorm's broadcast targets); anything else is left alone. The
+result (policy.opt.onnx) needs ONNX Runtime (FastGelu); the exporter parity-checks it against JAX
+like every other artifact.
 """
 
 from __future__ import annotations
@@ -213,6 +216,120 @@ def fuse_tanh_gelus(model) -> int:
   return count
 
 
+def _group_stat(g: _Graph, name: str, n: int) -> str | None:
+  """name = Mul(ReduceSum(R, axes [1, 2, 4], keepdims=0), 1/n) → R, else None."""
+  mul = g.node(name, "Mul")
+  other, _ = g.split_const(mul, 1.0 / n) if mul is not None else (None, None)
+  red = g.node(other, "ReduceSum") if other else None
+  if red is None or len(red.input) < 2 or next((a.i for a in red.attribute if a.name == "keepdims"), 1) != 0:
+    return None
+  axes = g.const(red.input[1])
+  return red.input[0] if axes is not None and sorted(axes.ravel().tolist()) == [1, 2, 4] else None
+
+
+def _group_broadcast(g: _Graph, name: str, groups: int, per_group: int) -> str | None:
+  """name = Reshape(Expand(Reshape(v, [-1, G, 1]), [1, G, C/G]), [-1, 1, 1, C]) → v, else None."""
+  steps = (("Reshape", [-1, 1, 1, groups * per_group]), ("Expand", [1, groups, per_group]), ("Reshape", [-1, groups, 1]))
+  for op, shape in steps:
+    node = g.node(name, op)
+    target = g.const(node.input[1]) if node is not None else None
+    if target is None or target.ravel().tolist() != shape:
+      return None
+    name = node.input[0]
+  return name
+
+
+def fuse_group_norms(model) -> int:
+  """Rewrites flax GroupNorm over NHWC feature maps (fast-variance form, as jax2tf lowers it) into
+  InstanceNormalization over [N, G, C/G·H·W] in NCHW order; returns how many.
+
+  ONNX Runtime runs jax2tf's form as ~20 kernels, two of them ReduceSums over non-adjacent axes
+  [1, 2, 4] of a 5-D view, which are slow; InstanceNormalization on the group-major view reads
+  contiguous memory. The transposes to and from NCHW meet the stem conv's own and cancel in ORT.
+  """
+  from onnx import helper
+
+  g = _Graph(model)
+  count = 0
+  for sqrt in [n for n in g.graph.node if n.op_type == "Sqrt"]:
+    recips = g.consumers[sqrt.output[0]]
+    add_eps = g.node(sqrt.input[0], "Add")
+    if len(recips) != 1 or recips[0].op_type != "Reciprocal" or add_eps is None:
+      continue
+    var_b, eps = g.split_const(add_eps)
+    # Find the group layout from the Reshape that makes the 5-D view: x → [-1, H, W, G, C/G].
+    mx = g.node(var_b, "Reshape")
+    chain = mx
+    for _ in range(2):
+      chain = g.node(chain.input[0], ("Expand", "Reshape")) if chain is not None else None
+    maximum = g.node(chain.input[0], "Max") if chain is not None else None
+    sub_var, zero = g.split_const(maximum, 0.0) if maximum is not None else (None, None)
+    sub_var = g.node(sub_var, "Sub") if sub_var else None
+    if sub_var is None or zero != 0.0:
+      continue
+    square_mean = g.node(sub_var.input[0], "Mul")
+    red = g.node(square_mean.input[0] if square_mean else "", "ReduceSum") or \
+        g.node(square_mean.input[1] if square_mean else "", "ReduceSum")
+    square = g.node(red.input[0], "Mul") if red is not None else None
+    view = g.node(square.input[0], "Reshape") if square is not None and square.input[0] == square.input[1] else None
+    shape = g.const(view.input[1]) if view is not None else None
+    if shape is None or shape.ndim != 1 or len(shape) != 5 or shape[0] != -1 or (shape[1:] <= 0).any():
+      continue
+    height, width, groups, per_group = (int(v) for v in shape[1:])
+    n, x = height * width * per_group, view.input[0]
+    if _group_stat(g, sub_var.input[0], n) != square.output[0] or _group_broadcast(g, var_b, groups, per_group) \
+        != maximum.output[0]:
+      continue
+    mean_sq = g.node(sub_var.input[1], "Mul")
+    mean = mean_sq.input[0] if mean_sq is not None and mean_sq.input[0] == mean_sq.input[1] else ""
+    if _group_stat(g, mean, n) != view.output[0]:
+      continue
+    # Output side: inv [· γ] → Mul(x − mean_b, ·) [+ β].
+    scale, inv = None, recips[0].output[0]
+    after = g.consumers[inv]
+    if len(after) == 1 and after[0].op_type == "Mul":
+      other = [i for i in after[0].input if i != inv][0]
+      gamma = g.const(other)
+      if gamma is not None and gamma.size == groups * per_group:
+        scale, inv, after = gamma.reshape(-1), after[0].output[0], g.consumers[after[0].output[0]]
+    if len(after) != 1 or after[0].op_type != "Mul":
+      continue
+    centred = g.node([i for i in after[0].input if i != inv][0], "Sub")
+    if centred is None or centred.input[0] != x or _group_broadcast(g, centred.input[1], groups, per_group) != mean:
+      continue
+    out, bias = after[0].output[0], None
+    tail = g.consumers[out]
+    if len(tail) == 1 and tail[0].op_type == "Add":
+      b = g.const([i for i in tail[0].input if i != out][0])
+      if b is not None and b.size == groups * per_group:
+        bias, out = b.reshape(-1), tail[0].output[0]
+    p = f"fused_group_norm_{count}"
+    channels = groups * per_group
+    nodes = [helper.make_node("Transpose", [x], [f"{p}/nchw"], perm=[0, 3, 1, 2], name=f"{p}/to_nchw"),
+             helper.make_node("Reshape", [f"{p}/nchw", g.add_initializer(f"{p}/groups_shape", np.array(
+                 [-1, groups, per_group * height * width]))], [f"{p}/grouped"], name=f"{p}/group"),
+             helper.make_node("InstanceNormalization", [f"{p}/grouped", g.add_initializer(
+                 f"{p}/ones", np.ones(groups, np.float32)), g.add_initializer(f"{p}/zeros", np.zeros(groups, np.float32))],
+                              [f"{p}/normed"], epsilon=float(eps), name=f"{p}/norm"),
+             helper.make_node("Reshape", [f"{p}/normed", g.add_initializer(f"{p}/nchw_shape", np.array(
+                 [-1, channels, height, width]))], [f"{p}/normed_nchw"], name=f"{p}/ungroup"),
+             helper.make_node("Transpose", [f"{p}/normed_nchw"], [f"{p}/nhwc"], perm=[0, 2, 3, 1], name=f"{p}/to_nhwc")]
+    last = f"{p}/nhwc"
+    for op, value in (("Mul", scale), ("Add", bias)):
+      if value is not None:
+        name = out if (op == "Add" or bias is None) else f"{p}/scaled"
+        nodes.append(helper.make_node(op, [last, g.add_initializer(f"{p}/{op.lower()}", value.astype(np.float32))],
+                                      [name], name=f"{p}/{op.lower()}"))
+        last = name
+    nodes[-1].output[0] = out
+    for node in nodes[:-1]:  # Each goes just before the old producer, so they stay in order.
+      g.graph.node.insert(list(g.graph.node).index(g.producer[out]), node)
+    _replace_producer(g, out, nodes[-1])
+    count += 1
+  eliminate_dead_nodes(model)
+  return count
+
+
 def _keepdims_reshape(g: _Graph, name: str, axis: int, x_shape: list | None) -> str | None:
   """name = Reshape(r, target) putting back the reduced `axis` of x as size 1 → r, else None."""
   reshape = g.node(name, "Reshape")
@@ -351,7 +468,8 @@ def optimize(model) -> dict[str, Any]:
 
   before = len(model.graph.node)
   stats: dict[str, Any] = {"folding": shape_folding.fold_batch_only_values(model)}
-  stats.update(layer_norms_fused=fuse_layer_norms(model), gelus_fused=fuse_tanh_gelus(model),
+  stats.update(group_norms_fused=fuse_group_norms(model), layer_norms_fused=fuse_layer_norms(model),
+               gelus_fused=fuse_tanh_gelus(model),
                softmaxes_fused=fuse_softmaxes(model))
   stats.update(nodes_before=before, nodes_after=len(model.graph.node))
   return stats
