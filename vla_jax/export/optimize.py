@@ -228,15 +228,25 @@ def _group_stat(g: _Graph, name: str, n: int) -> str | None:
 
 
 def _group_broadcast(g: _Graph, name: str, groups: int, per_group: int) -> str | None:
-  """name = Reshape(Expand(Reshape(v, [-1, G, 1]), [1, G, C/G]), [-1, 1, 1, C]) → v, else None."""
-  steps = (("Reshape", [-1, 1, 1, groups * per_group]), ("Expand", [1, groups, per_group]), ("Reshape", [-1, groups, 1]))
-  for op, shape in steps:
+  """name = Reshape(Expand(Reshape(v, [-1, G, 1]), [1, G, C/G]), [-1, 1, 1, C]) → v, else None.
+
+  With one channel per group the Expand is an identity that shape folding removes, and the two
+  Reshapes may have been collapsed into the last one; both forms mean the same broadcast.
+  """
+  def step(name: str, op: str, shape: list[int]) -> str | None:
     node = g.node(name, op)
     target = g.const(node.input[1]) if node is not None else None
-    if target is None or target.ravel().tolist() != shape:
-      return None
-    name = node.input[0]
-  return name
+    return node.input[0] if target is not None and target.ravel().tolist() == shape else None
+
+  inner = step(name, "Reshape", [-1, 1, 1, groups * per_group])
+  if inner is None:
+    return None
+  expanded = step(inner, "Expand", [1, groups, per_group])
+  if expanded is not None:
+    return step(expanded, "Reshape", [-1, groups, 1])
+  if per_group == 1:
+    return step(inner, "Reshape", [-1, groups, 1]) or inner
+  return None
 
 
 def fuse_group_norms(model) -> int:
@@ -257,12 +267,7 @@ def fuse_group_norms(model) -> int:
     if len(recips) != 1 or recips[0].op_type != "Reciprocal" or add_eps is None:
       continue
     var_b, eps = g.split_const(add_eps)
-    # Find the group layout from the Reshape that makes the 5-D view: x → [-1, H, W, G, C/G].
-    mx = g.node(var_b, "Reshape")
-    chain = mx
-    for _ in range(2):
-      chain = g.node(chain.input[0], ("Expand", "Reshape")) if chain is not None else None
-    maximum = g.node(chain.input[0], "Max") if chain is not None else None
+    maximum = g.node(_skip_broadcasts(g, var_b), "Max") if var_b else None  # Verified below.
     sub_var, zero = g.split_const(maximum, 0.0) if maximum is not None else (None, None)
     sub_var = g.node(sub_var, "Sub") if sub_var else None
     if sub_var is None or zero != 0.0:
