@@ -112,3 +112,18 @@ def test_exported_policy_loses_its_shape_arithmetic_and_keeps_a_dynamic_batch(ti
   together = run(inputs)
   one_by_one = np.concatenate([run({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(6)])
   np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+
+
+def test_chain_of_reshapes_becomes_one_static_reshape():
+  """Unsqueeze → Reshape → Squeeze (tf2onnx's einsum lowering writes such chains) is one Reshape."""
+  nodes = [helper.make_node("Unsqueeze", ["x", "axis1"], ["u"]),
+           helper.make_node("Reshape", ["u", "flat"], ["r"]),
+           helper.make_node("Squeeze", ["r", "axis1"], ["y"])]
+  inits = [("axis1", np.array([1])), ("flat", np.array([0, 1, 6]))]  # 0: copy the batch dim.
+  model = _model(nodes, [_float("x", ["batch", 2, 3])], [_float("y", ["batch", 6])], inits)
+  stats = shape_folding.fold_batch_only_values(model)
+  assert stats["reshape_chains_collapsed"] == 1
+  assert _ops(model) == {"Reshape": 1}
+  for b in (1, 4):
+    x = np.arange(b * 6, dtype=np.float32).reshape(b, 2, 3)
+    np.testing.assert_array_equal(_run(model, {"x": x}), x.reshape(b, 6))

@@ -28,7 +28,7 @@ depend on the probe data. The exporter parity-checks the result against JAX at b
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -290,7 +290,9 @@ def _fold_once(model, batch_sizes: Sequence[int]) -> dict[str, int]:
   nodes = []
   for node in graph.node:
     if node.output and node.output[0] in split_nodes:
-      nodes.extend(split_nodes[node.output[0]])
+      for new in split_nodes[node.output[0]]:  # Their inputs may name tensors folded away above.
+        new.input[:] = [rename.get(name, name) for name in new.input]
+        nodes.append(new)
       continue
     for k, name in enumerate(node.input):
       replacement = new_inputs.get((node.output[0], k)) if node.output else None
@@ -366,11 +368,23 @@ def _collapse_reshape_chains(graph, values, batch_sizes, constant, keep_as_is, r
   for n in graph.node:
     for i in n.input:
       readers[i] = readers.get(i, 0) + 1
+  reader_of: dict[str, Any] = {}
+  for n in graph.node:
+    for i in n.input:
+      reader_of[i] = n
+
+  def static_target(name: str) -> np.ndarray | None:
+    return _batch_linear_shape([v.shape for v in values[name]], batch_sizes) if name in values else None
+
   out: dict[str, list] = {}
   for node in graph.node:
     y = node.output[0] if node.output else ""
     if node.op_type not in _RESHAPE_LIKE or y not in values or y in rename:
       continue
+    reader = reader_of.get(y)
+    if readers.get(y, 0) == 1 and y not in keep_as_is and reader.op_type in _RESHAPE_LIKE \
+        and static_target(reader.output[0]) is not None:
+      continue  # Not a chain's end: the next link's rewrite absorbs this one.
     root, links = node.input[0], 0
     while True:
       link = producer.get(root)
@@ -379,7 +393,7 @@ def _collapse_reshape_chains(graph, values, batch_sizes, constant, keep_as_is, r
       root, links = link.input[0], links + 1
     if not links:
       continue
-    target = _batch_linear_shape([v.shape for v in values[y]], batch_sizes)
+    target = static_target(y)
     if target is None:
       continue
     out[y] = [helper.make_node("Reshape", [root, constant(f"{y}__chain_target", target)], [y],
