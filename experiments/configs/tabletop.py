@@ -110,5 +110,6 @@ def cpu_quickstart_model(model: ml_collections.ConfigDict) -> None:
   """
   model.transformer.update(width=128, num_heads=4, mlp_dim=512)
   model.image.update(stem_features=(32, 64, 64), stem_strides=(2, 2, 1), stem_kernel_size=3,
-                     patch_size=2, film=True, coord_channels=True, num_learned_tokens=8)
+                     patch_size=2, film=True, film_context_depth=1, coord_channels=True,
+                     num_learned_tokens=8)
   model.language.update(bytes_per_token=8, byte_conv_kernel=5)

@@ -54,6 +54,37 @@ def block_attention_mask(num_task: int, window: int, tokens_per_step: int,
   return allowed
 
 
+class FilmPool(nn.Module):
+  """Task tokens [B, Lt, D] + mask bool [B, Lt] → the instruction summary [B, D] that FiLMs the stem.
+
+  A plain mean of the byte-group tokens (context_depth = 0) is a bag of words: the sum of
+  (content + position) loses which word sat where, so "push the A next to the B" and "push the B
+  next to the A" condition the vision stem identically, and the image tokens cannot tell the
+  object to move from its reference (measured on the quickstart policy: 27 % of push frames
+  mislocated a referent, against 2 % for place, which names one object; rollouts pushed the
+  reference). `context_depth` > 0 self-attention blocks over the task tokens first, so each
+  token knows its role before the mean.
+  """
+
+  context_depth: int = 0
+  num_heads: int = 1
+  mlp_dim: int = 0
+
+  @nn.compact
+  def __call__(self, tokens: Array, mask: Array) -> Array:
+    chex.assert_rank(tokens, 3)
+    b, length, d = tokens.shape
+    chex.assert_shape(mask, (b, length))
+    if self.context_depth < 0:
+      raise ValueError(f"image.film_context_depth={self.context_depth} is not valid; expected >= 0")
+    if self.context_depth:
+      pair_mask = jnp.broadcast_to(mask[:, None, :], (b, length, length)) | jnp.eye(length, dtype=bool)
+      tokens = Transformer(self.context_depth, self.num_heads, self.mlp_dim or 4 * d,
+                           name="context")(tokens, pair_mask)
+    weights = mask[..., None].astype(jnp.float32)
+    return (tokens * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+
+
 class Backbone(nn.Module):
   """observation + task → {"task": [B, Lt, D], "observation": [B, T, N, D], "readout": [B, R, D]}."""
 
@@ -91,12 +122,13 @@ class Backbone(nn.Module):
           byte_embedding_dim=lang.byte_embedding_dim, bytes_per_token=lang.bytes_per_token,
           embedding_num_tokens=lang.embedding_num_tokens,
           byte_conv_kernel=lang.get("byte_conv_kernel", 0), name="language_tokenizer")(task)
-      # FiLM condition: mean of the (uncontextualised) task tokens over real tokens, layer-normed
-      # because FiLM bypasses the transformer's own norms and the tokens start at ~0.02 scale.
-      weights = task_mask[..., None].astype(jnp.float32)
-      film_condition = (task_tokens * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+      film_condition = None
       if cfg.image.film:
-        film_condition = nn.LayerNorm(name="film_condition_norm")(film_condition)
+        # Layer-normed because FiLM bypasses the transformer's own norms and the tokens start at
+        # ~0.02 scale.
+        film_condition = nn.LayerNorm(name="film_condition_norm")(FilmPool(
+            context_depth=cfg.image.get("film_context_depth", 0), num_heads=cfg.transformer.num_heads,
+            mlp_dim=cfg.transformer.mlp_dim, name="film_pool")(task_tokens, task_mask))
 
     # Observation tokens, per timestep: [cameras' patches | proprio modalities].
     step_tokens, maps = [], {}

@@ -15,7 +15,8 @@ Main keys (`config.<key>`):
                             split named slices (e.g. pose vs tactile) into separate modalities.
   action_horizon, action_dim, action_clip   chunk [H, A]; sampled actions clipped to ±action_clip.
   num_readout_tokens        readout tokens appended after the observations.
-  image.*                   conv stem (features, kernel, strides; () = all 2) + patch size, optional language FiLM,
+  image.*                   conv stem (features, kernel, strides; () = all 2) + patch size, optional language FiLM
+                            (`film_context_depth` blocks contextualise the instruction before pooling),
                             CoordConv channels, and `num_learned_tokens` > 0 to replace the patches
                             by K TokenLearner tokens (weighted features + spatial-softmax x, y).
   language.*                mode "tokens" (byte ids, learned embeddings; `byte_conv_kernel` > 0 adds
@@ -61,8 +62,11 @@ def image_config(size: str) -> ml_collections.ConfigDict:
       "small": dict(stem_features=(32,), patch_size=4),
       "base": dict(stem_features=(32, 64), patch_size=2),
   }
+  # film_context_depth: self-attention blocks over the task tokens before they are pooled into
+  # the FiLM condition (0 = a bag-of-words mean that loses which object plays which role).
   return ml_collections.ConfigDict(dict(stem_kernel_size=3, stem_strides=(), film=False,
-                                        coord_channels=False, num_learned_tokens=0, **sizes[size]))
+                                        film_context_depth=0, coord_channels=False,
+                                        num_learned_tokens=0, **sizes[size]))
 
 
 def language_config(size: str, mode: str = "tokens") -> ml_collections.ConfigDict:
@@ -97,6 +101,9 @@ def head_config(size: str, kind: str = "diffusion") -> ml_collections.ConfigDict
                         time_features=32),
           diffusion=dict(
               num_train_steps=100,  # K discrete noise levels of the cosine schedule.
+              # Cap on each level's β: keeps the first DDIM step well conditioned, so exported
+              # graphs match JAX (see heads/diffusion.cosine_alphas_cumprod).
+              max_beta=0.5,
               num_sample_steps=10,  # DDIM steps at inference.
               eta=0.0,  # DDIM η: 0 = deterministic given the initial noise.
               num_noise_samples=4,  # noise draws per example per train step (the head is cheap).
