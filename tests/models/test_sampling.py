@@ -89,3 +89,27 @@ def test_diffusion_level_features_are_the_exact_float64_table():
   np.testing.assert_allclose(got, exact, atol=1e-7)  # float32 rounding of the exact value only.
   float32_trig = np.asarray(time_features(jnp.asarray(levels / 100.0, jnp.float32), 32))
   assert np.abs(float32_trig - exact).max() > 1e-6  # What the table avoids.
+
+
+def test_schedule_cap_bounds_the_first_ddim_steps_error_amplification():
+  """√((1−ᾱ)/ᾱ) at the noisiest level multiplies ε̂'s rounding into the sampled actions."""
+  from vla_jax.models.heads.diffusion import cosine_alphas_cumprod
+
+  def amplification(max_beta):
+    ab = cosine_alphas_cumprod(100, max_beta=max_beta)[-1]
+    return np.sqrt((1 - ab) / ab)
+
+  assert amplification(0.999) > 1000  # The customary cap: float rounding ×2 000.
+  assert amplification(0.5) < 100
+  np.testing.assert_array_equal(cosine_alphas_cumprod(100, max_beta=0.5)[:97],
+                                cosine_alphas_cumprod(100, max_beta=0.999)[:97])
+
+
+def test_configs_without_max_beta_keep_the_schedule_they_were_trained_with():
+  from vla_jax.models.config import model_config
+  from vla_jax.models.heads.diffusion import DiffusionHead, cosine_alphas_cumprod
+
+  config = model_config("tiny")
+  del config.head.diffusion.max_beta
+  head = DiffusionHead(config).bind({})
+  np.testing.assert_array_equal(head.alphas_cumprod, cosine_alphas_cumprod(100, max_beta=0.999))

@@ -22,11 +22,22 @@ from vla_jax.models.heads.denoiser import Denoiser
 Array = jnp.ndarray
 
 
-def cosine_alphas_cumprod(num_steps: int, s: float = 0.008) -> np.ndarray:
-  """ᾱ_k for k = 0 … K-1 (k = 0 least noisy) of the cosine schedule (Nichol & Dhariwal, 2021)."""
+def cosine_alphas_cumprod(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+  """ᾱ_k for k = 0 … K-1 (k = 0 least noisy) of the cosine schedule (Nichol & Dhariwal, 2021).
+
+  max_beta caps each step's β. The cosine's last β is ~1, so with the customary cap 0.999 the
+  noisiest level has ᾱ ≈ 2.4e-7 (K = 100), and the first DDIM step's clean-chunk estimate
+  (x − √(1−ᾱ)·ε̂)/√ᾱ multiplies any float rounding in ε̂ by √((1−ᾱ)/ᾱ) ≈ 2 000 — an error that
+  persists to the sampled actions. Exported graphs round differently from XLA (~1e-7), so their
+  actions differed from JAX's by up to 3e-4 on a trained tiny policy. A cap of 0.5 (it binds on the
+  last three levels) leaves ᾱ ≈ 2.7e-4 at the noisiest level (signal std 0.017: still noise for
+  every purpose) and a factor ≈ 60.
+  """
+  if not 0.0 < max_beta < 1.0:
+    raise ValueError(f"head.diffusion.max_beta={max_beta} is not valid; expected in (0, 1)")
   x = np.arange(num_steps + 1, dtype=np.float64) / num_steps
   f = np.cos((x + s) / (1 + s) * np.pi / 2) ** 2
-  betas = np.clip(1.0 - f[1:] / f[:-1], 0.0, 0.999)
+  betas = np.clip(1.0 - f[1:] / f[:-1], 0.0, max_beta)
   return np.cumprod(1.0 - betas).astype(np.float32)
 
 
@@ -54,7 +65,9 @@ class DiffusionHead(nn.Module):
     d = self.config.head.denoiser
     self.denoiser = Denoiser(d.hidden_dim, d.num_blocks, d.time_features)
     self.num_train_steps = self.config.head.diffusion.num_train_steps
-    self.alphas_cumprod = cosine_alphas_cumprod(self.num_train_steps)
+    # Configs written before max_beta was a knob used the customary 0.999: keep them exact.
+    self.alphas_cumprod = cosine_alphas_cumprod(
+        self.num_train_steps, max_beta=self.config.head.diffusion.get("max_beta", 0.999))
 
   def predict(self, readouts: Array, noisy_actions: Array, level: Array) -> Array:
     """One denoiser call: readouts [B, R, D], noisy_actions [B, H, A], level int [B] → ε̂ [B, H, A]."""
