@@ -306,16 +306,22 @@ def _fold_once(model, batch_sizes: Sequence[int]) -> dict[str, int]:
   return stats
 
 
+def _producers_and_reader_counts(graph) -> tuple[dict[str, Any], dict[str, int]]:
+  """({value name: the node that writes it}, {value name: how many node inputs read it})."""
+  producer = {o: n for n in graph.node for o in n.output}
+  readers: dict[str, int] = {}
+  for n in graph.node:
+    for i in n.input:
+      readers[i] = readers.get(i, 0) + 1
+  return producer, readers
+
+
 def _split_concat_matmuls(graph, uniform, values, initializers, constant) -> dict[str, list]:
   """MatMul(Concat(parts, last axis), W) with a batch-uniform part → Σ_i part_i @ W[rows_i], the
   uniform parts' products folded into one [1, N] constant. Returns {MatMul output: new nodes}."""
   from onnx import helper, numpy_helper
 
-  producer = {o: n for n in graph.node for o in n.output}
-  consumers: dict[str, int] = {}
-  for n in graph.node:
-    for i in n.input:
-      consumers[i] = consumers.get(i, 0) + 1
+  producer, consumers = _producers_and_reader_counts(graph)
   out: dict[str, list] = {}
   for node in graph.node:
     if node.op_type != "MatMul" or node.input[1] not in initializers:
@@ -363,11 +369,7 @@ def _collapse_reshape_chains(graph, values, batch_sizes, constant, keep_as_is, r
   Reshape of the chain's input to the last link's static shape. Returns {last output: [node]}."""
   from onnx import helper
 
-  producer = {o: n for n in graph.node for o in n.output}
-  readers: dict[str, int] = {}
-  for n in graph.node:
-    for i in n.input:
-      readers[i] = readers.get(i, 0) + 1
+  producer, readers = _producers_and_reader_counts(graph)
   reader_of: dict[str, Any] = {}
   for n in graph.node:
     for i in n.input:
