@@ -27,9 +27,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
 ## The main job on the built-in default: data (if missing) -> train `small` -> closed-loop
-## evaluation. Re-running resumes training from runs/tabletop (or finds it finished).
-## Export (`python -m experiments.export --workdir runs/tabletop ...`) joins this chain once the
-## trained policy passes export parity (issue 7).
+## evaluation -> export (parity-checked) -> edge latency table. Re-running resumes training from
+## runs/tabletop (or finds it finished).
 QUICKSTART_RUN ?= runs/tabletop
 quickstart: $(STAMP)
 	$(PY) -m experiments.generate_data --config experiments/configs/tabletop_data.py
