@@ -8,13 +8,12 @@ point inside the goal region.
 Push tolerances (`PushTolerances`): the push expert decides when to close its fist behind the
 target and when it has lost the object (open, re-approach). With tight thresholds those decisions
 flip on errors of a pixel or two, which a cloned policy makes all the time: fed perceived object
-positions with 0.03 table units (~2 px) of noise, the tight expert (`TIGHT_PUSH`, the
-strategy of datasets written before these knobs) solved 8 % of pushes: it dithered between closing and
-re-approaching until time ran out, the target part of the way there (like most of the cloned
-policy's failed pushes in the issue-6 rollouts). The default
-tolerances keep pushing through small misalignments (the steering corrects them) and solve 100 %
-under the same noise (`tests/envs/test_expert_robustness.py`), so its demos teach a strategy that
-survives a policy's own errors.
+positions with 0.03 table units (~2 px) of noise, the tight expert (`TIGHT_PUSH`, the strategy of
+datasets written before these knobs) solved 8 % of pushes, dithering between closing and
+re-approaching until time ran out. The default tolerances keep pushing through small
+misalignments (the steering corrects them) and solve 100 % under the same noise
+(`tests/envs/test_expert_robustness.py`), so its demos show a strategy that survives a policy's
+own errors.
 
 Recovery demonstrations (DART-style): with probability `mistake_prob` per episode, `perturb`
 closes the gripper once too early on the way to the grasp (or push) point. The executed action is
