@@ -18,8 +18,13 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # BC on 64x64 pixels needs many distinct scenes: with 3 000 the quickstart policy located the
   # named objects 3x worse on validation scenes than on training ones (referent error 0.036 vs
   # 0.011 image widths at step 4 000), i.e. it memorised scenes.
-  config.num_train_episodes = 8000
+  config.num_train_episodes = 10000
   config.num_val_episodes = 60
+  # Episode shares per task family (vla_jax/data/tabletop_builder.family_schedule). Push gets
+  # twice the share: its closed-fist steering is what a cloned policy learns last (at step 4 000
+  # its median action-direction error on expert states was 14 deg while pushing, against 7-10 deg
+  # for the other phases), and place / pick keep about the 2 667 episodes each they had.
+  config.family_weights = ml_collections.ConfigDict(dict(place=1.0, push=2.0, pick=1.0))
   config.keep_failures = False  # Failed expert demos are skipped (and counted in the log).
 
   config.env = ml_collections.ConfigDict()
@@ -37,6 +42,15 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # stays the intended action; the expert then recovers). See vla_jax/envs/expert.py.
   config.expert.mistake_prob = 0.3
   config.expert.mistake_distance = (0.06, 0.3)
+  # Push-slip recovery demos (push episodes only): a few steps into the push, the executed motion
+  # is turned slip_angle degrees to one side for slip_steps steps (labels stay the intended
+  # action), so demos show steering back onto the push line, or opening and re-approaching once
+  # the object is lost. A cloned policy's pushes drift off the target; without these it never saw
+  # how to recover. See vla_jax/envs/expert.py.
+  config.expert.slip_prob = 0.5
+  config.expert.slip_steps = (2, 4)
+  config.expert.slip_angle = (40.0, 90.0)
+  config.expert.slip_after = (1, 5)  # Pushing steps before the slip.
   # Push decisions that survive a policy's small position errors (vla_jax/envs/expert.py says why):
   # close the fist within close_within of the approach point; keep pushing while the target is
   # within CONTACT_DIST + keep_within and arccos(keep_cos) of the push line; aim depth inside contact.

@@ -45,3 +45,44 @@ def test_episodes_get_one_premature_close_and_the_expert_recovers():
       recovered += ep["episode_metadata"]["success"]
   assert misses >= 0.5 * len(perturbed) and recovered == misses  # Real misses, all recovered.
   assert all(ep["episode_metadata"]["success"] for ep in episodes)
+
+
+def test_push_slips_leave_demos_without_them_unchanged():
+  """Slips draw from their own stream: slip_prob=0 gives the same demos (mistakes included)."""
+  env = TabletopEnv()
+  for i, family in enumerate(FAMILIES):
+    plain = rollout_episode(env, ScriptedExpert(noise_std=0.1, mistake_prob=0.3), 5 + i, 9 + i, family)
+    zero = rollout_episode(env, ScriptedExpert(noise_std=0.1, mistake_prob=0.3, slip_prob=0.0), 5 + i, 9 + i, family)
+    np.testing.assert_array_equal(plain["steps"]["action"], zero["steps"]["action"])
+    assert zero["episode_metadata"]["slip_step"] == -1
+
+
+def test_push_slip_turns_the_executed_motion_and_the_expert_recovers():
+  env = TabletopEnv()
+  episodes = [rollout_episode(env, ScriptedExpert(noise_std=0.1, slip_prob=1.0), 300 + i, 400 + i, "push")
+              for i in range(30)]
+  slipped = [ep for ep in episodes if ep["episode_metadata"]["slip_step"] >= 0]
+  assert len(slipped) >= 0.8 * len(episodes)  # Only pushes solved within `slip_after` steps skip it.
+  reopened = 0
+  for ep in slipped:
+    k = ep["episode_metadata"]["slip_step"]
+    state, action = ep["steps"]["observation"]["state"], ep["steps"]["action"]
+    assert state[k, 2] == 1.0 and action[k, 2] == 1.0  # A closed fist, meaning to push on...
+    moved = (state[k + 1, :2] - state[k, :2]) / 0.06  # ...moved (MAX_STEP units; away from walls)
+    label = action[k, :2]
+    cos = moved @ label / (np.linalg.norm(moved) * np.linalg.norm(label) + 1e-9)
+    assert cos < np.cos(np.radians(30)), (k, moved, label)  # ...well off its recorded label.
+    reopened += bool((action[k:, 2] < 0.5).any())
+  assert reopened >= 0.3 * len(slipped)  # Many slips lose the object: the demo opens, re-approaches.
+  assert all(ep["episode_metadata"]["success"] for ep in episodes)
+
+
+def test_bad_slip_settings_name_the_argument():
+  import pytest
+
+  with pytest.raises(ValueError, match="slip_prob=1.5"):
+    ScriptedExpert(slip_prob=1.5)
+  with pytest.raises(ValueError, match="slip_steps=\\(0, 2\\)"):
+    ScriptedExpert(slip_steps=(0, 2))
+  with pytest.raises(ValueError, match="slip_angle"):
+    ScriptedExpert(slip_angle=(10.0, 200.0))

@@ -259,3 +259,32 @@ def test_config_differences_name_what_makes_a_finished_dataset_stale(tiny_tablet
   config.num_train_episodes += 1
   assert tabletop_builder.config_differences(tiny_tabletop_dir, config) == [
       "expert.mistake_prob", "num_train_episodes"]
+
+
+def test_equal_family_weights_give_the_plain_cycle_of_older_datasets():
+  families = ("place", "push", "pick")
+  plain = [families[i % 3] for i in range(10)]
+  assert tabletop_builder.family_schedule(families, None, 10) == plain
+  assert tabletop_builder.family_schedule(families, {"place": 2, "push": 2, "pick": 2}, 10) == plain
+
+
+def test_family_weights_set_the_share_of_every_prefix_of_the_dataset():
+  schedule = tabletop_builder.family_schedule(("place", "push", "pick"), {"place": 1, "push": 2, "pick": 1}, 400)
+  assert [schedule.count(f) for f in ("place", "push", "pick")] == [100, 200, 100]
+  for n in (8, 40, 123):  # Interleaved, not blocks: a prefix holds the same mix, within one episode.
+    assert abs(schedule[:n].count("push") - n / 2) <= 1
+  only_push = tabletop_builder.family_schedule(("place", "push", "pick"), {"push": 1.0}, 5)
+  assert only_push == ["push"] * 5
+
+
+def test_bad_family_weights_name_the_key(tmp_path):
+  config = tiny_config(tmp_path)
+  config.family_weights = {"stack": 1.0}
+  with pytest.raises(ValueError, match=r"family_weights names \['stack'\]"):
+    tabletop_builder.write_dataset(config)
+  config.family_weights = {"push": -1.0}
+  with pytest.raises(ValueError, match="family_weights.push=-1.0"):
+    tabletop_builder.write_dataset(config)
+  config.family_weights = {"push": 0.0}
+  with pytest.raises(ValueError, match="no family a positive weight"):
+    tabletop_builder.write_dataset(config)

@@ -17,7 +17,7 @@ hold episodes from disjoint seeds. Each episode:
   steps/referents/valid          bool [2]         False where there is none (the goal of "pick",
                                                   whose position is then 0)
   episode_metadata/{task_family, split, scene_objects: string; seed, expert_seed, episode_index,
-                    perturbation_step: int64; success: bool}
+                    perturbation_step, slip_step: int64; success: bool}
 
 RLDS step convention: step t holds observation o_t and the action a_t taken from it, and r_t the
 reward of that transition. After the last transition one more step holds the final observation
@@ -38,7 +38,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -69,12 +69,14 @@ def rollout_episode(
   # Labels of the scene each image was rendered from (taken right after reset / step, like obs).
   referents = [tabletop.referents(env.scene)]
   success = False
-  perturbation_step = -1
+  perturbation_step = slip_step = -1
   while True:
     action = expert.act(env.scene)  # The label: what the expert means to do here.
     executed = expert.perturb(env.scene, action)
-    if executed is not action:
+    if expert.last_perturbation == "close":
       perturbation_step = len(actions)
+    elif expert.last_perturbation == "slip" and slip_step < 0:
+      slip_step = len(actions)
     obs, reward, terminated, truncated, _ = env.step(executed)
     actions.append(action)
     rewards.append(reward)
@@ -112,9 +114,13 @@ def rollout_episode(
       "seed": env_seed,
       "expert_seed": expert_seed,
       "perturbation_step": perturbation_step,
+      "slip_step": slip_step,
       "success": success,
   }
   return {"steps": steps, "episode_metadata": metadata}
+
+
+SLIP_KEYS = ("slip_prob", "slip_steps", "slip_angle", "slip_after")  # Absent in older configs: no slips.
 
 
 def make_expert(config: ml_collections.ConfigDict) -> ScriptedExpert:
@@ -129,26 +135,28 @@ def make_expert(config: ml_collections.ConfigDict) -> ScriptedExpert:
     push = PushTolerances(**e.push.to_dict())
   return ScriptedExpert(noise_std=e.noise_std, speed_range=tuple(e.speed_range),
                         mistake_prob=e.get("mistake_prob", 0.0),
-                        mistake_distance=tuple(e.get("mistake_distance", (0.06, 0.3))), push=push)
+                        mistake_distance=tuple(e.get("mistake_distance", (0.06, 0.3))), push=push,
+                        **{k: (tuple(e[k]) if k != "slip_prob" else e[k]) for k in SLIP_KEYS if k in e})
 
 
 def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: bool = True) -> Iterator[tuple[int, dict]]:
   """Yields (key, episode) for a split: `num_<split>_episodes` successful expert demos.
 
-  Families are balanced by cycling through them. Failed demos (rare) are skipped unless
-  `keep_failures`, so the dataset holds exactly the requested number of episodes.
+  Families follow `family_schedule` (equal shares by cycling through them, unless the config's
+  `family_weights` say otherwise). Failed demos (rare) are skipped unless `keep_failures`, so the
+  dataset holds exactly the requested number of episodes.
   """
   count = config[f"num_{split}_episodes"]
   env = TabletopEnv(**config.env.to_dict())
   expert = make_expert(config)
-  families = env.families
+  schedule = family_schedule(env.families, config.get("family_weights"), count)
   written, index = 0, 0
   with tqdm.tqdm(total=count, desc=f"{config.name}/{split}", unit="ep", disable=not progress) as bar:
     while written < count:
       if index >= 10 * count + 100:
         raise RuntimeError(f"the expert failed too often: {written} successes in {index} episodes")
       env_seed, expert_seed = episode_seeds(config.seed, split, index)
-      family = families[written % len(families)]
+      family = schedule[written]
       episode = rollout_episode(env, expert, env_seed, expert_seed, family)
       episode["episode_metadata"]["episode_index"] = index
       index += 1
@@ -156,6 +164,35 @@ def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: b
         yield index - 1, episode
         written += 1
         bar.update(1)
+
+
+def family_schedule(families: Sequence[str], weights: Mapping[str, float] | None, count: int) -> list[str]:
+  """The task family of each of `count` episodes: shares proportional to `weights` (None = equal).
+
+  Deterministic and interleaved (each next episode goes to the family furthest below its share),
+  so any prefix of a dataset has the intended mix, and equal weights give the plain cycle
+  place, push, pick, place, … of datasets written before the weights existed.
+  """
+  if weights is None:
+    weights = {f: 1.0 for f in families}
+  weights = dict(weights.to_dict() if hasattr(weights, "to_dict") else weights)
+  unknown = sorted(set(weights) - set(families))
+  if unknown:
+    raise ValueError(f"config.family_weights names {unknown}, which config.env.task_family does not "
+                     f"generate; expected keys among {list(families)}")
+  for f, w in weights.items():
+    if not isinstance(w, (int, float)) or not w >= 0:
+      raise ValueError(f"config.family_weights.{f}={w!r} is not valid; expected a number >= 0")
+  active = [f for f in families if weights.get(f, 0) > 0]
+  if not active:
+    raise ValueError(f"config.family_weights={weights} gives no family a positive weight")
+  done = {f: 0 for f in active}
+  schedule = []
+  for _ in range(count):
+    family = min(active, key=lambda f: (done[f] + 1) / weights[f])  # Ties: config order.
+    done[family] += 1
+    schedule.append(family)
+  return schedule
 
 
 def features(image_size: int) -> tfds.features.FeaturesDict:
@@ -204,6 +241,9 @@ def features(image_size: int) -> tfds.features.FeaturesDict:
           "perturbation_step": tfds.features.Scalar(
               dtype=np.int64, doc="Step whose executed action was the expert's deliberate premature "
                                   "gripper close (its recorded action is the intended one); -1: none."),
+          "slip_step": tfds.features.Scalar(
+              dtype=np.int64, doc="First of the push-slip steps, whose executed motion was turned off "
+                                  "the push line (recorded actions are the intended ones); -1: none."),
           "success": tfds.features.Scalar(dtype=np.bool_),
       }),
   })
@@ -327,8 +367,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not config.name or "/" in config.name or config.name.startswith("."):
     raise ValueError(f"config.name={config.name!r} is not valid; expected a plain directory name")
   # Building the env and expert validates their arguments (and names the bad one).
-  TabletopEnv(**config.env.to_dict())
+  env = TabletopEnv(**config.env.to_dict())
   make_expert(config)
+  family_schedule(env.families, config.get("family_weights"), 0)
   if config.env.max_episode_steps > 100:
     raise ValueError(f"config.env.max_episode_steps={config.env.max_episode_steps} is not valid; episodes are <= 100 steps")
 

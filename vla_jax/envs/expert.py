@@ -15,11 +15,19 @@ misalignments (the steering corrects them) and solve 100 % under the same noise
 (`tests/envs/test_expert_robustness.py`), so its demos show a strategy that survives a policy's
 own errors.
 
-Recovery demonstrations (DART-style): with probability `mistake_prob` per episode, `perturb`
-closes the gripper once too early on the way to the grasp (or push) point. The executed action is
-the mistake, the recorded label stays the expert's intended action, and the following steps show
-the closed-loop expert recovering (open, re-approach). Without them a cloned policy has never
-seen a missed grasp and, after its first one, wanders as a fist.
+Recovery demonstrations (DART-style), two kinds; in both the executed action is the mistake, the
+recorded label stays the expert's intended action, and the following steps show the closed-loop
+expert recovering:
+  * premature close (`mistake_prob` per episode): `perturb` closes the gripper once too early on
+    the way to the grasp (or push) point; the expert opens and re-approaches. Without them a
+    cloned policy has never seen a missed grasp and, after its first one, wanders as a fist.
+  * push slip (`slip_prob` per push episode): a few steps into the push, the fist's motion is
+    turned by `slip_angle` degrees (either side) for `slip_steps` steps, so the target slides off
+    the push line or out of contact; the expert steers back or opens and re-approaches. Why: the
+    quickstart policy's push rollouts drift off the target (its closed-fist moves pointed ~12 deg
+    from the reference object but ~25 deg from the expert's aim in the first steps after a perfect
+    start), and then stay closed beside it, a state the demos never showed (the expert almost
+    never loses the object).
 """
 
 from __future__ import annotations
@@ -61,7 +69,9 @@ class ScriptedExpert:
 
   def __init__(self, noise_std: float = 0.1, speed_range: tuple[float, float] = (0.7, 1.0), seed: int = 0,
                mistake_prob: float = 0.0, mistake_distance: tuple[float, float] = (0.06, 0.3),
-               push: PushTolerances = PushTolerances()):
+               push: PushTolerances = PushTolerances(), slip_prob: float = 0.0,
+               slip_steps: tuple[int, int] = (2, 4), slip_angle: tuple[float, float] = (40.0, 90.0),
+               slip_after: tuple[int, int] = (1, 5)):
     if noise_std < 0:
       raise ValueError(f"noise_std={noise_std} is not valid; expected >= 0")
     if not 0 <= mistake_prob <= 1:
@@ -70,14 +80,27 @@ class ScriptedExpert:
       raise ValueError(f"mistake_distance={mistake_distance} is not valid; expected 0 < lo <= hi")
     if not 0 < speed_range[0] <= speed_range[1] <= 1:
       raise ValueError(f"speed_range={speed_range} is not valid; expected 0 < lo <= hi <= 1")
+    if not 0 <= slip_prob <= 1:
+      raise ValueError(f"slip_prob={slip_prob} is not valid; expected in [0, 1]")
+    for name, (lo, hi) in (("slip_steps", slip_steps), ("slip_after", slip_after)):
+      if not (int(lo) == lo and int(hi) == hi and 1 <= lo <= hi):
+        raise ValueError(f"{name}={tuple((lo, hi))} is not valid; expected integers 1 <= lo <= hi")
+    if not 0 < slip_angle[0] <= slip_angle[1] <= 180:
+      raise ValueError(f"slip_angle={tuple(slip_angle)} is not valid; expected degrees 0 < lo <= hi <= 180")
     self.noise_std = float(noise_std)
     self.speed_range = tuple(speed_range)
     self.mistake_prob = float(mistake_prob)
     self.mistake_distance = tuple(mistake_distance)
     self.push = push
+    self.slip_prob = float(slip_prob)
+    self.slip_steps, self.slip_angle, self.slip_after = tuple(slip_steps), tuple(slip_angle), tuple(slip_after)
     self.rng = np.random.default_rng(seed)
-    # A separate stream: turning mistakes on or off leaves the noise and speeds of every demo as is.
+    # Separate streams: turning mistakes or slips on or off leaves the noise and speeds of every
+    # demo (and the other kind of perturbation) as they are.
     self.mistake_rng = np.random.default_rng([seed, 1])
+    self.slip_rng = np.random.default_rng([seed, 2])
+    self.slip = None  # This episode's slip: [pushing steps before it, steps left, angle in rad].
+    self.last_perturbation: str | None = None  # What the last `perturb` did: None, "close", "slip".
     self.speed = 1.0
     self.drop_point = np.zeros(2)
     self.mistake_at = None  # Distance to the grasp/push point below which the mistake happens.
@@ -86,9 +109,17 @@ class ScriptedExpert:
     if seed is not None:
       self.rng = np.random.default_rng(seed)
       self.mistake_rng = np.random.default_rng([seed, 1])
+      self.slip_rng = np.random.default_rng([seed, 2])
     self.mistake_at = None
     if self.mistake_prob and self.mistake_rng.uniform() < self.mistake_prob:
       self.mistake_at = float(self.mistake_rng.uniform(*self.mistake_distance))
+    self.slip = None
+    if scene.family == "push" and self.slip_prob and self.slip_rng.uniform() < self.slip_prob:
+      side = 1.0 if self.slip_rng.uniform() < 0.5 else -1.0
+      self.slip = [int(self.slip_rng.integers(self.slip_after[0], self.slip_after[1] + 1)),
+                   int(self.slip_rng.integers(self.slip_steps[0], self.slip_steps[1] + 1)),
+                   side * np.radians(self.slip_rng.uniform(*self.slip_angle))]
+    self.last_perturbation = None
     self.speed = float(self.rng.uniform(*self.speed_range))
     if scene.family == "place":
       x0, y0, x1, y1 = tabletop.tasks.REGIONS[scene.region]
@@ -112,11 +143,19 @@ class ScriptedExpert:
     return self._action(s, goal, close)
 
   def perturb(self, s: SceneState, action: np.ndarray) -> np.ndarray:
-    """The action to execute: `action`, except for this episode's one premature close (if any).
+    """The action to execute: `action`, except for this episode's premature close and push slip.
 
-    It fires the first time the open, empty gripper is within `mistake_at` of the point it is
-    heading to (the target for pick/place, the approach point for push), then never again.
+    The close fires the first time the open, empty gripper is within `mistake_at` of the point it
+    is heading to (the target for pick/place, the approach point for push), then never again. The
+    slip turns the motion of `slip_steps` consecutive steps once the fist has pushed (closed, in
+    contact with the target, meaning to keep pushing) for `slip_after` steps. Call it once per
+    executed step; `last_perturbation` says what it did.
     """
+    self.last_perturbation = None
+    if self.slip is not None:
+      executed = self._slip(s, action)
+      if self.last_perturbation:
+        return executed
     if self.mistake_at is None or s.gripper_closed or s.held >= 0:
       return action
     if action[2] > 0.5:  # The expert closes here anyway: too late for a premature close.
@@ -131,7 +170,23 @@ class ScriptedExpert:
     if np.linalg.norm(s.gripper_pos - point) >= self.mistake_at:
       return action
     self.mistake_at = None
+    self.last_perturbation = "close"
     return np.array([action[0], action[1], 1.0], np.float32)
+
+  def _slip(self, s: SceneState, action: np.ndarray) -> np.ndarray:
+    before, left, angle = self.slip
+    if before > 0:  # Count pushing steps: closed fist in contact, the expert pushing on.
+      in_contact = np.linalg.norm(s.obj_pos[s.target] - s.gripper_pos) < CONTACT_DIST + 0.01
+      if s.gripper_closed and s.held < 0 and action[2] > 0.5 and in_contact:
+        self.slip[0] -= 1
+      return action
+    self.slip[1] -= 1
+    if self.slip[1] <= 0:
+      self.slip = None
+    c, sn = np.cos(angle), np.sin(angle)
+    dx, dy = float(action[0]), float(action[1])
+    self.last_perturbation = "slip"
+    return np.array([np.clip(c * dx - sn * dy, -1, 1), np.clip(sn * dx + c * dy, -1, 1), action[2]], np.float32)
 
   def _grasp(self, s: SceneState) -> tuple[np.ndarray, bool]:
     target = s.obj_pos[s.target]
