@@ -24,9 +24,9 @@ expert recovering:
   * push slip (`slip_prob` per push episode): a few steps into the push, the fist's motion is
     turned by `slip_angle` degrees (either side) for `slip_steps` steps, so the target slides off
     the push line or out of contact; the expert steers back or opens and re-approaches. Why: the
-    quickstart policy's push rollouts drift off the target (its closed-fist moves pointed ~12 deg
-    from the reference object but ~25 deg from the expert's aim in the first steps after a perfect
-    start), and then stay closed beside it, a state the demos never showed (the expert almost
+    quickstart policy's push rollouts drift off the target (after a perfect start its closed-fist
+    moves pointed 8.5 deg from the reference object but 18 deg from the expert's aim, median),
+    and then stay closed beside it, a state the demos never showed (the expert almost
     never loses the object).
 """
 
