@@ -29,6 +29,12 @@ def tiny_export_model_config(head: str = "diffusion"):
   return config
 
 
+@pytest.fixture
+def tiny_model_config():
+  """A fresh `tiny_export_model_config()` for a test that exports a policy of its own."""
+  return tiny_export_model_config()
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle():
   from vla_jax.export import random_bundle
