@@ -174,7 +174,7 @@ class ScriptedExpert:
     return np.array([action[0], action[1], 1.0], np.float32)
 
   def _slip(self, s: SceneState, action: np.ndarray) -> np.ndarray:
-    before, left, angle = self.slip
+    before, _, angle = self.slip
     if before > 0:  # Count pushing steps: closed fist in contact, the expert pushing on.
       in_contact = np.linalg.norm(s.obj_pos[s.target] - s.gripper_pos) < CONTACT_DIST + 0.01
       if s.gripper_closed and s.held < 0 and action[2] > 0.5 and in_contact:
