@@ -189,7 +189,7 @@ def family_schedule(families: Sequence[str], weights: Mapping[str, float] | None
   done = {f: 0 for f in active}
   schedule = []
   for _ in range(count):
-    family = min(active, key=lambda f: (done[f] + 1) / weights[f])  # Ties: config order.
+    family = min(active, key=lambda f: (done[f] + 1) / weights[f])  # Ties: the env's family order.
     done[family] += 1
     schedule.append(family)
   return schedule
