@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow test-all quickstart bench clean-data
+.PHONY: venv test test-slow test-all quickstart quickstart-export bench clean-data
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,13 +27,17 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
 ## The main job on the built-in default: data (if missing) -> train `small` -> closed-loop
-## evaluation -> export (parity-checked) -> edge latency table. Re-running resumes training from
-## runs/tabletop (or finds it finished).
+## evaluation (results table + GIFs under runs/tabletop/eval/). Re-running resumes training from
+## runs/tabletop (or finds it finished). `make quickstart-export` then exports the trained policy.
 QUICKSTART_RUN ?= runs/tabletop
 quickstart: $(STAMP)
 	$(PY) -m experiments.generate_data --config experiments/configs/tabletop_data.py
 	$(PY) -m experiments.train --config experiments/configs/tabletop.py --workdir $(QUICKSTART_RUN)
 	$(PY) -m experiments.evaluate --workdir $(QUICKSTART_RUN)
+
+## The quickstart policy -> TF SavedModel + ONNX (parity-checked, exports/tabletop/) -> the edge
+## latency table (benchmarks/results/edge_quickstart.md). Runs `make quickstart` first if needed.
+quickstart-export: quickstart
 	$(PY) -m experiments.export --workdir $(QUICKSTART_RUN) --out exports/tabletop --overwrite
 	$(PY) benchmarks/edge.py --export_dir exports/tabletop --name edge_quickstart
 
