@@ -47,14 +47,23 @@ def test_episodes_get_one_premature_close_and_the_expert_recovers():
   assert all(ep["episode_metadata"]["success"] for ep in episodes)
 
 
-def test_push_slips_leave_demos_without_them_unchanged():
-  """Slips draw from their own stream: slip_prob=0 gives the same demos (mistakes included)."""
+def test_push_slips_use_their_own_stream_and_leave_the_rest_of_each_demo_unchanged():
+  """slip_prob > 0 changes nothing before a push's first slipped step, and no place / pick demo."""
   env = TabletopEnv()
-  for i, family in enumerate(FAMILIES):
+  compared = 0
+  for i, family in enumerate(FAMILIES * 3):
     plain = rollout_episode(env, ScriptedExpert(noise_std=0.1, mistake_prob=0.3), 5 + i, 9 + i, family)
-    zero = rollout_episode(env, ScriptedExpert(noise_std=0.1, mistake_prob=0.3, slip_prob=0.0), 5 + i, 9 + i, family)
-    np.testing.assert_array_equal(plain["steps"]["action"], zero["steps"]["action"])
-    assert zero["episode_metadata"]["slip_step"] == -1
+    slips = rollout_episode(env, ScriptedExpert(noise_std=0.1, mistake_prob=0.3, slip_prob=1.0), 5 + i, 9 + i, family)
+    k = slips["episode_metadata"]["slip_step"]
+    assert plain["episode_metadata"]["slip_step"] == -1
+    if family != "push":
+      assert k == -1, family  # Only pushes slip.
+    upto = len(plain["steps"]["action"]) if k < 0 else k + 1  # Label k is chosen before the slip.
+    np.testing.assert_array_equal(plain["steps"]["action"][:upto], slips["steps"]["action"][:upto])
+    if k < 0:
+      assert len(plain["steps"]["action"]) == len(slips["steps"]["action"])
+    compared += k >= 0
+  assert compared >= 2  # Some pushes really slipped (and still matched up to the slip).
 
 
 def test_push_slip_turns_the_executed_motion_and_the_expert_recovers():
