@@ -136,7 +136,7 @@ def make_expert(config: ml_collections.ConfigDict) -> ScriptedExpert:
   return ScriptedExpert(noise_std=e.noise_std, speed_range=tuple(e.speed_range),
                         mistake_prob=e.get("mistake_prob", 0.0),
                         mistake_distance=tuple(e.get("mistake_distance", (0.06, 0.3))), push=push,
-                        **{k: (tuple(e[k]) if k != "slip_prob" else e[k]) for k in SLIP_KEYS if k in e})
+                        **{k: e[k] for k in SLIP_KEYS if k in e})
 
 
 def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: bool = True) -> Iterator[tuple[int, dict]]:
