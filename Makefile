@@ -29,10 +29,13 @@ test-all: $(STAMP)
 ## The main job on the built-in default: data (if missing) -> train `small` -> closed-loop
 ## evaluation (results table + GIFs under runs/tabletop/eval/). Re-running resumes training from
 ## runs/tabletop (or finds it finished). `make quickstart-export` then exports the trained policy.
+## TRAIN_FLAGS adds config overrides to the training command (e.g. TRAIN_FLAGS=--config.seed=1);
+## `python benchmarks/quickstart.py` times the whole job and writes benchmarks/results/quickstart.json.
 QUICKSTART_RUN ?= runs/tabletop
+TRAIN_FLAGS ?=
 quickstart: $(STAMP)
 	$(PY) -m experiments.generate_data --config experiments/configs/tabletop_data.py
-	$(PY) -m experiments.train --config experiments/configs/tabletop.py --workdir $(QUICKSTART_RUN)
+	$(PY) -m experiments.train --config experiments/configs/tabletop.py --workdir $(QUICKSTART_RUN) $(TRAIN_FLAGS)
 	$(PY) -m experiments.evaluate --workdir $(QUICKSTART_RUN)
 
 ## The quickstart policy -> TF SavedModel + ONNX (parity-checked, exports/tabletop/) -> the edge
