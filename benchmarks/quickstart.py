@@ -138,11 +138,14 @@ def main() -> None:
   }
   path = common.write_results(args.name, payload)
   md = path.with_suffix(".md")
-  md.write_text(f"# `make quickstart` ({payload['machine']['date']}, {payload['machine']['cpu']})\n\n"
+  rate = payload["train_steps_per_s_median"]
+  tmp = md.with_suffix(".md.tmp")
+  tmp.write_text(f"# `make quickstart` ({payload['machine']['date']}, {payload['machine']['cpu']})\n\n"
                 + "\n".join(f"- {r['phase']}: {r['minutes']} min" for r in rows)
-                + f"\n- train steps/s (median): {payload['train_steps_per_s_median']}\n\n"
+                + f"\n- train steps/s (median): {'-' if rate is None else f'{rate:.2f}'}\n\n"
                 + summary_path.with_name("results.md").read_text()
                 + "\ntargets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()) + "\n")
+  tmp.replace(md)
   print(f"wrote {path} and {md}")
 
 
