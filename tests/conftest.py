@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # Bit-stable CPU numerics across runs.
+# The pretrained encoder must come from the installed wheel alone: any hub lookup fails loudly.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = "/nonexistent/vla_jax_tests_have_no_hub_cache"
 
 from pathlib import Path  # noqa: E402
 

