@@ -33,18 +33,13 @@ def main(argv):
   from pathlib import Path
 
   from vla_jax.evaluation import run
+  from vla_jax.training.checkpoint import checkpoint_steps
 
   if bool(_CHECKPOINT.value) == bool(_WORKDIR.value):
     sys.exit("error: pass exactly one of --checkpoint or --workdir")
-  if _CHECKPOINT.value:
-    checkpoints = [Path(_CHECKPOINT.value)]
-  else:
-    root = Path(_WORKDIR.value) / "checkpoints"
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
-    if not steps:
-      sys.exit(f"error: no checkpoints in {root}")
-    checkpoints = [root / str(s) for s in (steps if _ALL.value else steps[-1:])]
   try:
+    checkpoints = [Path(_CHECKPOINT.value)] if _CHECKPOINT.value else checkpoint_steps(_WORKDIR.value)
+    checkpoints = checkpoints if _ALL.value else checkpoints[-1:]
     run.evaluate_checkpoints(checkpoints, _EVAL.value, out=_OUT.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")

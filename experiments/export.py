@@ -44,17 +44,14 @@ def main(argv):
 
   from vla_jax.export import ExportError, bundle_from_checkpoint, export_policy
   from vla_jax.export.config import validate
+  from vla_jax.training.checkpoint import latest_checkpoint
 
   if bool(_CHECKPOINT.value) == bool(_WORKDIR.value):
     sys.exit("error: pass exactly one of --checkpoint (e.g. runs/x/checkpoints/3000) or --workdir (e.g. runs/x)")
-  if _CHECKPOINT.value:
-    ckpt = Path(_CHECKPOINT.value)
-  else:
-    root = Path(_WORKDIR.value) / "checkpoints"
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
-    if not steps:
-      sys.exit(f"error: no checkpoints in {root}")
-    ckpt = root / str(steps[-1])
+  try:
+    ckpt = Path(_CHECKPOINT.value) if _CHECKPOINT.value else latest_checkpoint(_WORKDIR.value)
+  except FileNotFoundError as e:
+    sys.exit(f"error: {e}")
   out = Path(_OUT.value) if _OUT.value else Path("exports") / f"{ckpt.parent.parent.name}_{ckpt.name}"
   try:
     validate(_EXPORT.value)  # Before restoring anything: a bad --export.* fails fast.

@@ -44,12 +44,65 @@ def test_conditions_really_use_heldout_phrasings_combos_and_wrong_instructions()
   for ep in by_condition["heldout_combo"]:
     slots = tasks.parse_instruction(ep["instruction"])[3]
     assert slots["obj"] in heldout
+  for ep in by_condition["heldout_paraphrase"]:
+    assert tasks.parse_instruction(ep["instruction"])[1] == "paraphrase"
+    assert not any(name in ep["instruction"] for name in heldout)
   for ep in by_condition["language_blind"]:
     assert ep["instruction"] != ep["task_instruction"]
   # The ablation is paired with "seen": the same scenes and tasks.
   seen_tasks = [(e["seed"], e["task_instruction"]) for e in by_condition["seen"]]
   blind_tasks = [(e["seed"], e["task_instruction"]) for e in by_condition["language_blind"]]
   assert seen_tasks == blind_tasks
+
+
+def test_heldout_paraphrase_is_a_condition_between_heldout_combo_and_language_blind():
+  names = list(ev.CONDITIONS)
+  assert names.index("heldout_combo") + 1 == names.index("heldout_paraphrase") == names.index("language_blind") - 1
+  assert ev.CONDITIONS["heldout_paraphrase"] == dict(split="heldout_paraphrase")
+  assert "heldout_paraphrase" in ev.eval_config().conditions
+
+
+def test_heldout_paraphrase_condition_runs_paired_with_seen_and_the_expert_solves_it():
+  summary = ev.evaluate(policies.ExpertPolicy(), small_config(conditions=("seen", "heldout_paraphrase")))
+  cond = summary["conditions"]["heldout_paraphrase"]
+  assert cond["overall"]["episodes"] == 150 and cond["overall"]["success_rate"] >= 0.98
+  episodes = {c: [e for e in summary["episodes"] if e["condition"] == c] for c in ("seen", "heldout_paraphrase")}
+  for seen, para in zip(episodes["seen"], episodes["heldout_paraphrase"]):  # Same seeds, same tasks.
+    assert seen["seed"] == para["seed"] and para["judgeable"]
+    assert tasks.parse_instruction(para["instruction"])[1] == "paraphrase"
+    assert tasks.parse_instruction(seen["instruction"])[3] == tasks.parse_instruction(para["instruction"])[3]
+  random = ev.evaluate(policies.RandomPolicy(), small_config(episodes=20, conditions=("heldout_paraphrase",)))
+  assert random["conditions"]["heldout_paraphrase"]["overall"]["success_rate"] <= 0.1
+
+
+def test_typed_instructions_run_through_the_harness_and_are_judged_on_what_they_ask():
+  seeds = list(range(12))
+  one_for_all = rollout.run_episodes(policies.ExpertPolicy(), seeds, family="place", split="train", num_envs=5,
+                                     instruction_override="Please grab the RED square!")
+  for r in one_for_all:  # Only scenes with a red square can be judged.
+    assert r.instruction == r.task_instruction == "Please grab the RED square!"
+    if r.judgeable:
+      assert r.family == "pick" and r.success and r.grounding_note == "understood as: pick up the red square"
+    else:
+      assert not r.success and r.family == "place"
+      assert r.grounding_note.startswith("the red square named in the instruction is not in the scene (scene has: ")
+  assert {r.judgeable for r in one_for_all} == {True, False}
+  # One per seed: ask for the scene's reference object of a push to be put in a corner instead.
+  pushes = rollout.run_episodes(policies.ExpertPolicy(), seeds, family="push", split="train", num_envs=5)
+  typed = [f"put the {tasks.parse_instruction(r.task_instruction)[3]['ref']} in the bottom right corner"
+           for r in pushes]
+  results = rollout.run_episodes(policies.ExpertPolicy(), seeds, family="push", split="train", num_envs=5,
+                                 instruction_override=typed)
+  assert [r.task_instruction for r in results] == typed
+  assert all(r.judgeable and r.family == "place" and r.success for r in results)
+
+
+def test_bad_instruction_overrides_raise_clear_errors():
+  with pytest.raises(ValueError, match="2 instructions for 3 seeds"):
+    rollout.run_episodes(ChunkRecorder(1), [0, 1, 2], family="pick", split="train",
+                         instruction_override=["grab the red square", "grab the blue circle"])
+  with pytest.raises(ValueError, match="instruction_override=3"):
+    rollout.run_episodes(ChunkRecorder(1), [0], family="pick", split="train", instruction_override=3)
 
 
 def test_artifacts_json_markdown_and_gifs_are_written(tmp_path):

@@ -61,7 +61,8 @@ def test_evaluate_all_checkpoints_writes_artifacts_tensorboard_and_the_curve(run
   for step in kept:
     summary = json.loads((out / str(step) / "summary.json").read_text())
     assert summary["step"] == step
-    assert set(summary["conditions"]) == {"seen", "heldout_phrasing", "heldout_combo", "language_blind"}
+    assert set(summary["conditions"]) == {"seen", "heldout_phrasing", "heldout_combo", "heldout_paraphrase",
+                                          "language_blind"}
     table = (out / str(step) / "results.md").read_text()
     assert "| heldout_combo |" in table
     assert len(list((out / str(step) / "videos").glob("*.gif"))) == 2 * 3  # seen + language_blind.

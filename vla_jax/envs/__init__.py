@@ -1,13 +1,17 @@
 """The built-in language-conditioned tabletop simulator (see vla_jax/envs/README.md).
 
 Importing this package registers the gymnasium ids in `ENV_IDS`, e.g.
-`gymnasium.make("vla_jax/TabletopPlace-v0", split="heldout_combo")`.
+`gymnasium.make("vla_jax/TabletopPlace-v0", split="heldout_combo")`. `ground_instruction` and
+`with_instruction` turn a typed instruction into a task in a scene (README: "Typed instructions").
 """
 
 import gymnasium as gym
 
 from vla_jax.envs.expert import ScriptedExpert
-from vla_jax.envs.tabletop import ACTION_DIM, ACTION_NAMES, STATE_DIM, STATE_NAMES, SceneState, TabletopEnv
+from vla_jax.envs.tabletop import (
+    ACTION_DIM, ACTION_NAMES, STATE_DIM, STATE_NAMES, SceneState, TabletopEnv, with_instruction,
+)
+from vla_jax.envs.tasks import Grounding, ground_instruction
 from vla_jax.envs.vector import VectorTabletopEnv
 
 ENV_IDS = {
@@ -23,6 +27,6 @@ for _env_id, _family in ENV_IDS.items():
     gym.register(id=_env_id, entry_point="vla_jax.envs.tabletop:TabletopEnv", kwargs={"task_family": _family})
 
 __all__ = [
-    "ACTION_DIM", "ACTION_NAMES", "ENV_IDS", "STATE_DIM", "STATE_NAMES", "SceneState", "ScriptedExpert",
-    "TabletopEnv", "VectorTabletopEnv",
+    "ACTION_DIM", "ACTION_NAMES", "ENV_IDS", "Grounding", "STATE_DIM", "STATE_NAMES", "SceneState", "ScriptedExpert",
+    "TabletopEnv", "VectorTabletopEnv", "ground_instruction", "with_instruction",
 ]

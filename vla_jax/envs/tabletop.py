@@ -16,11 +16,18 @@ this step in units of MAX_STEP, clipped to [0, 1]).
 
 `referents(scene)` gives privileged per-step labels of where the instruction's objects are (for
 auxiliary training losses only; a policy never sees them).
+
+Typed instructions: `reset(options={"instruction": text})` draws the scene from the seed as usual,
+then `with_instruction` grounds the text in it (`tasks.ground_instruction`). If the text names a
+task in this scene, that task replaces the drawn one (success, referents and the scripted expert
+follow it); if not, the episode still runs with the text as the instruction, but it is marked not
+judgeable (`info["judgeable"]`, `info["grounding_note"]` says why) and never succeeds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import string
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -41,6 +48,10 @@ ACTION_DIM = 3
 STATE_NAMES = ("gripper_x", "gripper_y", "gripper_closed", "grasp_contact", "push_force")
 ACTION_NAMES = ("dx", "dy", "gripper")
 MAX_INSTRUCTION_CHARS = 128
+# Printable ASCII: the charset of the observation's instruction. Template instructions use only
+# lowercase letters and spaces; the rest is for text a person types ("Please grab the RED square!"),
+# which the env passes to the policy as typed.
+INSTRUCTION_CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
 # Referents: the places the instruction names, in table coordinates (see `referents`).
 #   0 "target": the centre of the object to act on (every family);
 #   1 "goal": "push" the reference object's centre, "place" the goal region's centre, "pick" none.
@@ -66,6 +77,11 @@ class SceneState:
   instruction: str
   push_force: float = 0.0
   steps: int = 0
+  # False when the instruction (typed by a person) names no task in this scene: family, target,
+  # ref and region are then the drawn task, which the policy was not told, so nothing is judged
+  # on them (no success, no referents). `grounding_note` says what a typed instruction meant.
+  judgeable: bool = True
+  grounding_note: str = ""
 
   def object_names(self) -> list[str]:
     return [tasks.object_name(c, s) for c, s in zip(self.obj_colour, self.obj_shape)]
@@ -87,12 +103,15 @@ def referents(state: SceneState) -> tuple[np.ndarray, np.ndarray]:
   """Where the instruction's referents are in this state: (position float32 [2, 2], valid bool [2]).
 
   Rows follow `REFERENT_NAMES`; positions are (x, y) table coordinates (x right, y down, so a point
-  u is at pixel u * S of an S x S frame). Invalid rows (the goal of "pick") are 0. Call it on the
-  state a frame was rendered from: the labels describe that frame. Privileged simulator labels for
-  auxiliary training losses only, never policy inputs.
+  u is at pixel u * S of an S x S frame). Invalid rows (the goal of "pick"; every row of a scene
+  whose instruction is not judgeable) are 0. Call it on the state a frame was rendered from: the
+  labels describe that frame. Privileged simulator labels for auxiliary training losses only, never
+  policy inputs.
   """
   position = np.zeros((NUM_REFERENTS, 2), np.float32)
   valid = np.zeros(NUM_REFERENTS, bool)
+  if not state.judgeable:  # The instruction refers to nothing known in this scene.
+    return position, valid
   position[0], valid[0] = state.obj_pos[state.target], True
   if state.family == "push":
     position[1], valid[1] = state.obj_pos[state.ref], True
@@ -113,7 +132,9 @@ def push_approach_point(state: SceneState) -> np.ndarray:
 
 
 def is_success(state: SceneState) -> bool:
-  """The success predicate of each task family."""
+  """The success predicate of each task family (never true when the instruction is not judgeable)."""
+  if not state.judgeable:
+    return False
   target = state.obj_pos[state.target]
   if state.family == "pick":
     return state.held == state.target
@@ -193,6 +214,43 @@ def sample_scene(rng: np.random.Generator, family: str, split: str, num_objects:
   return state
 
 
+def check_typed_instruction(text: Any) -> str:
+  """`text` without surrounding whitespace, if it fits the observation's instruction space; else ValueError."""
+  if not isinstance(text, str):
+    raise ValueError(f"instruction={text!r} is not valid; expected a str")
+  text = text.strip()
+  if not text:
+    raise ValueError("instruction='' is not valid; expected some text, e.g. 'pick up the red square'")
+  if len(text) > MAX_INSTRUCTION_CHARS:
+    raise ValueError(f"instruction has {len(text)} characters; expected at most {MAX_INSTRUCTION_CHARS}")
+  bad = sorted(set(text) - set(INSTRUCTION_CHARSET))
+  if bad:
+    raise ValueError(f"instruction {text!r} has characters {bad} outside the observation charset (printable ASCII)")
+  return text
+
+
+def with_instruction(scene: SceneState, text: str) -> SceneState:
+  """A copy of `scene` whose task is what `text` asks for (`tasks.ground_instruction`).
+
+  Judgeable: family, target, ref and region are replaced by the named ones, so success, referents
+  and the scripted expert follow the text. Not judgeable: the drawn task stays (the expert and
+  other readers need one) but the scene never succeeds and has no referents. Either way the
+  instruction becomes `text` and `grounding_note` says how it was read. Objects and gripper are
+  unchanged (copied: stepping the result leaves `scene` as it was).
+  """
+  grounding = tasks.ground_instruction(text, scene.object_names())
+  out = dataclasses.replace(
+      scene, obj_pos=scene.obj_pos.copy(), obj_colour=list(scene.obj_colour), obj_shape=list(scene.obj_shape),
+      gripper_pos=scene.gripper_pos.copy(), instruction=text, judgeable=grounding.judgeable,
+      grounding_note=grounding.note,
+  )
+  if grounding.judgeable:
+    out.family, out.target, out.ref, out.region = grounding.family, grounding.target, grounding.ref, grounding.region
+    if is_success(out):  # Say so: the episode will end with success on its first step.
+      out.grounding_note += " (already done at the start)"
+  return out
+
+
 def _scene_is_valid(state: SceneState) -> bool:
   """Rejects scenes that are already solved or cannot be solved by a straight push."""
   if is_success(state):
@@ -217,8 +275,12 @@ class TabletopEnv(gym.Env):
   `instruction` str. Action: float32 [3] = [dx, dy, gripper]. Reward 1 on the success step, else 0;
   `terminated` on success, `truncated` after `max_episode_steps`.
 
-  `reset(seed=..., options={"task_family": ..., "split": ...})` overrides the family/split for one
-  episode. The complete state is `env.unwrapped.scene` (for scripted experts and tests).
+  `reset(seed=..., options={"task_family": ..., "split": ..., "instruction": ...})` overrides the
+  family/split for one episode and, with "instruction", replaces the drawn task by the one the typed
+  text names in the drawn scene (see `with_instruction`; the scene itself is the one the seed gives
+  without it). `info` has `judgeable` (False: the text names no task in this scene; the episode
+  runs but never succeeds) and `grounding_note` ("" without a typed instruction). The complete
+  state is `env.unwrapped.scene` (for scripted experts and tests).
   """
 
   metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -255,7 +317,7 @@ class TabletopEnv(gym.Env):
         "state": gym.spaces.Box(
             np.array([0, 0, 0, 0, 0], np.float32), np.array([1, 1, 1, 1, 1], np.float32), dtype=np.float32
         ),
-        "instruction": gym.spaces.Text(MAX_INSTRUCTION_CHARS, charset="abcdefghijklmnopqrstuvwxyz "),
+        "instruction": gym.spaces.Text(MAX_INSTRUCTION_CHARS, charset=INSTRUCTION_CHARSET),
     })
     self.action_space = gym.spaces.Box(
         np.array([-1, -1, 0], np.float32), np.array([1, 1, 1], np.float32), dtype=np.float32
@@ -270,13 +332,20 @@ class TabletopEnv(gym.Env):
     options = dict(options or {})
     family = options.pop("task_family", None)
     split = options.pop("split", self.split)
+    typed = options.pop("instruction", None)
     if options:
-      raise ValueError(f"reset options {sorted(options)} are unknown; expected 'task_family' and/or 'split'")
+      raise ValueError(
+          f"reset options {sorted(options)} are unknown; expected some of 'task_family', 'split', 'instruction'"
+      )
+    if typed is not None:
+      typed = check_typed_instruction(typed)
     if family is None:
       family = self.families[self.np_random.integers(len(self.families))]
     tasks.check_choice("task_family", family, tasks.FAMILIES)
     n = int(self.np_random.integers(self.num_objects[0], self.num_objects[1] + 1))
     self.scene = sample_scene(self.np_random, family, split, n)
+    if typed is not None:
+      self.scene = with_instruction(self.scene, typed)
     self._done = False
     return self._observation(), self._info()
 
@@ -360,4 +429,6 @@ class TabletopEnv(gym.Env):
         "split": s.split,
         "instruction": s.instruction,
         "scene_objects": ",".join(s.object_names()),
+        "judgeable": s.judgeable,
+        "grounding_note": s.grounding_note,
     }

@@ -4,6 +4,8 @@ Conditions (all on the same scene seeds, so they are paired comparisons):
   seen              training phrasings and colour-shape combos (new scenes);
   heldout_phrasing  phrasings never in the training data;
   heldout_combo     targets whose colour-shape pairing never appeared in training;
+  heldout_paraphrase  seen scenes phrased by paraphrases that differ more from training: another
+                    word order, filler and politeness words, and verbs no training phrasing uses;
   language_blind    seen scenes, but the policy is told another episode's instruction — the gap to
                     "seen" is how much success comes from reading the instruction.
 """
@@ -25,6 +27,7 @@ CONDITIONS: dict[str, dict[str, Any]] = {
     "seen": dict(split="train"),
     "heldout_phrasing": dict(split="heldout_phrasing"),
     "heldout_combo": dict(split="heldout_combo"),
+    "heldout_paraphrase": dict(split="heldout_paraphrase"),
     "language_blind": dict(split="train", instruction_override="shuffled"),
 }
 
@@ -177,3 +180,23 @@ def plot_success_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return path
+
+
+def run_typed_instruction(policy: ChunkPolicy, instruction: str, *, seed: int, family: str = "place",
+                          config: ml_collections.ConfigDict | None = None,
+                          gif: str | Path | None = None) -> rollout.EpisodeResult:
+  """One episode on the scene `seed` draws for `family`, with an instruction a person typed.
+
+  The env grounds the text in the scene (`tasks.ground_instruction`): if it names a task there,
+  success is judged on that task; if not, the episode still runs (the policy does what it does)
+  and the result says `judgeable=False` with the env's note. Optionally writes the episode's GIF.
+  """
+  config = config or eval_config()
+  tasks.check_choice("family", family, tasks.FAMILIES)
+  result = rollout.run_episodes(
+      policy, [int(seed)], family=family, split="train", num_envs=1, image_size=config.image_size,
+      max_episode_steps=config.max_episode_steps, execution=config.execution, execute_steps=config.execute_steps,
+      ensemble_decay=config.ensemble_decay, instruction_override=[instruction], record_frames=1 if gif else 0)[0]
+  if gif:
+    save_gif(result.frames, Path(gif), instruction, result.success)
+  return result

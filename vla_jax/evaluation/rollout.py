@@ -7,6 +7,10 @@ Two ways to execute the [H, A] chunks a policy predicts (`execution=`):
     current step by the last H chunks (temporal ensembling, as in ACT), weights exp(-m * age) so
     older predictions count less when m > 0.
 The policy is queried for all N envs at once; finished envs are frozen by the vector env.
+
+Instructions a person typed (`instruction_override=` a string or one per seed) are grounded in each
+seeded scene by the env (`tabletop.with_instruction`); an episode whose text names no task in its
+scene still runs, but reports `judgeable=False` (and never success) with the env's note on why.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class EpisodeResult:
   success: bool
   length: int
   frames: list[np.ndarray] | None = None
+  judgeable: bool = True  # False: a typed instruction named no task in the scene; success is then False.
+  grounding_note: str = ""  # How a typed instruction was read, or why it cannot be judged ("" otherwise).
 
 
 def _ensemble(history: list[tuple[int, np.ndarray]], t: int, m: float) -> np.ndarray:
@@ -58,13 +64,16 @@ def run_episodes(
     execution: str = "receding",
     execute_steps: int | None = None,
     ensemble_decay: float = 0.0,
-    instruction_override: str | None = None,
+    instruction_override: str | Sequence[str] | None = None,
     record_frames: int = 0,
 ) -> list[EpisodeResult]:
   """Runs one episode per seed (in batches of `num_envs`) and returns their results.
 
-  instruction_override: None (the true instruction), or "shuffled" — each env is told the
-    instruction of another env in its batch (the language-blind ablation).
+  instruction_override: None (the scene's own instruction); "shuffled" — each env is told the
+    instruction of another env in its batch (the language-blind ablation); any other string — an
+    instruction typed by a person, given to every episode; or a sequence of one such string per
+    seed. Typed text replaces the task it names in each scene (`EpisodeResult.family` and
+    `task_instruction` are then the typed task); see `judgeable` and `grounding_note`.
   record_frames: keep the rendered frames of the first this-many episodes (for videos).
   """
   if execution not in EXECUTIONS:
@@ -74,18 +83,16 @@ def run_episodes(
   if k < 1:
     raise ValueError(f"execute_steps={k} is not valid; expected >= 1")
   k = min(k, horizon)  # A policy with a shorter chunk (e.g. the expert, H = 1) re-plans sooner.
+  typed = _typed_instructions(instruction_override, len(seeds))
   results: list[EpisodeResult] = []
   for begin in range(0, len(seeds), num_envs):
     batch_seeds = list(seeds[begin : begin + num_envs])
     venv = VectorTabletopEnv(len(batch_seeds), task_family=family, split=split, image_size=image_size,
                              max_episode_steps=max_episode_steps)
-    obs, infos = venv.reset(batch_seeds)
+    options = None if typed is None else [{"instruction": text} for text in typed[begin : begin + num_envs]]
+    obs, infos = venv.reset(batch_seeds, options)
     tasks = [info["instruction"] for info in infos]
-    told = list(tasks)
-    if instruction_override == "shuffled":
-      told = _derange(tasks)
-    elif instruction_override is not None:
-      raise ValueError(f"instruction_override={instruction_override!r} is not valid; expected None or 'shuffled'")
+    told = _derange(tasks) if instruction_override == "shuffled" else list(tasks)
     policy.reset(told, venv.scenes)
     keep = max(0, min(record_frames - begin, len(batch_seeds)))
     frames = [[obs["image"][i]] for i in range(keep)]
@@ -111,10 +118,26 @@ def run_episodes(
           frames[i].append(obs["image"][i])
     for i, seed in enumerate(batch_seeds):
       results.append(EpisodeResult(
-          seed=int(seed), family=family, split=split, instruction=told[i], task_instruction=tasks[i],
+          seed=int(seed), family=venv.scenes[i].family, split=split, instruction=told[i], task_instruction=tasks[i],
           success=bool(venv.success[i]), length=int(venv.lengths[i]), frames=frames[i] if i < keep else None,
+          judgeable=bool(infos[i]["judgeable"]), grounding_note=infos[i]["grounding_note"],
       ))
   return results
+
+
+def _typed_instructions(override: str | Sequence[str] | None, num_episodes: int) -> list[str] | None:
+  """One typed instruction per episode from `instruction_override`, or None (none typed)."""
+  if override is None or override == "shuffled":
+    return None
+  if isinstance(override, str):
+    return [override] * num_episodes
+  if isinstance(override, (list, tuple)) and all(isinstance(t, str) for t in override):
+    if len(override) != num_episodes:
+      raise ValueError(f"instruction_override has {len(override)} instructions for {num_episodes} seeds; "
+                       "expected one per seed (or one string for all)")
+    return list(override)
+  raise ValueError(f"instruction_override={override!r} is not valid; expected None, 'shuffled', "
+                   "an instruction string or a list of one per seed")
 
 
 def _derange(items: list[str]) -> list[str]:

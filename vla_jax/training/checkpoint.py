@@ -138,3 +138,20 @@ def restore_for_inference(checkpoint_dir: str | Path) -> dict[str, Any]:
   )
   state = jax.tree.map(lambda x: jax.device_get(x), restored["state"])
   return {"state": state, "config": restored["config"], "dataset_statistics": restored["dataset_statistics"]}
+
+
+def checkpoint_steps(workdir: str | Path) -> list[Path]:
+  """The checkpoint directories of a run (`<workdir>/checkpoints/<step>`), oldest first.
+
+  Raises FileNotFoundError naming the directory when the run has none.
+  """
+  root = Path(workdir) / "checkpoints"
+  steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+  if not steps:
+    raise FileNotFoundError(f"no checkpoints in {root}")
+  return [root / str(s) for s in steps]
+
+
+def latest_checkpoint(workdir: str | Path) -> Path:
+  """The newest checkpoint directory of a run (see `checkpoint_steps`)."""
+  return checkpoint_steps(workdir)[-1]
