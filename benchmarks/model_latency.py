@@ -117,6 +117,37 @@ def measure_train_step(config, batch_size: int, calls: int) -> dict:
   return {f"train_step_b{batch_size}_ms": ms, f"train_step_b{batch_size}_compile_s": compile_s}
 
 
+def measure_encoder(calls: int, onnx_dir: str | None) -> dict:
+  """Batch-1 instruction encoding (uncached: tokenizer + network), JAX jit and ONNX Runtime.
+
+  A control loop pays this once per new instruction, never per step (the features are cached and
+  the policy graph takes them as an input); the number says how long a new instruction takes.
+  """
+  import tempfile
+
+  from vla_jax.export import encoder_export
+  from vla_jax.language.encoder import get_encoder
+  from vla_jax.language.onnx_encoder import OnnxInstructionEncoder
+
+  encoder = get_encoder("minilm", 32)
+  text = "could you please put the red square in the top left corner"
+  ids, mask = encoder.tokenizer([text])
+  jitted = jax.jit(lambda p, i, m: encoder.module.apply({"params": p}, i, m))
+  out = {"encoder_jax_ms": median_ms(jitted, encoder.params, ids, mask, calls=calls),
+         "tokenize_ms": median_ms(lambda: encoder.tokenizer([text]), calls=calls)}
+  with tempfile.TemporaryDirectory() as tmp:
+    directory = pathlib.Path(onnx_dir or tmp)
+    if not (directory / encoder_export.ENCODER_ONNX).is_file():
+      print("exporting the encoder to ONNX for the measurement (~1-2 min) …", flush=True)
+      section = encoder_export.export_encoder(encoder, "tokens", directory, opset=17, log=lambda *_: None)
+      (directory / "manifest.json").write_text(json.dumps({"language_encoder": section}))
+    for threads in (1, 2):
+      onnx = OnnxInstructionEncoder(directory, threads=threads)
+      feeds = {"input_ids": ids, "attention_mask": mask}
+      out[f"encoder_onnx_{threads}t_ms"] = median_ms(lambda: onnx.session.run(None, feeds), calls=calls)
+  return out
+
+
 def machine_info() -> dict:
   cpu = platform.processor()
   try:
@@ -141,6 +172,8 @@ def main():
   parser.add_argument("--calls", type=int, default=100, help="timed calls per latency (≥ 100)")
   parser.add_argument("--train_calls", type=int, default=10)
   parser.add_argument("--out", default=str(RESULTS))
+  parser.add_argument("--encoder_onnx_dir", default=None,
+                      help="a directory with encoder.onnx + manifest.json (default: export one to a temp dir)")
   args = parser.parse_args()
   load_before = os.getloadavg()
 
@@ -157,7 +190,9 @@ def main():
 
   runs = {
       # The CPU default the quickstart trains: 8 learned image tokens, width 128, window 1.
-      "quickstart/diffusion": tabletop.get_config("small").model,
+      "quickstart/diffusion": tabletop.get_config("small").model,  # MiniLM features in.
+      # The same policy reading learned byte ids: the per-step cost the encoder switch must not grow.
+      "quickstart_learned/diffusion": tabletop.get_config("small,learned").model,
       "small/diffusion": model_config("small", "diffusion"),
       "small/flow": model_config("small", "flow"),
       "small/mse": model_config("small", "mse"),
@@ -192,6 +227,14 @@ def main():
       cells.append(f"{'-':>12s}" if v is None else f"{v:12,d}" if isinstance(v, int)
                    else f"{v:12.2f}")
     print(f"{name:28s} " + " ".join(cells))
+  ratio = latency["quickstart/diffusion"]["sample_actions_ms"] / latency["quickstart_learned/diffusion"]["sample_actions_ms"]
+  ratio_min = (latency["quickstart/diffusion"]["sample_actions_min_ms"]
+               / latency["quickstart_learned/diffusion"]["sample_actions_min_ms"])
+  print(f"\nPer-step policy latency, MiniLM features vs learned bytes: {ratio:.3f}x median, {ratio_min:.3f}x fastest "
+        "(target <= 1.10)")
+  encoder = measure_encoder(args.calls, args.encoder_onnx_dir)
+  print("Batch-1 instruction encoding (once per new instruction), ms: " +
+        ", ".join(f"{k[:-3]} {v:.2f}" for k, v in encoder.items()))
   print("\nPeer (TOOLCHAIN.md, same machine type): Octo vit_t 8.2 M params, sample_actions 20.9 ms, "
         "backbone 13.0 ms, batch-8 train step 331 ms, compile ~2.5 min.")
 
@@ -203,6 +246,8 @@ def main():
       "calls": args.calls,
       "param_counts": params,
       "latency": latency,
+      "quickstart_minilm_vs_learned_sample_actions": {"median_ratio": ratio, "fastest_ratio": ratio_min},
+      "instruction_encoder_b1": encoder,
       "peer_octo_vit_t": {"params": 8.2e6, "sample_actions_ms": 20.9, "backbone_ms": 13.0,
                           "train_step_b8_ms": 331, "train_step_compile_s": 150},
   }

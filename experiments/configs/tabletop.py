@@ -1,6 +1,7 @@
 """Train a VLA policy on the built-in tabletop dataset.
 
-  python -m experiments.train --config experiments/configs/tabletop.py            # small (CPU default)
+  python -m experiments.train --config experiments/configs/tabletop.py            # small, MiniLM (CPU default)
+  python -m experiments.train --config experiments/configs/tabletop.py:small,learned  # byte baseline
   python -m experiments.train --config experiments/configs/tabletop.py:tiny       # seconds; tests
   python -m experiments.train --config experiments/configs/tabletop.py:small \
       --config.model.head.kind=flow --config.train.batch_size=32 --workdir runs/flow
@@ -14,13 +15,19 @@ from ml_collections import config_dict
 
 from vla_jax.data import pipeline, spec
 from vla_jax.evaluation.evaluate import eval_config
-from vla_jax.models.config import model_config
+from vla_jax.models.config import minilm_language, model_config
 
 
-def get_config(variant: str = "small") -> ml_collections.ConfigDict:
-  """variant: "small" (the quickstart policy), "tiny" (tests), or "base" (GPU-sized)."""
+def get_config(arg: str = "small") -> ml_collections.ConfigDict:
+  """arg: "<variant>[,<encoder>]". variant: "small" (the quickstart policy), "tiny" (tests), or
+  "base" (GPU-sized); encoder: "minilm" (frozen pretrained all-MiniLM-L6-v2; default of small and
+  base) or "learned" (byte ids with learned embeddings; default of tiny)."""
+  variant, _, encoder = arg.partition(",")
   if variant not in ("tiny", "small", "base"):
     raise ValueError(f"unknown variant {variant!r} of tabletop; expected 'tiny', 'small' or 'base'")
+  encoder = encoder or ("learned" if variant == "tiny" else "minilm")
+  if encoder not in ("learned", "minilm"):
+    raise ValueError(f"unknown language encoder {encoder!r} in {arg!r}; expected 'minilm' or 'learned'")
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -39,6 +46,12 @@ def get_config(variant: str = "small") -> ml_collections.ConfigDict:
     # auxiliary referent loss on two of the learned image tokens (see vla_jax/models/referents.py).
     config.data.num_referents = 2
     config.model.referent_loss.weight = 1.0
+  if encoder == "minilm":
+    # Features of the frozen encoder, looked up per distinct instruction by the input pipeline;
+    # 32 WordPieces hold every template and paraphrase with room for typed ones.
+    config.data.language = "minilm"
+    config.data.max_language_tokens = 32
+    minilm_language(config.model.language)
   config.model.window_size = config.data.get_ref("window")
   config.model.action_horizon = config.data.get_ref("action_horizon")
   config.model.language.max_len = config.data.get_ref("max_language_tokens")

@@ -59,3 +59,31 @@ def tokenize_tf(texts, max_len: int):
   codes = tf.strings.unicode_decode(flat, "ISO-8859-1")  # One code point per byte, 0..255.
   dense = (codes + 1).to_tensor(default_value=PAD_ID, shape=[None, max_len])
   return tf.reshape(tf.cast(dense, tf.int32), tf.concat([shape, [max_len]], 0))
+
+
+def instruction_inputs(language_config, instructions: Sequence[str], encoder=None) -> dict[str, np.ndarray]:
+  """The model's `task` dict for B instruction strings, for any `model.language` config.
+
+  Learned bytes → `language_tokens`; the frozen MiniLM encoder → `language_features` +
+  `language_mask` (mode "tokens") or its `language_embedding` (mode "embedding"), from `encoder`
+  (anything with `.encode(list[str]) -> dict`, e.g. the ONNX encoder of a JAX-free runtime) or the
+  process's shared JAX encoder (cached per string).
+  """
+  mode, kind = language_config.mode, language_config.get("encoder", "learned")
+  instructions = list(instructions)
+  if mode == "none":
+    return {}
+  if kind == "learned":
+    if mode == "tokens":
+      return {"language_tokens": tokenize(instructions, int(language_config.max_len))}
+    raise ValueError("this model reads a dataset's precomputed language_embedding (language.encoder='learned', "
+                     "mode='embedding'), which cannot be computed for a new instruction string; use a model "
+                     "with language.encoder='minilm' or 'learned' bytes (mode 'tokens')")
+  if encoder is None:
+    from vla_jax.language.encoder import get_encoder  # Local: byte-tokenizer users need not load JAX.
+
+    encoder = get_encoder(kind, int(language_config.max_len))
+  features = encoder.encode(instructions)
+  if mode == "tokens":
+    return {"language_features": features["language_features"], "language_mask": features["language_mask"]}
+  return {"language_embedding": features["language_embedding"]}

@@ -22,6 +22,12 @@ Output batch (numpy; B = batch_size, T = window, H = action_horizon, L = max_lan
                                           the current step's instruction  (config.language has "tokens")
   task/language_embedding         float32 [B, E]      the dataset's precomputed embedding of the
                                           current step        (config.language has "embedding")
+  task/language_features          float32 [B, L, F]   config.language = "minilm": the frozen
+  task/language_mask              bool    [B, L]      pretrained encoder's per-token states and
+  task/language_embedding         float32 [B, F]      mask (L = max_language_tokens WordPieces) and
+                                                      its sentence embedding, looked up per distinct
+                                                      instruction (`vla_jax.language.encoder`: each
+                                                      string is encoded once, then cached)
   task/image_goal                 uint8   [B, Hpx, Wpx, 3]  only with config.goal_relabeling: a
                                           future frame of `config.cameras[0]` in the same episode
   action                          float32 [B, H, A]   normalised (gripper dims kept in [0, 1])
@@ -72,7 +78,7 @@ from vla_jax.data import language, obs_transforms, spec as spec_lib, standardize
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "vla_jax.data_iterator/1"
-LANGUAGE_MODES = ("tokens", "embedding", "both", "none")
+LANGUAGE_MODES = ("tokens", "embedding", "both", "none", "minilm")
 
 
 # ---- Config. --------------------------------------------------------------------------------------
@@ -91,8 +97,9 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   c.window = 2                     # Observation history T.
   c.action_horizon = 4             # Action chunk H.
   c.batch_size = 64                # Per process.
-  c.language = "tokens"            # "tokens" | "embedding" | "both" | "none".
-  c.max_language_tokens = 64       # L.
+  c.language = "tokens"            # "tokens" | "embedding" | "both" | "none" | "minilm" (frozen
+                                   # pretrained encoder features, see vla_jax/language/).
+  c.max_language_tokens = 64       # L: bytes ("tokens") or WordPiece tokens ("minilm").
   c.goal_relabeling = False        # Adds task/image_goal (uniform future frame of cameras[0]).
   c.num_referents = 0              # K > 0: adds aux/referent_xy, aux/referent_valid (simulator labels
                                    # of the current frame, for an auxiliary loss); 0 = off.
@@ -302,6 +309,10 @@ class DatasetSource:
       task["language_tokens"] = language.tokenize_tf(traj["task"]["language_instruction"], config.max_language_tokens)
     if config.language in ("embedding", "both"):
       task["language_embedding"] = traj["task"]["language_embedding"]
+    if config.language == "minilm":
+      # The string travels through tf.data; `DataIterator` swaps it for cached encoder features
+      # after batching (per-step features in the episode cache would cost ~50 KB a step).
+      task["language_instruction"] = traj["task"]["language_instruction"]
     out = {
         "observation": obs,
         "task": task,
@@ -448,6 +459,11 @@ class DataIterator:
     self.statistics = statistics_by_name
     self.dataset_names = dataset_names(config)
     self._iterator = dataset.as_numpy_iterator()
+    self.encoder = None
+    if config.language == "minilm":
+      from vla_jax.language.encoder import get_encoder  # Local: TF-only tools need not load JAX.
+
+      self.encoder = get_encoder("minilm", int(config.max_language_tokens))
     self._batches = batches
     self._per_dataset = np.asarray(samples_per_dataset if samples_per_dataset is not None
                                    else [0] * len(config.datasets), np.int64)
@@ -457,6 +473,8 @@ class DataIterator:
 
   def __next__(self) -> dict[str, Any]:
     batch = next(self._iterator)
+    if self.encoder is not None:
+      batch["task"].update(self.encoder.encode(list(batch["task"].pop("language_instruction"))))
     self._batches += 1
     self._per_dataset += np.bincount(batch["dataset_index"], minlength=len(self._per_dataset))
     return batch
@@ -467,7 +485,17 @@ class DataIterator:
 
   @property
   def element_spec(self) -> Any:
-    return self.dataset.element_spec
+    """The numpy batches' structure as `tf.TensorSpec`s (with encoder features, not strings)."""
+    spec = self.dataset.element_spec
+    if self.encoder is None:
+      return spec
+    task = dict(spec["task"])
+    task.pop("language_instruction")
+    length, dim = self.encoder.max_tokens, self.encoder.feature_dim
+    task["language_features"] = tf.TensorSpec([None, length, dim], tf.float32)
+    task["language_mask"] = tf.TensorSpec([None, length], tf.bool)
+    task["language_embedding"] = tf.TensorSpec([None, dim], tf.float32)
+    return {**spec, "task": task}
 
 
 def open_sources(config: ml_collections.ConfigDict,

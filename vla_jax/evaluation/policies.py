@@ -112,24 +112,26 @@ class JaxPolicy:
     action_stats, proprio_stats: this dataset's statistics entries (`statistics[name]["action"]`).
     normalization: "gaussian" | "bounds", as in training.
     camera: the model's camera name fed with the env image.
+    encoder: the frozen language encoder for MiniLM models (default: the process's shared one).
   """
 
   def __init__(self, policy, params, *, action_stats: dict, proprio_stats: dict | None, normalization: str,
-               camera: str = "primary", seed: int = 0):
+               camera: str = "primary", seed: int = 0, encoder=None):
     cfg = policy.config
+    self.encoder = encoder  # None: the shared encoder of the config's language.encoder (if any).
     self.policy, self.params = policy, params
     self.action_horizon = int(cfg.action_horizon)
-    self.max_len = int(cfg.language.max_len)
     self.camera = camera
     self.action_stats, self.normalization = action_stats, normalization
     self.window = ObservationWindow(cfg.window_size, proprio_stats, normalization)
     self.rng = jax.random.PRNGKey(seed)
     self.calls = 0
     self._sample = jax.jit(lambda p, obs, task, rng: policy.sample_actions(p, obs, task, rng))
-    self._tokens = None
+    self._task = None
 
   def reset(self, instructions, scenes):
-    self._tokens = language.tokenize(list(instructions), self.max_len)
+    # Encoded once per episode (MiniLM features come from the shared per-string cache).
+    self._task = language.instruction_inputs(self.policy.config.language, instructions, encoder=self.encoder)
     self.window.reset()
     self.calls = 0
 
@@ -140,7 +142,7 @@ class JaxPolicy:
   def __call__(self, obs, scenes, already_observed: bool = False):
     if not already_observed:
       self.window.push(obs)
-    task = {"language_tokens": self._tokens}
+    task = self._task
     rng = jax.random.fold_in(self.rng, self.calls)
     self.calls += 1
     actions = np.asarray(self._sample(self.params, self.window.observation(self.camera), task, rng), np.float32)

@@ -13,6 +13,8 @@ half-written or failing export never looks finished):
     policy.opt.onnx      the same with batch-only values folded and LayerNorm / GELU fused (optimize.py;
                          ONNX Runtime only) — the fast one
     policy.fp16.onnx, policy.int8.onnx   optional smaller variants, with their accuracy figures
+    encoder.onnx, tokenizer.json          models with a frozen pretrained language encoder: the
+                         encoder as its own graph, run once per instruction (encoder_export.py)
 
 Parity (always, and it fails the export): the SavedModel reloaded from disk, the ONNX model in
 ONNX Runtime, and the numpy statistics functions around the JAX policy must all match the JAX
@@ -37,8 +39,9 @@ import ml_collections
 import numpy as np
 import onnx
 
-from vla_jax.export import convert, optimize, parity, serving, variants
+from vla_jax.export import convert, encoder_export, optimize, parity, serving, variants
 from vla_jax.export import config as config_lib
+from vla_jax.language.encoder import get_encoder
 
 FORMAT = "vla_jax.export/1"
 MANIFEST = "manifest.json"
@@ -198,6 +201,12 @@ def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections
     log(f"  parity {name:20s} max abs error (normalised) {figures}  {'ok' if res['passed'] else 'OVER BUDGET'}")
 
   cfg = bundle.model_config
+  language_encoder = None
+  if cfg.language.get("encoder", "learned") != "learned" and cfg.language.mode != "none":
+    language_encoder = encoder_export.export_encoder(
+        bundle.encoder or get_encoder(cfg.language.encoder, int(cfg.language.max_len)), cfg.language.mode, tmp,
+        opset=int(config.opset), tolerance=float(config.parity_tolerance), log=log)
+    lap("encoder")
   return {
       "format": FORMAT,
       "created": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -207,6 +216,7 @@ def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections
       "run_config": bundle.run_config,
       "inputs": [s.to_json() for s in specs],
       "outputs": [s.to_json() for s in outputs],
+      "language_encoder": language_encoder,
       "normalization": {
           "method": bundle.normalization,
           "dataset": bundle.source.get("dataset"),

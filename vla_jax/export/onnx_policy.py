@@ -1,8 +1,8 @@
 """Run an exported policy: `OnnxPolicy` drives the ONNX model through the closed-loop harness.
 
 It implements the evaluation harness's `ChunkPolicy` protocol like `JaxPolicy` and shares its
-`ObservationWindow` (repeat-first-frame padding, pad mask) and the byte tokenizer, so both see the
-same inputs — but proprio stays in env units (the ONNX graph normalises it) and actions come back
+`ObservationWindow` (repeat-first-frame padding, pad mask) and the instruction inputs (byte ids,
+or the export's own encoder.onnx run once per instruction), so both see the same inputs — but proprio stays in env units (the ONNX graph normalises it) and actions come back
 in env units (the graph un-normalises them).
 
 Noise: "jax" reproduces `JaxPolicy`'s noise bit for bit (same key, `fold_in(calls)`,
@@ -22,6 +22,7 @@ from vla_jax.data import language
 from vla_jax.evaluation.policies import ObservationWindow
 from vla_jax.export import convert
 from vla_jax.export.exporter import ONNX, load_manifest
+from vla_jax.language.onnx_encoder import OnnxInstructionEncoder
 
 NOISE_SOURCES = ("jax", "numpy")
 
@@ -43,16 +44,19 @@ class OnnxPolicy:
     cfg = ml_collections.ConfigDict(manifest["model"]["config"])
     if noise not in NOISE_SOURCES:
       raise ValueError(f"noise={noise!r} unknown; expected one of {NOISE_SOURCES}")
-    if cfg.language.mode != "tokens":
-      raise ValueError(f"OnnxPolicy feeds tokenised instructions; this export's language mode is {cfg.language.mode!r}")
     self.manifest = manifest
+    self.language_config = cfg.language
+    # Instructions are plain strings: byte ids for learned-language exports, or the export's own
+    # encoder.onnx (once per instruction) for exports with a frozen pretrained encoder.
+    self.encoder = (OnnxInstructionEncoder(export_dir, threads=threads) if manifest.get("language_encoder")
+                    else None)
+    language.instruction_inputs(cfg.language, ["check"], encoder=self.encoder)  # Fails now, not mid-episode.
     self.action_horizon = int(cfg.action_horizon)
-    self.max_len = int(cfg.language.max_len)
     self.camera = cfg.cameras[0]
     # Env-unit proprio in the window: the exported graph normalises it itself.
     self.window = ObservationWindow(cfg.window_size)
     self.calls = 0
-    self._tokens = None
+    self._task = None
     self.session = convert.ort_session(Path(export_dir) / model_file, threads=threads, optimization=optimization)
     self.run = convert.onnx_run_fn(self.session)
     self.noise_source = noise
@@ -79,7 +83,7 @@ class OnnxPolicy:
             for name, spec in self.noise_specs.items()}
 
   def reset(self, instructions, scenes) -> None:
-    self._tokens = language.tokenize(list(instructions), self.max_len)
+    self._task = language.instruction_inputs(self.language_config, instructions, encoder=self.encoder)
     self.window.reset()
     self.calls = 0
 
@@ -93,6 +97,6 @@ class OnnxPolicy:
       self.window.push(obs)
     observation = self.window.observation(self.camera)
     n = len(observation["timestep_pad_mask"])
-    inputs = {**observation, "language_tokens": self._tokens, **self.noise(n)}
+    inputs = {**observation, **self._task, **self.noise(n)}
     self.calls += 1
     return np.asarray(self.run(inputs), np.float32)

@@ -11,7 +11,10 @@ Inputs are a flat dict so that every exported runtime sees the same named tensor
   proprio            float32 [B, T, D]   raw, in the simulator's / robot's units (if use_proprio)
   timestep_pad_mask  bool    [B, T]      True = a real frame (False = padding at episode start)
   language_tokens    int32   [B, L]      byte ids from `vla_jax.data.language.tokenize`, or
-  language_embedding float32 [B, E]      for models configured with language.mode="embedding"
+  language_embedding float32 [B, E]      for models configured with language.mode="embedding", or
+  language_features  float32 [B, L, F]   + language_mask bool [B, L]: the frozen MiniLM encoder's
+                                         outputs (language.encoder="minilm"; the export's
+                                         encoder.onnx computes them once per instruction)
   noise_<name>       float32 [...]       standard-normal noise, one per `Policy.noise_shapes`
                                          entry (e.g. noise_initial [B, H, A]); absent for
                                          deterministic heads
@@ -34,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from vla_jax.data import statistics as stats_lib
+from vla_jax.models.backbone import language_input_keys
 from vla_jax.models.policy import Policy, count_params, example_batch
 
 Params = Any
@@ -72,6 +76,9 @@ class PolicyBundle:
   normalization: str
   source: dict[str, Any]  # {"kind": "checkpoint"|"random", "path", "step", "dataset", ...}
   run_config: dict[str, Any] | None = None  # The training run's full config (JSON), if any.
+  # The frozen language encoder to export beside the policy (None: the process's shared one for
+  # the config's `language.encoder`; tests pass a tiny stand-in).
+  encoder: Any = None
 
   @property
   def model_config(self) -> ml_collections.ConfigDict:
@@ -165,9 +172,19 @@ def input_specs(policy: Policy) -> list[TensorSpec]:
   specs.append(TensorSpec("timestep_pad_mask", (None, t), "bool", 0,
                           "True where the window holds a real frame, False for start-of-episode padding"))
   mode = cfg.language.mode
-  if mode == "tokens":
+  minilm = cfg.language.get("encoder", "learned") == "minilm"
+  if mode == "tokens" and minilm:
+    length, dim = int(cfg.language.max_len), int(cfg.language.feature_dim)
+    specs.append(TensorSpec("language_features", (None, length, dim), "float32", 0,
+                            "the instruction's per-token MiniLM states (encoder.onnx output), 0 at padding"))
+    specs.append(TensorSpec("language_mask", (None, length), "bool", 0,
+                            "True where language_features holds a real token (encoder.onnx output)"))
+  elif mode == "tokens":
     specs.append(TensorSpec("language_tokens", (None, int(cfg.language.max_len)), "int32", 0,
                             "instruction as byte ids (vla_jax.data.language.tokenize), 0-padded"))
+  elif mode == "embedding" and minilm:
+    specs.append(TensorSpec("language_embedding", (None, int(cfg.language.feature_dim)), "float32", 0,
+                            "the instruction's MiniLM sentence embedding (encoder.onnx output)"))
   elif mode == "embedding":
     specs.append(TensorSpec("language_embedding", (None, int(cfg.language.embedding_dim)), "float32", 0,
                             "precomputed sentence embedding of the instruction"))
@@ -261,11 +278,7 @@ def make_serving_fn(bundle: PolicyBundle) -> Callable[[Params, dict[str, jnp.nda
     observation["timestep_pad_mask"] = inputs["timestep_pad_mask"]
     if cfg.use_proprio:
       observation["proprio"] = normalize(inputs["proprio"], norm["proprio"])
-    task = {}
-    if cfg.language.mode == "tokens":
-      task["language_tokens"] = inputs["language_tokens"]
-    elif cfg.language.mode == "embedding":
-      task["language_embedding"] = inputs["language_embedding"]
+    task = {key: inputs[key] for key in language_input_keys(cfg.language)}
     noise = {name: inputs[f"noise_{name}"] for name in noise_names}
     actions = policy.sample_actions_from_noise(params, observation, task, noise)
     return unnormalize(actions, norm["action"])
@@ -282,7 +295,7 @@ def reference_actions(bundle: PolicyBundle, inputs: dict[str, np.ndarray]) -> np
   observation["timestep_pad_mask"] = inputs["timestep_pad_mask"]
   if cfg.use_proprio:
     observation["proprio"] = stats_lib.normalize(inputs["proprio"], bundle.proprio_stats, bundle.normalization)
-  task = {k: inputs[k] for k in ("language_tokens", "language_embedding") if k in inputs}
+  task = {k: inputs[k] for k in language_input_keys(cfg.language)}
   noise = {name: inputs[f"noise_{name}"] for name in policy.noise_shapes(1)}
   actions = jax.jit(policy.sample_actions_from_noise)(bundle.params, observation, task, noise)
   return stats_lib.unnormalize(np.asarray(actions), bundle.action_stats, bundle.normalization)
@@ -305,6 +318,9 @@ def random_inputs(bundle: PolicyBundle, batch_size: int, seed: int = 0) -> dict[
       mask = np.ones(shape, bool)
       mask[:, :-1] = rng.uniform(size=(shape[0], shape[1] - 1)) > 0.3  # The newest frame is always real.
       out[spec.name] = mask
+    elif spec.name == "language_mask":
+      lengths = rng.integers(2, shape[1] + 1, size=shape[0])
+      out[spec.name] = np.arange(shape[1])[None, :] < lengths[:, None]
     elif spec.name == "language_tokens":
       tokens = rng.integers(1, int(bundle.model_config.language.vocab_size), shape).astype(np.int32)
       lengths = rng.integers(1, shape[1] + 1, size=shape[0])

@@ -28,7 +28,6 @@ from vla_jax.language import minilm
 from vla_jax.language.tokenizer import WordPieceTokenizer
 
 ENCODERS = ("minilm",)
-FEATURE_DIM = {"minilm": 384}
 FEATURE_KEYS = ("language_features", "language_mask", "language_embedding")
 _BATCH_BUCKETS = (1, 64)  # Encode batches are padded to one of these: at most two compilations.
 
@@ -42,15 +41,20 @@ class InstructionEncoder:
     max_cache_entries: distinct instructions kept (each ~50 KB at L = 32).
   """
 
-  def __init__(self, name: str = "minilm", max_tokens: int = 32, max_cache_entries: int = 8192):
+  def __init__(self, name: str = "minilm", max_tokens: int = 32, max_cache_entries: int = 8192, *,
+               module: minilm.MiniLM | None = None, params=None):
     if name not in ENCODERS:
       raise ValueError(f"language encoder {name!r} unknown; expected one of {ENCODERS}")
     self.name, self.max_tokens = name, int(max_tokens)
-    self.feature_dim = FEATURE_DIM[name]
     self.tokenizer = WordPieceTokenizer(self.max_tokens)
-    self.module = minilm.MiniLM()
-    self.params = jax.tree.map(jnp.asarray, minilm.load_params())
-    self.weights_sha256 = minilm.weights_sha256()
+    if module is None:
+      self.module = minilm.MiniLM()
+      self.params = jax.tree.map(jnp.asarray, minilm.load_params())
+      self.weights_sha256 = minilm.weights_sha256()
+    else:  # A stand-in network (tests: a tiny random MiniLM that exports in seconds).
+      self.module, self.params = module, jax.tree.map(jnp.asarray, params)
+      self.weights_sha256 = "random"
+    self.feature_dim = self.module.config.hidden_size
     self._apply = jax.jit(lambda p, ids, mask: self.module.apply({"params": p}, ids, mask))
     self._cache: collections.OrderedDict[str, tuple[np.ndarray, ...]] = collections.OrderedDict()
     self._max_cache = int(max_cache_entries)
@@ -60,7 +64,8 @@ class InstructionEncoder:
   @property
   def identity(self) -> dict[str, str | int]:
     """What names these features exactly (saved in manifests)."""
-    return {"name": self.name, "model": "sentence-transformers/all-MiniLM-L6-v2",
+    return {"name": self.name, "model": "sentence-transformers/all-MiniLM-L6-v2" if self.weights_sha256 != "random"
+            else "random MiniLM-shaped network (tests)",
             "weights_sha256": self.weights_sha256, "max_tokens": self.max_tokens,
             "feature_dim": self.feature_dim}
 

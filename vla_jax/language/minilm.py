@@ -112,7 +112,8 @@ class MiniLM(nn.Module):
     types = self.param("token_type_embeddings", nn.initializers.normal(0.02),
                        (cfg.type_vocab_size, cfg.hidden_size))
     # Single-segment input: every token has type 0, and positions are 0..L-1.
-    x = jnp.take(words, input_ids, axis=0) + positions[None, :length] + types[0]
+    # mode="clip": the default "fill" lowers to a masked gather that the TF-op path turns into NaN.
+    x = jnp.take(words, input_ids, axis=0, mode="clip") + positions[None, :length] + types[0]
     x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="embedding_norm")(x)
     for i in range(cfg.num_layers):
       x = _Layer(cfg, name=f"layer_{i}")(x, mask)

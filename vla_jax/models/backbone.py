@@ -54,6 +54,17 @@ def block_attention_mask(num_task: int, window: int, tokens_per_step: int,
   return allowed
 
 
+def language_input_keys(language: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The `task/*` keys a model with this `language` config reads (configs saved before the
+  `encoder` key existed are "learned")."""
+  encoder, mode = language.get("encoder", "learned"), language.mode
+  if mode == "none":
+    return ()
+  if mode == "embedding":
+    return ("language_embedding",)
+  return ("language_features", "language_mask") if encoder == "minilm" else ("language_tokens",)
+
+
 class FilmPool(nn.Module):
   """Task tokens [B, Lt, D] + mask bool [B, Lt] → the instruction summary [B, D] that FiLMs the stem.
 
@@ -115,13 +126,15 @@ class Backbone(nn.Module):
       task_tokens, task_mask = jnp.zeros((b, 0, width)), jnp.zeros((b, 0), bool)
       film_condition = None
     else:
-      key = "language_tokens" if lang.mode == "tokens" else "language_embedding"
-      require_key(task, key, "task")
+      for key in language_input_keys(lang):
+        require_key(task, key, "task")
       task_tokens, task_mask = tokenizers.LanguageTokenizer(
           width=width, mode=lang.mode, vocab_size=lang.vocab_size,
           byte_embedding_dim=lang.byte_embedding_dim, bytes_per_token=lang.bytes_per_token,
           embedding_num_tokens=lang.embedding_num_tokens,
-          byte_conv_kernel=lang.get("byte_conv_kernel", 0), name="language_tokenizer")(task)
+          byte_conv_kernel=lang.get("byte_conv_kernel", 0), encoder=lang.get("encoder", "learned"),
+          num_task_tokens=lang.get("num_task_tokens", 0), num_heads=cfg.transformer.num_heads,
+          name="language_tokenizer")(task)
       film_condition = None
       if cfg.image.film:
         # Layer-normed because FiLM bypasses the transformer's own norms and the tokens start at

@@ -19,9 +19,14 @@ Main keys (`config.<key>`):
                             (`film_context_depth` blocks contextualise the instruction before pooling),
                             CoordConv channels, and `num_learned_tokens` > 0 to replace the patches
                             by K TokenLearner tokens (weighted features + spatial-softmax x, y).
-  language.*                mode "tokens" (byte ids, learned embeddings; `byte_conv_kernel` > 0 adds
-                            a character n-gram conv) | "embedding" (precomputed sentence embedding
-                            [B, E]) | "none".
+  language.*                encoder "learned" (today's baseline) | "minilm" (frozen pretrained
+                            all-MiniLM-L6-v2 features, computed outside the policy and cached; see
+                            vla_jax/language/). mode "tokens": learned — byte ids with learned
+                            embeddings (`byte_conv_kernel` > 0 adds a character n-gram conv);
+                            minilm — the per-token features [B, L, F] + mask, projected, and with
+                            `num_task_tokens` K > 0 resampled to K tokens by learned queries.
+                            mode "embedding": one sentence embedding [B, E] (the dataset's own, or
+                            MiniLM's with encoder "minilm") → `embedding_num_tokens` tokens. "none".
   transformer.*             width, depth, num_heads, mlp_dim, dropout_rate.
   head.kind                 "diffusion" | "flow" | "l1" | "mse" | "discrete" — one key to compare heads.
   head.denoiser.*, head.diffusion.*, head.flow.*, head.regression.*, head.discrete.*
@@ -38,6 +43,7 @@ import ml_collections
 SIZES = ("tiny", "small", "base")
 HEAD_KINDS = ("diffusion", "flow", "l1", "mse", "discrete")
 LANGUAGE_MODES = ("tokens", "embedding", "none")
+LANGUAGE_ENCODERS = ("learned", "minilm")
 
 
 def transformer_config(size: str) -> ml_collections.ConfigDict:
@@ -69,15 +75,21 @@ def image_config(size: str) -> ml_collections.ConfigDict:
                                         num_learned_tokens=0, **sizes[size]))
 
 
-def language_config(size: str, mode: str = "tokens") -> ml_collections.ConfigDict:
+def language_config(size: str, mode: str = "tokens", encoder: str = "learned") -> ml_collections.ConfigDict:
   """Instruction encoding. Byte ids are grouped `bytes_per_token` at a time so a 64-byte
-  instruction costs 16 transformer tokens, not 64."""
+  instruction costs 16 transformer tokens, not 64. `minilm_language` switches to the frozen
+  pretrained encoder."""
   if mode not in LANGUAGE_MODES:
     raise ValueError(f"language mode {mode!r} unknown; expected one of {LANGUAGE_MODES}")
+  if encoder not in LANGUAGE_ENCODERS:
+    raise ValueError(f"language encoder {encoder!r} unknown; expected one of {LANGUAGE_ENCODERS}")
   return ml_collections.ConfigDict(
       dict(
+          encoder=encoder,
           mode=mode,
-          max_len=64,  # L of `task/language_tokens` (vla_jax.data.language).
+          feature_dim=384,  # F of `task/language_features` (encoder "minilm").
+          num_task_tokens=4,  # K learned queries that resample the encoder's tokens (0 = keep all L).
+          max_len=64,  # L of `task/language_tokens` (bytes) or of `task/language_features` (MiniLM).
           vocab_size=257,  # vla_jax.data.language.VOCAB_SIZE.
           byte_embedding_dim={"tiny": 16, "small": 64, "base": 128}[size],
           bytes_per_token=4,
@@ -154,6 +166,18 @@ def model_config(size: str = "small", head: str = "diffusion",
           referent_loss=referent_loss_config(),
       )
   )
+
+
+def minilm_language(language: ml_collections.ConfigDict, mode: str = "tokens") -> None:
+  """Switches a model's `language` config to the frozen MiniLM encoder (in place).
+
+  The matching input pipeline sets `data.language = "minilm"` (and `data.max_language_tokens`,
+  which the model's `language.max_len` follows).
+  """
+  if mode not in ("tokens", "embedding"):
+    raise ValueError(f"MiniLM language mode {mode!r}: expected 'tokens' (per-token features) or "
+                     "'embedding' (the sentence embedding)")
+  language.update(encoder="minilm", mode=mode, embedding_dim=language.feature_dim)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -10,7 +10,8 @@ serving all call — there is no second copy of the model logic anywhere.
 
 Batch layout (see the input-pipeline contract): `observation` {`image_<camera>` uint8
 [B, T, Hpx, Wpx, 3], `proprio` float32 [B, T, D], `timestep_pad_mask` bool [B, T]}, `task`
-{`language_tokens` int32 [B, L] and/or `language_embedding` float32 [B, E]}, `action` float32
+{`language_tokens` int32 [B, L] (learned bytes), or `language_features` float32 [B, L, F] +
+`language_mask` bool [B, L] (frozen MiniLM), and/or `language_embedding` float32 [B, E]}, `action` float32
 [B, H, A] (normalised), `action_pad_mask` bool [B, H], optionally `aux` {`referent_xy` float32
 [B, K, 2], `referent_valid` bool [B, K]} (training labels only, see `referents.py`). Input shapes are validated against the
 config in Python (at trace time) so a mismatch fails with the key, the shape and what was expected.
@@ -73,7 +74,11 @@ class Policy:
       _check_shape("observation/proprio", _require(observation, "proprio", "observation"),
                    (b, t, cfg.proprio_dim))
     mode = cfg.language.mode
-    if mode == "tokens":
+    if mode == "tokens" and cfg.language.get("encoder", "learned") == "minilm":
+      length, dim = cfg.language.max_len, cfg.language.feature_dim
+      _check_shape("task/language_features", _require(task, "language_features", "task"), (b, length, dim))
+      _check_shape("task/language_mask", _require(task, "language_mask", "task"), (b, length))
+    elif mode == "tokens":
       _check_shape("task/language_tokens", _require(task, "language_tokens", "task"),
                    (b, cfg.language.max_len))
     elif mode == "embedding":
@@ -186,7 +191,14 @@ def example_batch(config: ml_collections.ConfigDict, batch_size: int = 1,
                     else np.zeros((b, t, config.proprio_dim))).astype(np.float32)
   obs["timestep_pad_mask"] = np.ones((b, t), bool)
   task = {}
-  if config.language.mode == "tokens":
+  if config.language.mode == "tokens" and config.language.get("encoder", "learned") == "minilm":
+    length, dim = config.language.max_len, config.language.feature_dim
+    task["language_features"] = (rng.normal(size=(b, length, dim)) if random
+                                 else np.zeros((b, length, dim))).astype(np.float32)
+    mask = np.zeros((b, length), bool)
+    mask[:, : max(length // 3, 2)] = True
+    task["language_mask"] = mask
+  elif config.language.mode == "tokens":
     length = config.language.max_len
     tokens = np.zeros((b, length), np.int32)
     if random:

@@ -15,15 +15,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from vla_jax.models.transformer import Attention, gelu
+
 Array = jnp.ndarray
 
 # Token embeddings start small so the initial sum of (content + position) is well scaled.
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
-
-
-def gelu(x: Array) -> Array:
-  """tanh-approximate GELU: the exact (erf) form lowers to `Erfc`, which tf2onnx cannot convert."""
-  return nn.gelu(x, approximate=True)
 
 
 def _pixel_grid(height: int, width: int) -> np.ndarray:
@@ -136,10 +133,12 @@ class ImageTokenizer(nn.Module):
 class LanguageTokenizer(nn.Module):
   """Task → task tokens plus a validity mask.
 
-  mode "tokens": byte ids [B, L] (0 = pad) are embedded, grouped `bytes_per_token` at a time and
-  projected, so the transformer sees L / bytes_per_token tokens; a group that is all padding is
-  masked out. mode "embedding": a precomputed sentence embedding [B, E] from a frozen encoder is
-  projected to `embedding_num_tokens` tokens. The transformer contextualises either.
+  encoder "learned", mode "tokens": byte ids [B, L] (0 = pad) are embedded, grouped
+  `bytes_per_token` at a time and projected, so the transformer sees L / bytes_per_token tokens; a
+  group that is all padding is masked out. encoder "minilm", mode "tokens": a frozen encoder's
+  per-token features [B, L, F] + mask are projected and, with `num_task_tokens` K > 0, resampled
+  to K tokens (see `_resample`). mode "embedding": a precomputed sentence embedding [B, E] is
+  projected to `embedding_num_tokens` tokens. The transformer contextualises any of them.
   """
 
   width: int
@@ -149,11 +148,26 @@ class LanguageTokenizer(nn.Module):
   bytes_per_token: int
   embedding_num_tokens: int
   byte_conv_kernel: int = 0
+  encoder: str = "learned"
+  num_task_tokens: int = 0
+  num_heads: int = 1
 
   @nn.compact
   def __call__(self, task: dict[str, Array]) -> tuple[Array, Array]:
     """Returns: tokens float32 [B, Lt, D], mask bool [B, Lt] (True = real token)."""
-    if self.mode == "tokens":
+    if self.mode == "tokens" and self.encoder == "minilm":
+      features = task["language_features"].astype(jnp.float32)
+      chex.assert_rank(features, 3)
+      b, length, _ = features.shape
+      mask = task["language_mask"].astype(bool)
+      chex.assert_shape(mask, (b, length))
+      # The encoder's states are post-LayerNorm but not unit scale per dim; normalise, project.
+      tokens = nn.Dense(self.width, name="feature_projection")(nn.LayerNorm(name="feature_norm")(features))
+      tokens = tokens + self.param("position_embedding", _EMBED_INIT, (length, self.width))
+      if self.num_task_tokens:
+        tokens = self._resample(tokens, mask)
+        mask = jnp.ones(tokens.shape[:2], bool)
+    elif self.mode == "tokens":
       ids = task["language_tokens"]
       chex.assert_rank(ids, 2)
       b, length = ids.shape
@@ -187,6 +201,24 @@ class LanguageTokenizer(nn.Module):
       raise ValueError(f"LanguageTokenizer called with mode {self.mode!r}")
     chex.assert_shape(tokens, (b, mask.shape[1], self.width))
     return tokens, mask
+
+  def _resample(self, tokens: Array, mask: Array) -> Array:
+    """[B, L, D] encoder tokens → [B, K, D]: K learned queries attend over the real tokens.
+
+    Why: the backbone's attention cost grows with the sequence, and L = 32 WordPieces would
+    quadruple the task part of it at every control step; K = 4 queries (Perceiver-style) keep the
+    sequence as short as the byte baseline's while still reading every word, and each query can
+    specialise (the object to move, the place or reference).
+    """
+    b, length, d = tokens.shape
+    queries = jnp.broadcast_to(self.param("task_queries", _EMBED_INIT, (self.num_task_tokens, d)),
+                               (b, self.num_task_tokens, d))
+    cross_mask = jnp.broadcast_to(mask[:, None, :], (b, self.num_task_tokens, length))
+    kv = nn.LayerNorm(name="resample_kv_norm")(tokens)
+    x = queries + Attention(self.num_heads, name="resample_attention")(
+        nn.LayerNorm(name="resample_query_norm")(queries), kv, cross_mask)
+    y = nn.LayerNorm(name="resample_mlp_norm")(x)
+    return x + nn.Dense(d, name="resample_mlp_out")(gelu(nn.Dense(4 * d, name="resample_mlp_in")(y)))
 
 
 class ProprioTokenizer(nn.Module):

@@ -11,10 +11,13 @@ import chex
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vla_jax.models.tokenizers import gelu
-
 Array = jnp.ndarray
 _MASKED_LOGIT = -1e9
+
+
+def gelu(x: Array) -> Array:
+  """tanh-approximate GELU: the exact (erf) form lowers to `Erfc`, which tf2onnx cannot convert."""
+  return nn.gelu(x, approximate=True)
 
 
 class Attention(nn.Module):

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vla_jax.models.heads.common import time_features
-from vla_jax.models.tokenizers import gelu
+from vla_jax.models.transformer import gelu
 
 Array = jnp.ndarray
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vla_jax.models.heads import common
-from vla_jax.models.tokenizers import gelu
+from vla_jax.models.transformer import gelu
 
 Array = jnp.ndarray
 
