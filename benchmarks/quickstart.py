@@ -1,4 +1,4 @@
-"""Wall time and closed-loop success of `make quickstart`, the number issue 6 sets a target on.
+"""Wall time and closed-loop success of `make quickstart`, the numbers issues 6 and 17 set targets on.
 
   python benchmarks/quickstart.py --fresh          # deletes data/tabletop and the run dir first
   python benchmarks/quickstart.py --run_dir runs/tabletop_seed1 --train_flags=--config.seed=1 \
@@ -8,7 +8,8 @@ Runs `make quickstart` itself (the same three commands a user runs, nothing re-i
 and times each of its phases from the moment make echoes the phase's command: setup (venv, only
 on a fresh clone), generate_data, train, evaluate. Then reads the evaluation's summary.json and
 writes benchmarks/results/<name>.json and .md: phase times, the results table, and
-whether the targets hold (total <= 20 min, seen >= 90 %, language-blind clearly lower). The full
+whether the targets hold (total <= 20 min; seen >= 95 %; held-out phrasings and the harder
+paraphrases >= 90 %; held-out colour-shape combos >= 85 %; language-blind <= 10 %). The full
 output of make goes to the terminal and to <run_dir>/quickstart.log.
 
 This machine's speed varies from day to day (up to ~1.8x on the same train step), so the JSON
@@ -33,7 +34,9 @@ import common  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data" / "tabletop"
 TARGET_MINUTES = 20.0
-TARGET_SEEN = 0.90
+# Issue 17's targets for the quickstart with the frozen MiniLM encoder (conditions: evaluate.CONDITIONS).
+TARGET_MIN_SUCCESS = {"seen": 0.95, "heldout_phrasing": 0.90, "heldout_paraphrase": 0.90, "heldout_combo": 0.85}
+TARGET_MAX_BLIND = 0.10
 PHASE_RE = re.compile(rb"-m experiments\.(\w+)")
 ARTIFACTS_RE = re.compile(rb"artifacts: (\S+summary\.json)")
 
@@ -113,12 +116,13 @@ def main() -> None:
   print()
   common.print_table(rows, ["phase", "minutes"])
   # The results table itself is the one experiments.evaluate printed above (and wrote as results.md).
-  targets = {
-      "total_minutes<=20": total / 60 <= TARGET_MINUTES,
-      "seen>=0.90": seen["success_rate"] >= TARGET_SEEN,
-      # "Clearly lower": the blind rate's interval lies wholly below the seen rate's.
-      "language_blind_clearly_lower": blind is not None and blind["ci95_high"] < seen["ci95_low"],
-  }
+  targets = {"total_minutes<=20": total / 60 <= TARGET_MINUTES}
+  for condition, floor in TARGET_MIN_SUCCESS.items():
+    rate = conditions.get(condition, {}).get("overall", {}).get("success_rate")
+    targets[f"{condition}>={floor:.2f}"] = rate is not None and rate >= floor
+  targets[f"language_blind<={TARGET_MAX_BLIND:.2f}"] = blind is not None and blind["success_rate"] <= TARGET_MAX_BLIND
+  # "Clearly lower": the blind rate's interval lies wholly below the seen rate's.
+  targets["language_blind_clearly_lower"] = blind is not None and blind["ci95_high"] < seen["ci95_low"]
   print("\ntargets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()))
 
   payload = {

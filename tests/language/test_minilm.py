@@ -109,3 +109,10 @@ def test_encoding_touches_no_hub_and_no_torch():
           "assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2],
                  env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"})
+
+
+def test_a_truncated_instruction_is_reported(caplog):
+  encoder = get_encoder("minilm", 8)
+  with caplog.at_level("WARNING"):
+    encoder.encode("push the purple triangle next to the orange diamond please")
+  assert "needs 12 WordPieces; the encoder sees its first 8" in caplog.text

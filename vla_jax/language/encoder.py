@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import threading
 from typing import Sequence
 
@@ -26,6 +27,8 @@ import numpy as np
 
 from vla_jax.language import minilm
 from vla_jax.language.tokenizer import WordPieceTokenizer
+
+log = logging.getLogger(__name__)
 
 ENCODERS = ("minilm",)
 FEATURE_KEYS = ("language_features", "language_mask", "language_embedding")
@@ -92,6 +95,10 @@ class InstructionEncoder:
     with self._lock:
       missing = list(dict.fromkeys(t for t in batch if t not in self._cache))
       if missing:
+        for text in missing:
+          if self.tokenizer.count_tokens(text) > self.max_tokens:
+            log.warning("instruction %r needs %d WordPieces; the encoder sees its first %d (max_tokens)",
+                        text, self.tokenizer.count_tokens(text), self.max_tokens)
         ids, mask = self.tokenizer(missing)
         out = self.encode_ids(ids, mask)
         self.encoded += len(missing)

@@ -134,7 +134,9 @@ class Backbone(nn.Module):
           embedding_num_tokens=lang.embedding_num_tokens,
           byte_conv_kernel=lang.get("byte_conv_kernel", 0), encoder=lang.get("encoder", "learned"),
           num_task_tokens=lang.get("num_task_tokens", 0), num_heads=cfg.transformer.num_heads,
-          name="language_tokenizer")(task)
+          # Configs saved before these keys existed had a position embedding and no dropout.
+          feature_position_embedding=lang.get("feature_position_embedding", True),
+          token_dropout=lang.get("token_dropout", 0.0), name="language_tokenizer")(task, train)
       film_condition = None
       if cfg.image.film:
         # Layer-normed because FiLM bypasses the transformer's own norms and the tokens start at

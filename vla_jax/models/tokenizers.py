@@ -12,6 +12,7 @@ from typing import Sequence
 
 import chex
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -151,9 +152,11 @@ class LanguageTokenizer(nn.Module):
   encoder: str = "learned"
   num_task_tokens: int = 0
   num_heads: int = 1
+  feature_position_embedding: bool = False
+  token_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, task: dict[str, Array]) -> tuple[Array, Array]:
+  def __call__(self, task: dict[str, Array], train: bool = False) -> tuple[Array, Array]:
     """Returns: tokens float32 [B, Lt, D], mask bool [B, Lt] (True = real token)."""
     if self.mode == "tokens" and self.encoder == "minilm":
       features = task["language_features"].astype(jnp.float32)
@@ -161,9 +164,17 @@ class LanguageTokenizer(nn.Module):
       b, length, _ = features.shape
       mask = task["language_mask"].astype(bool)
       chex.assert_shape(mask, (b, length))
+      if train and self.token_dropout > 0:
+        # Hide random words (never [CLS] at 0) so no single word — a verb seen in every training
+        # phrasing of a family — decides the task; the rest of the sentence must carry it too.
+        keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.token_dropout, mask.shape)
+        mask = mask & (keep | (jnp.arange(length) == 0)[None, :])
       # The encoder's states are post-LayerNorm but not unit scale per dim; normalise, project.
       tokens = nn.Dense(self.width, name="feature_projection")(nn.LayerNorm(name="feature_norm")(features))
-      tokens = tokens + self.param("position_embedding", _EMBED_INIT, (length, self.width))
+      if self.feature_position_embedding:
+        # Off by default: the states already encode position and context, and an absolute position
+        # lets the policy read "first object named = target" — which fails on reordered phrasings.
+        tokens = tokens + self.param("position_embedding", _EMBED_INIT, (length, self.width))
       if self.num_task_tokens:
         tokens = self._resample(tokens, mask)
         mask = jnp.ones(tokens.shape[:2], bool)
