@@ -52,6 +52,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     config.data.language = "minilm"
     config.data.max_language_tokens = 32
     minilm_language(config.model.language)
+    # Hide a quarter of the words in training: with 13 templates a single verb otherwise decides
+    # the family, and unseen verbs ("shove ... until it touches") were read as pick (seed 0:
+    # held-out push phrasings 10 % without, 62 % with; seen 99 % vs 97 %).
+    config.model.language.token_dropout = 0.25
   config.model.window_size = config.data.get_ref("window")
   config.model.action_horizon = config.data.get_ref("action_horizon")
   config.model.language.max_len = config.data.get_ref("max_language_tokens")
