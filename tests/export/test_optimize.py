@@ -147,3 +147,15 @@ def test_group_norm_with_one_channel_per_group_is_fused_after_shape_folding():
   assert optimize.fuse_group_norms(model) == 1
   fused = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
   np.testing.assert_allclose(fused, reference, atol=2e-5)
+
+
+def test_one_element_constants_of_any_rank_are_read_as_scalars():
+  """A [1, 1] constant (seen in the MiniLM policy's graph) crashed `float()` on numpy >= 2.4."""
+  x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+  y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+  half = numpy_helper.from_array(np.full((1, 1), 0.5, np.float32), "half")
+  model = helper.make_model(helper.make_graph([helper.make_node("Mul", ["x", "half"], ["y"])], "g", [x], [y],
+                                              initializer=[half]), opset_imports=[helper.make_opsetid("", 18)])
+  graph = optimize._Graph(model)
+  other, value = graph.split_const(model.graph.node[0], 0.5)
+  assert other == "x" and value == 0.5

@@ -69,8 +69,8 @@ class _Graph:
     """For a binary node with one scalar-constant input → (other input, constant) or (None, None)."""
     for k in (0, 1):
       c = self.const(node.input[k])
-      if c is not None and c.size == 1 and (value is None or np.isclose(float(c), value, rtol=rtol)):
-        return node.input[1 - k], float(c)
+      if c is not None and c.size == 1 and (value is None or np.isclose(float(c.reshape(-1)[0]), value, rtol=rtol)):
+        return node.input[1 - k], float(c.reshape(-1)[0])
     return None, None
 
   def add_initializer(self, name: str, array: np.ndarray) -> str:
