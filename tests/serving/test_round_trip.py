@@ -1,0 +1,117 @@
+"""Over a real websocket, the server's actions equal in-process inference, step by step, per connection."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from tests.serving.conftest import PROMPTS, SEED, in_process_actions, observations
+from vla_jax.serving import PolicyClient
+
+STEPS = 4  # > window_size: the window fills with padding first, then only real frames.
+
+
+def _episode(client: PolicyClient, prompt: str, frames, new_episode: bool = False) -> list[dict]:
+  replies = []
+  for i, frame in enumerate(frames):
+    request = {**frame, "prompt": prompt}
+    if new_episode and i == 0:
+      request["new_episode"] = True
+    replies.append(client.infer(request))
+  return replies
+
+
+def test_jax_backend_equals_in_process_over_an_episode(jax_server, jax_reference):
+  spec = jax_server.served.spec
+  frames = observations(spec, STEPS, seed=1)
+  expected = in_process_actions(jax_reference, PROMPTS[0], frames)
+  with PolicyClient(jax_server.url) as client:
+    replies = _episode(client, PROMPTS[0], frames)
+  for step, (reply, want) in enumerate(zip(replies, expected)):
+    assert reply["actions"].dtype == np.float32 and reply["actions"].shape == (spec.action_horizon, spec.action_dim)
+    np.testing.assert_allclose(reply["actions"], want, rtol=0, atol=1e-6, err_msg=f"step {step}")
+    assert reply["episode_step"] == step + 1 and reply["new_episode"] == (step == 0)
+  assert not np.allclose(expected[0], expected[-1])  # The frames matter: this is not a constant policy.
+
+
+def test_new_episode_flag_and_a_new_prompt_each_start_a_fresh_window(jax_server, jax_reference):
+  frames = observations(jax_server.served.spec, 3, seed=2)
+  fresh = in_process_actions(jax_reference, PROMPTS[1], frames)
+  with PolicyClient(jax_server.url) as client:
+    _episode(client, PROMPTS[0], observations(jax_server.served.spec, 3, seed=3))
+    by_prompt = _episode(client, PROMPTS[1], frames)  # Prompt changed: new episode.
+    by_flag = _episode(client, PROMPTS[1], frames, new_episode=True)  # Same prompt, flag set.
+  for replies in (by_prompt, by_flag):
+    assert replies[0]["new_episode"] and [r["episode_step"] for r in replies] == [1, 2, 3]
+    for reply, want in zip(replies, fresh):
+      np.testing.assert_allclose(reply["actions"], want, rtol=0, atol=1e-6)
+
+
+def test_openpi_episode_start_control_is_acknowledged_and_ends_the_episode(jax_server):
+  frame = observations(jax_server.served.spec, 1)[0]
+  with PolicyClient(jax_server.url) as client:
+    assert client.infer({**frame, "prompt": PROMPTS[0]})["episode_step"] == 1
+    assert client.infer({"__ctrl__": "episode_start", "__experiment__": "x", "__task__": "", "__episode_id__": 3}) == {
+        "__ack__": "episode_start"}
+    assert client.infer({"__ctrl__": "somebody_elses"}) == {"__ack__": "ignored"}
+    assert client.infer({**frame, "prompt": PROMPTS[0]})["episode_step"] == 1
+
+
+def test_two_concurrent_clients_get_their_own_answers(jax_server, jax_reference):
+  spec = jax_server.served.spec
+  episodes = {name: (prompt, observations(spec, STEPS, seed=10 + i))
+              for i, (name, prompt) in enumerate(zip("ab", PROMPTS))}
+  expected = {name: in_process_actions(jax_reference, prompt, frames)
+              for name, (prompt, frames) in episodes.items()}
+  got: dict[str, list] = {}
+  start = threading.Barrier(2)
+
+  def robot(name: str) -> None:
+    prompt, frames = episodes[name]
+    with PolicyClient(jax_server.url) as client:
+      start.wait()
+      got[name] = [client.infer({**f, "prompt": prompt})["actions"] for f in frames]
+
+  threads = [threading.Thread(target=robot, args=(name,)) for name in episodes]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout=60)
+  for name in episodes:
+    for step, (a, want) in enumerate(zip(got[name], expected[name])):
+      np.testing.assert_allclose(a, want, rtol=0, atol=1e-6, err_msg=f"client {name} step {step}")
+
+
+def test_metadata_describes_the_policy_and_its_statistics(jax_server, tiny_bundle):
+  from vla_jax.serving.backends import normalization_info
+
+  with PolicyClient(jax_server.url) as client:
+    meta = client.metadata
+  cfg = tiny_bundle.model_config
+  assert meta["protocol"] == "vla_jax.serving/1" and meta["backend"] == "jax"
+  assert meta["observation"]["image"] == {"shape": [32, 32, 3], "dtype": "uint8", "camera": "primary"}
+  assert meta["observation"]["state"] == {"shape": [cfg.proprio_dim], "dtype": "float32"}
+  assert (meta["action_horizon"], meta["action_dim"]) == (cfg.action_horizon, cfg.action_dim)
+  assert meta["normalization"] == normalization_info("bounds", tiny_bundle.action_stats, tiny_bundle.proprio_stats)
+  assert meta["model_id"] == "tiny-random" and len(meta["artifact_sha256"]) == 64
+
+
+def test_onnx_backend_equals_in_process_over_an_episode(onnx_server, tiny_export):
+  from vla_jax.export.onnx_policy import OnnxPolicy
+  from vla_jax.serving.backends import default_model_file
+
+  assert default_model_file(tiny_export) == "policy.opt.onnx"
+  reference = OnnxPolicy(tiny_export, model_file="policy.opt.onnx", threads=1, noise="numpy", seed=SEED)
+  frames = observations(onnx_server.served.spec, STEPS, seed=4)
+  expected = in_process_actions(reference, PROMPTS[0], frames)
+  with PolicyClient(onnx_server.url) as client:
+    assert client.metadata["backend"] == "onnxruntime"
+    replies = _episode(client, PROMPTS[0], frames)
+  for step, (reply, want) in enumerate(zip(replies, expected)):
+    np.testing.assert_allclose(reply["actions"], want, rtol=0, atol=1e-6, err_msg=f"step {step}")
+
+
+def test_an_export_reports_the_normalisation_hash_of_its_source(onnx_server, jax_server):
+  assert onnx_server.metadata["normalization"] == jax_server.metadata["normalization"]
+  assert onnx_server.metadata["source"]["kind"] == "random"

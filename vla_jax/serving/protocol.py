@@ -1,0 +1,172 @@
+"""The policy server's messages: what a client may send, what it gets back, and the checks between.
+
+One connection is one robot: every request carries *one* observation, not a batch —
+
+    image        uint8   [S, S, 3]   the policy camera's RGB frame (S = image_size_px)
+    state        float32 [D]         proprioceptive state in env / robot units (float64 is accepted
+                                     and cast; every value must be finite)
+    prompt       str                 the instruction, plain text (1..MAX_PROMPT_CHARS characters)
+    new_episode  bool, optional      True: this observation starts a new episode
+
+and gets back
+
+    actions         float32 [H, A]   the action chunk in env units, oldest step first
+    episode_step    int              observations seen in this episode, this one included
+    new_episode     bool             whether this request started an episode
+    server_timing   {"infer_ms", "decode_ms", "queue_ms", "prev_total_ms"}   (see server.py)
+    policy_timing   {"infer_ms", ["reset_ms"]}                              the policy call alone
+
+The server keeps the connection's observation window (the last T frames) between requests, so an
+episode starts with the first request, whenever `new_episode` is true, and whenever the prompt
+changes (a new instruction is a new task). Why not batches: the window and the episode boundaries
+belong to one robot; several robots open several connections.
+
+openpi's control messages (`{"__ctrl__": "episode_start" | "episode_end", ...}`, sent by newer
+openpi clients) are acknowledged with `{"__ack__": <name>}` as openpi's server does (any other
+`__ctrl__` with `{"__ack__": "ignored"}`); either one ends the current episode here.
+
+A request that fails a check is answered with a text frame `"error: ..."` naming the key, the
+shape / dtype it had and the one expected; the connection stays open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from vla_jax.serving import wire
+
+PROTOCOL = "vla_jax.serving/1"
+MAX_PROMPT_CHARS = 1024
+REQUIRED_KEYS = ("image", "state", "prompt")
+OPTIONAL_KEYS = ("new_episode",)
+CONTROL_KEY = "__ctrl__"
+
+
+class RequestError(ValueError):
+  """A request the server cannot use; the text is sent back to the client as is."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+  """What a served policy reads and returns (from its model config)."""
+
+  image_size_px: int
+  state_dim: int
+  action_horizon: int
+  action_dim: int
+  window_size: int
+  camera: str
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return (self.image_size_px, self.image_size_px, 3)
+
+  def request_bytes(self) -> int:
+    """Size of a well-formed request, roughly: what `max_message_bytes` has to leave room for."""
+    return self.image_size_px ** 2 * 3 + 4 * self.state_dim + 4 * MAX_PROMPT_CHARS + 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  image: np.ndarray  # uint8 [S, S, 3]
+  state: np.ndarray  # float32 [D]
+  prompt: str
+  new_episode: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+  """An openpi control message: `kind` is the `__ctrl__` value."""
+
+  kind: str
+
+
+def metadata(spec: PolicySpec, *, backend: str, model_id: str, normalization: dict[str, Any],
+             source: dict[str, Any], max_message_bytes: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The message sent once on connect: everything a client needs to build requests and check the model."""
+  return {
+      "protocol": PROTOCOL,
+      "backend": backend,
+      "model_id": model_id,
+      "source": source,
+      "observation": {
+          "image": {"shape": list(spec.image_shape), "dtype": "uint8", "camera": spec.camera},
+          "state": {"shape": [spec.state_dim], "dtype": "float32"},
+          "prompt": {"dtype": "str", "max_chars": MAX_PROMPT_CHARS},
+          "new_episode": {"dtype": "bool", "optional": True},
+      },
+      "action": {"shape": [spec.action_horizon, spec.action_dim], "dtype": "float32", "units": "env"},
+      "action_horizon": spec.action_horizon,
+      "action_dim": spec.action_dim,
+      "window_size": spec.window_size,
+      "normalization": normalization,
+      "max_message_bytes": max_message_bytes,
+      **(extra or {}),
+  }
+
+
+def _describe(value: Any) -> str:
+  if isinstance(value, np.ndarray):
+    return f"{value.dtype} {list(value.shape)}"
+  return type(value).__name__
+
+
+def parse_request(message: bytes | str, spec: PolicySpec) -> Request | Control:
+  """Decodes and checks one frame. Raises `RequestError` naming the key and what was expected."""
+  if isinstance(message, str):
+    raise RequestError("expected a binary msgpack frame holding an observation map, got a text frame")
+  try:
+    obj = wire.unpackb(message)
+  except wire.WireError as e:
+    raise RequestError(str(e)) from None
+  if not isinstance(obj, dict):
+    raise RequestError(f"request must be a map of observation keys {list(REQUIRED_KEYS)}, got {_describe(obj)}")
+  if CONTROL_KEY in obj:
+    kind = obj[CONTROL_KEY]
+    if not isinstance(kind, str):
+      raise RequestError(f"key {CONTROL_KEY!r}: expected a str such as 'episode_start', got {_describe(kind)}")
+    return Control(kind)
+  keys = set(obj)
+  missing = [k for k in REQUIRED_KEYS if k not in keys]
+  unknown = sorted(repr(k) for k in keys - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+  if missing or unknown:
+    raise RequestError(f"request keys: missing {missing}, unknown [{', '.join(unknown)}]; expected "
+                       f"{list(REQUIRED_KEYS)} and optionally {list(OPTIONAL_KEYS)}")
+
+  image = obj["image"]
+  if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != spec.image_shape:
+    raise RequestError(f"key 'image': expected uint8 {list(spec.image_shape)} (one RGB frame), got {_describe(image)}")
+
+  state = obj["state"]
+  if (not isinstance(state, np.ndarray) or state.dtype not in (np.float32, np.float64)
+      or state.shape != (spec.state_dim,)):
+    raise RequestError(f"key 'state': expected float32 [{spec.state_dim}], got {_describe(state)}")
+  with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported just below.
+    state = state.astype(np.float32)
+  if not np.isfinite(state).all():
+    bad = np.flatnonzero(~np.isfinite(state)).tolist()
+    raise RequestError(f"key 'state': non-finite values at indices {bad} (NaN or inf after casting to float32)")
+
+  prompt = obj["prompt"]
+  if not isinstance(prompt, str):
+    raise RequestError(f"key 'prompt': expected a str (the instruction), got {_describe(prompt)}")
+  if not 1 <= len(prompt) <= MAX_PROMPT_CHARS:
+    raise RequestError(f"key 'prompt': expected 1..{MAX_PROMPT_CHARS} characters, got {len(prompt)}")
+
+  new_episode = obj.get("new_episode", False)
+  if not isinstance(new_episode, (bool, np.bool_)):
+    raise RequestError(f"key 'new_episode': expected a bool, got {_describe(new_episode)}")
+  return Request(image=image, state=state, prompt=str(prompt), new_episode=bool(new_episode))
+
+
+def check_actions(actions: np.ndarray, spec: PolicySpec) -> np.ndarray:
+  """The policy's output for one robot: float32 [H, A], all finite — never send a robot a NaN."""
+  expected = (spec.action_horizon, spec.action_dim)
+  if actions.shape != expected:
+    raise RuntimeError(f"the policy returned actions of shape {list(actions.shape)}, expected {list(expected)}")
+  if not np.isfinite(actions).all():
+    raise RuntimeError("the policy returned non-finite actions (NaN or inf)")
+  return actions.astype(np.float32, copy=False)
