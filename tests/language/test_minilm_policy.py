@@ -14,6 +14,9 @@ from vla_jax.language.encoder import get_encoder
 from vla_jax.training.checkpoint import latest_checkpoint, restore_for_inference
 from vla_jax.training.train import train_and_evaluate
 
+# A training run and two CLI subprocesses (~1 min): the default suite keeps its 5-minute budget.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def minilm_run(tiny_tabletop_dir, tmp_path_factory):
