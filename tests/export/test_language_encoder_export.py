@@ -27,6 +27,8 @@ from vla_jax.models.config import minilm_language
 from .conftest import tiny_export_model_config
 
 REPO = Path(__file__).resolve().parents[2]
+# The module's export fixture converts a policy and an encoder (~40 s): CI runs it in test-slow.
+pytestmark = pytest.mark.slow
 
 
 def tiny_encoder(max_tokens: int = 16) -> InstructionEncoder:

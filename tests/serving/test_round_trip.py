@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from tests.serving.conftest import PROMPTS, SEED, in_process_actions, observations
 from vla_jax.serving import PolicyClient
@@ -97,6 +98,7 @@ def test_metadata_describes_the_policy_and_its_statistics(jax_server, tiny_bundl
   assert meta["model_id"] == "tiny-random" and len(meta["artifact_sha256"]) == 64
 
 
+@pytest.mark.slow  # Builds the tiny ONNX export (~20-40 s): kept out of the default suite's budget.
 def test_onnx_backend_equals_in_process_over_an_episode(onnx_server, tiny_export):
   from vla_jax.export.onnx_policy import OnnxPolicy
   from vla_jax.serving.backends import default_model_file
@@ -112,6 +114,7 @@ def test_onnx_backend_equals_in_process_over_an_episode(onnx_server, tiny_export
     np.testing.assert_allclose(reply["actions"], want, rtol=0, atol=1e-6, err_msg=f"step {step}")
 
 
+@pytest.mark.slow  # Builds the tiny ONNX export (~20-40 s): kept out of the default suite's budget.
 def test_an_export_reports_the_normalisation_hash_of_its_source(onnx_server, jax_server):
   assert onnx_server.metadata["normalization"] == jax_server.metadata["normalization"]
   assert onnx_server.metadata["source"]["kind"] == "random"
