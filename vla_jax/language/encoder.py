@@ -96,9 +96,10 @@ class InstructionEncoder:
       missing = list(dict.fromkeys(t for t in batch if t not in self._cache))
       if missing:
         for text in missing:
-          if self.tokenizer.count_tokens(text) > self.max_tokens:
+          needed = self.tokenizer.count_tokens(text)
+          if needed > self.max_tokens:
             log.warning("instruction %r needs %d WordPieces; the encoder sees its first %d (max_tokens)",
-                        text, self.tokenizer.count_tokens(text), self.max_tokens)
+                        text, needed, self.max_tokens)
         ids, mask = self.tokenizer(missing)
         out = self.encode_ids(ids, mask)
         self.encoded += len(missing)
