@@ -79,15 +79,9 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
   inputs = _inputs(manifest)
   runtime = job["runtime"]
   if runtime == "onnxruntime":
-    import onnxruntime as ort
+    from vla_jax.inference.onnx_runtime import ort_session  # JAX- and TF-free: the row's RSS is ORT's alone.
 
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    options = ort.SessionOptions()
-    options.graph_optimization_level = levels[job["opt"]]
-    options.intra_op_num_threads = int(job["threads"])
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(export_dir / job["file"]), options, providers=["CPUExecutionProvider"])
+    session = ort_session(export_dir / job["file"], threads=int(job["threads"]), optimization=job["opt"])
     names = [i.name for i in session.get_inputs()]
     feeds = {n: inputs[n] for n in names}
     fn = lambda _: session.run(None, feeds)  # noqa: E731
@@ -101,10 +95,10 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
   elif runtime == "jax_jit":
     import jax
 
-    from vla_jax.export import serving
+    from vla_jax.inference.policy_fn import make_policy_fn
 
     bundle = _bundle_for(manifest)
-    serve = jax.jit(serving.make_serving_fn(bundle))
+    serve = jax.jit(make_policy_fn(bundle))
     params = jax.device_put(jax.tree.map(np.asarray, bundle.params))
     feeds = jax.device_put(inputs)
     fn = lambda _: serve(params, feeds).block_until_ready()  # noqa: E731
@@ -137,26 +131,21 @@ def interleaved_worker(job: dict[str, Any]) -> dict[str, Any]:
   drifts in the machine's load spread over all of them.
   """
   import jax
-  import onnxruntime as ort
 
-  from vla_jax.export import serving
+  from vla_jax.inference.onnx_runtime import ort_session
+  from vla_jax.inference.policy_fn import make_policy_fn
 
   export_dir = Path(job["export_dir"])
   manifest = json.loads((export_dir / "manifest.json").read_text())
   inputs = _inputs(manifest)
   bundle = _bundle_for(manifest)
-  serve = jax.jit(serving.make_serving_fn(bundle))
+  serve = jax.jit(make_policy_fn(bundle))
   params = jax.device_put(jax.tree.map(np.asarray, bundle.params))
   feeds_jax = jax.device_put(inputs)
   run_jax = lambda: serve(params, feeds_jax).block_until_ready()  # noqa: E731
   sessions = {}
   for file, threads in job["sessions"]:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(export_dir / file), options, providers=["CPUExecutionProvider"])
+    session = ort_session(export_dir / file, threads=threads, optimization="all")
     feeds = {i.name: inputs[i.name] for i in session.get_inputs()}
     sessions[f"onnxruntime {file} threads={threads or os.cpu_count()}"] = (lambda s=session, f=feeds: s.run(None, f))
   for fn in (run_jax, *sessions.values()):
@@ -188,13 +177,14 @@ def _bundle_for(manifest: dict[str, Any]):
   """Rebuilds the exported policy's JAX side (params) from the source the manifest records."""
   import ml_collections
 
-  from vla_jax.export import serving
+  from vla_jax.inference.bundle import load_checkpoint
+  from vla_jax.inference.testing import random_bundle
 
   source = manifest["source"]
   if source["kind"] == "checkpoint":
-    return serving.bundle_from_checkpoint(source["path"], dataset=source.get("dataset"))
+    return load_checkpoint(source["path"], dataset=source.get("dataset"))
   config = ml_collections.ConfigDict(manifest["model"]["config"])
-  return serving.random_bundle(config, seed=source["seed"], normalization=manifest["normalization"]["method"])
+  return random_bundle(config, seed=source["seed"], normalization=manifest["normalization"]["method"])
 
 
 def run_worker(job: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +206,8 @@ def ensure_export(size: str, out: Path, overwrite: bool) -> Path:
     if manifest["source"].get("kind") == "random" and manifest["model"]["size"] == size:
       print(f"using existing export {out} (pass --reexport to rebuild it)")
       return out
-  from vla_jax.export import export_config, export_policy, random_bundle
+  from vla_jax.export import export_config, export_policy
+  from vla_jax.inference.testing import random_bundle
   from vla_jax.models import model_config
 
   export_policy(random_bundle(model_config(size)), out, export_config(), overwrite=True)

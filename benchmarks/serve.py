@@ -66,7 +66,8 @@ def ensure_export(out: Path) -> Path:
     if manifest["source"].get("kind") == "random":
       print(f"using existing export {out}")
       return out
-  from vla_jax.export import export_config, export_policy, random_bundle
+  from vla_jax.export import export_config, export_policy
+  from vla_jax.inference.testing import random_bundle
 
   print(f"exporting the untrained quickstart policy to {out} (once) ...", flush=True)
   config = export_config()

@@ -42,7 +42,8 @@ def main(argv):
   import sys
   from pathlib import Path
 
-  from vla_jax.export import ExportError, bundle_from_checkpoint, export_policy
+  from vla_jax.export import ExportError, export_policy
+  from vla_jax.inference.bundle import load_checkpoint
   from vla_jax.export.config import validate
   from vla_jax.training.checkpoint import latest_checkpoint
 
@@ -55,7 +56,7 @@ def main(argv):
   out = Path(_OUT.value) if _OUT.value else Path("exports") / f"{ckpt.parent.parent.name}_{ckpt.name}"
   try:
     validate(_EXPORT.value)  # Before restoring anything: a bad --export.* fails fast.
-    bundle = bundle_from_checkpoint(str(ckpt), dataset=_EXPORT.value.dataset)
+    bundle = load_checkpoint(ckpt, dataset=_EXPORT.value.dataset)
     manifest = export_policy(bundle, out, _EXPORT.value, overwrite=_OVERWRITE.value)
   except (ExportError, ValueError, FileNotFoundError, FileExistsError) as e:
     sys.exit(f"error: {e}")

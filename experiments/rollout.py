@@ -38,14 +38,14 @@ def main(argv):
     sys.exit("error: pass exactly one of --checkpoint, --workdir or --export_dir")
   try:
     if _EXPORT.value:
-      from vla_jax.export.onnx_policy import OnnxPolicy
+      from vla_jax.inference.onnx_runtime import OnnxPolicy
 
       policy = OnnxPolicy(_EXPORT.value, noise="numpy", seed=_SEED.value)
     else:
-      from vla_jax.evaluation.policies import jax_policy_from_checkpoint
+      from vla_jax.inference import jax_policy
 
       checkpoint = _CHECKPOINT.value or latest_checkpoint(_WORKDIR.value)
-      policy = jax_policy_from_checkpoint(checkpoint, seed=_SEED.value)
+      policy = jax_policy.load(checkpoint, seed=_SEED.value)
     config = evaluate.eval_config()
     config.max_episode_steps = _STEPS.value
     result = evaluate.run_typed_instruction(policy, _INSTRUCTION.value, seed=_SEED.value, family=_FAMILY.value,

@@ -25,3 +25,25 @@ def tiny_tabletop_dir(tmp_path_factory) -> Path:
   config = tabletop_data.get_config("tiny")
   config.data_dir = str(tmp_path_factory.mktemp("data"))
   return tabletop_builder.write_dataset(config, progress=False)
+
+
+def write_untrained_checkpoint(run: Path, config, dataset_statistics: dict, step: int = 20) -> Path:
+  """Writes `<run>/checkpoints/<step>` of an untrained policy of `config` (a full run config) with
+  the items a trained run's checkpoint has — state (params, ema_params, step), the run config, the
+  dataset statistics — without training. Returns the checkpoint directory."""
+  import json
+
+  import jax
+  import numpy as np
+
+  from vla_jax.models.policy import Policy, example_batch
+  from vla_jax.training.checkpoint import Checkpointer
+
+  params = jax.jit(Policy(config.model).init)(jax.random.key(0), example_batch(config.model, 1))
+  checkpointer = Checkpointer(Path(run) / "checkpoints", async_save=False)
+  checkpointer.save(step, {"step": np.int32(step), "params": params, "ema_params": params},
+                    config=json.loads(config.to_json_best_effort(sort_keys=True)),
+                    dataset_statistics=dataset_statistics, data_iterator={})
+  checkpointer.wait()
+  checkpointer.close()
+  return Path(run) / "checkpoints" / str(step)

@@ -37,7 +37,7 @@ def tiny_model_config():
 
 @pytest.fixture(scope="session")
 def tiny_bundle():
-  from vla_jax.export import random_bundle
+  from vla_jax.inference.testing import random_bundle
 
   return random_bundle(tiny_export_model_config(), seed=0, normalization="bounds")
 

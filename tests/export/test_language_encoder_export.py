@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from vla_jax.envs import VectorTabletopEnv
-from vla_jax.evaluation.policies import JaxPolicy
-from vla_jax.export import export_config, export_policy, random_bundle
-from vla_jax.export.onnx_policy import OnnxPolicy
+from vla_jax.export import export_config, export_policy
+from vla_jax.inference.jax_policy import JaxPolicy
+from vla_jax.inference.onnx_runtime import OnnxPolicy
+from vla_jax.inference.testing import random_bundle
 from vla_jax.language import minilm
 from vla_jax.language.encoder import InstructionEncoder
 from vla_jax.models.config import minilm_language
@@ -68,8 +69,7 @@ def test_manifest_says_how_to_chain_encoder_and_policy(minilm_export):
 
 def test_exported_chain_from_a_plain_string_matches_jax_in_closed_loop(minilm_export):
   out, _, b = minilm_export
-  jax_policy = JaxPolicy(b.policy, b.params, action_stats=b.action_stats, proprio_stats=b.proprio_stats,
-                         normalization=b.normalization, seed=3, encoder=b.encoder)
+  jax_policy = JaxPolicy(b, seed=3)
   onnx_policy = OnnxPolicy(out, noise="jax", seed=3)
   venv = VectorTabletopEnv(3, image_size=32, max_episode_steps=20)
   obs, _ = venv.reset(seeds=20)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from vla_jax.export import convert, load_manifest, serving
-from vla_jax.export.exporter import ONNX
+from vla_jax.export import convert
+from vla_jax.inference import policy_fn
+from vla_jax.inference.artifacts import ONNX, read_manifest
 
 ONNX_DTYPES = {"uint8": onnx.TensorProto.UINT8, "float32": onnx.TensorProto.FLOAT, "int32": onnx.TensorProto.INT32,
                "bool": onnx.TensorProto.BOOL}
@@ -50,13 +51,13 @@ def test_manifest_records_normalisation_source_and_versions(tiny_export, tiny_bu
   norm = manifest["normalization"]
   assert norm["method"] == tiny_bundle.normalization
   assert norm["statistics"]["action"] == tiny_bundle.action_stats
-  expected = serving.normalisation(tiny_bundle)
+  expected = policy_fn.normalisation(tiny_bundle)
   assert norm["action"]["mask"] == expected["action"].mask.tolist()
   assert norm["proprio"]["offset"] == pytest.approx(expected["proprio"].offset.tolist())
   assert manifest["source"]["kind"] == "random"
   assert {"jax", "tf2onnx", "onnx", "onnxruntime"} <= set(manifest["versions"])
   assert manifest["export_config"]["opset"] <= 18
-  assert load_manifest(export_dir) == manifest
+  assert read_manifest(export_dir) == manifest
 
 
 def test_manifest_file_entries_match_the_files(tiny_export):

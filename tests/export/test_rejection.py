@@ -72,8 +72,10 @@ def test_existing_export_directory_is_not_replaced_without_overwrite(tiny_bundle
 
 @pytest.mark.slow
 def test_failed_parity_aborts_and_leaves_no_directory(tiny_bundle, tmp_path, monkeypatch):
-  real = convert.onnx_run_fn
-  monkeypatch.setattr(convert, "onnx_run_fn", lambda session: (lambda inputs: real(session)(inputs) + np.float32(0.01)))
+  from vla_jax.export import exporter
+
+  real = exporter.run_fn
+  monkeypatch.setattr(exporter, "run_fn", lambda session: (lambda inputs: real(session)(inputs) + np.float32(0.01)))
   config = export_config()
   config.variants = ()
   with pytest.raises(ExportError, match="parity check failed.*onnx"):

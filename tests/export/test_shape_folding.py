@@ -10,7 +10,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from vla_jax.export import convert, shape_folding
-from vla_jax.export.exporter import ONNX, ONNX_OPTIMIZED
+from vla_jax.inference.artifacts import ONNX, ONNX_OPTIMIZED
 
 
 def _model(nodes, inputs, outputs, initializers=()):
@@ -98,7 +98,8 @@ def test_values_read_from_inputs_are_never_folded():
 
 
 def test_exported_policy_loses_its_shape_arithmetic_and_keeps_a_dynamic_batch(tiny_export, tiny_bundle):
-  from vla_jax.export import serving
+  from vla_jax.export import parity
+  from vla_jax.inference.onnx_runtime import run_fn
 
   export_dir, manifest = tiny_export
   folding = manifest["artifacts"]["onnx_optimized"]["fusions"]["folding"]
@@ -107,8 +108,8 @@ def test_exported_policy_loses_its_shape_arithmetic_and_keeps_a_dynamic_batch(ti
   assert optimized["Shape"] <= 1 < plain["Shape"]  # One Shape may remain: the batch size for a broadcast.
   session = convert.ort_session(export_dir / ONNX_OPTIMIZED)
   assert all(i.shape[0] == "batch" for i in session.get_inputs())
-  run = convert.onnx_run_fn(session)
-  inputs = serving.random_inputs(tiny_bundle, 6, seed=8)  # Neither a probe nor a parity batch size.
+  run = run_fn(session)
+  inputs = parity.random_inputs(tiny_bundle, 6, seed=8)  # Neither a probe nor a parity batch size.
   together = run(inputs)
   one_by_one = np.concatenate([run({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(6)])
   np.testing.assert_allclose(together, one_by_one, atol=1e-5)

@@ -12,8 +12,9 @@ import re
 import numpy as np
 import pytest
 
-from vla_jax.export import convert, serving
-from vla_jax.export.exporter import VARIANT_FILES
+from vla_jax.export import convert, parity
+from vla_jax.inference.onnx_runtime import run_fn
+from vla_jax.inference.artifacts import VARIANT_FILES
 
 # The denoiser's residual stream ×100: its sums of squares over the hidden features reach ~1e5
 # (the trained quickstart policy's reached 1.1e5), while its LayerNorms keep the function the same.
@@ -23,9 +24,9 @@ DENOISER_STREAM_SCALE = 100.0
 @pytest.mark.parametrize("variant", ["fp16", "int8"])
 def test_quantised_variant_loads_and_runs_at_batch_1_and_4(tiny_export, tiny_bundle, variant):
   export_dir, _ = tiny_export
-  run = convert.onnx_run_fn(convert.ort_session(export_dir / VARIANT_FILES[variant]))
+  run = run_fn(convert.ort_session(export_dir / VARIANT_FILES[variant]))
   for b in (1, 4):
-    actions = run(serving.random_inputs(tiny_bundle, b, seed=b))
+    actions = run(parity.random_inputs(tiny_bundle, b, seed=b))
     assert actions.shape == (b, tiny_bundle.model_config.action_horizon, tiny_bundle.model_config.action_dim)
     assert actions.dtype == np.float32 and np.isfinite(actions).all()
 
@@ -67,7 +68,8 @@ def _with_denoiser_stream_scaled(params, factor: float):
 
 def test_fp16_variant_stays_within_budget_when_head_layer_norm_sums_of_squares_exceed_fp16_range(
     tiny_model_config, tmp_path):
-  from vla_jax.export import export_config, export_policy, random_bundle
+  from vla_jax.export import export_config, export_policy
+  from vla_jax.inference.testing import random_bundle
 
   bundle = random_bundle(tiny_model_config, seed=0, normalization="bounds")
   bundle = dataclasses.replace(bundle, params=_with_denoiser_stream_scaled(bundle.params, DENOISER_STREAM_SCALE))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_untrained_checkpoint
 
 SEED = 7
 PROMPTS = ("push the red block to the left", "put the blue circle in the green zone")
@@ -38,20 +38,16 @@ def tiny_serving_model_config():
 
 @pytest.fixture(scope="session")
 def tiny_bundle():
-  from vla_jax.export import random_bundle
+  from vla_jax.inference.testing import random_bundle
 
   return random_bundle(tiny_serving_model_config(), seed=0, normalization="bounds")
 
 
 def make_jax_policy(bundle, seed: int = SEED):
   """A fresh in-process `JaxPolicy` of the tiny bundle: the reference the server must equal."""
-  import jax
-  import jax.numpy as jnp
+  from vla_jax.inference.jax_policy import JaxPolicy
 
-  from vla_jax.evaluation.policies import JaxPolicy
-
-  return JaxPolicy(bundle.policy, jax.tree.map(jnp.asarray, bundle.params), action_stats=bundle.action_stats,
-                   proprio_stats=bundle.proprio_stats, normalization=bundle.normalization, seed=seed)
+  return JaxPolicy(bundle, seed=seed)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +60,7 @@ def jax_reference(tiny_bundle):
 def jax_served(tiny_bundle):
   from vla_jax.serving import backends
 
-  return backends.from_jax_policy(make_jax_policy(tiny_bundle), model_id="tiny-random", seed=SEED)
+  return backends.from_jax_policy(make_jax_policy(tiny_bundle), model_id="tiny-random")
 
 
 @pytest.fixture(scope="session")
@@ -94,25 +90,12 @@ def tiny_run(tmp_path_factory) -> Path:
   """A run directory with one checkpoint (`checkpoints/20`) of an untrained `tabletop:tiny` policy,
   written directly — no training run — with the items a trained run's checkpoint has: state
   (params, ema_params, step), the run config, the dataset statistics."""
-  import json
-
-  import jax
-
   from experiments.configs import tabletop
-  from vla_jax.export.serving import synthetic_statistics
-  from vla_jax.models.policy import Policy, example_batch
-  from vla_jax.training.checkpoint import Checkpointer
+  from vla_jax.inference.testing import synthetic_statistics
 
   config = tabletop.get_config("tiny")
-  params = jax.jit(Policy(config.model).init)(jax.random.key(0), example_batch(config.model, 1))
   run = tmp_path_factory.mktemp("runs") / "tiny"
-  checkpointer = Checkpointer(run / "checkpoints", async_save=False)
-  checkpointer.save(20, {"step": np.int32(20), "params": params, "ema_params": params},
-                    config=json.loads(config.to_json_best_effort(sort_keys=True)),
-                    dataset_statistics={config.eval_dataset: synthetic_statistics(config.model, seed=1)},
-                    data_iterator={})
-  checkpointer.wait()
-  checkpointer.close()
+  write_untrained_checkpoint(run, config, {config.eval_dataset: synthetic_statistics(config.model, seed=1)})
   return run
 
 

@@ -63,7 +63,7 @@ def test_bad_command_lines_exit_with_one_line_naming_the_problem(args, message):
 
 @pytest.mark.slow
 def test_serves_an_export_with_onnx_runtime(tiny_export, onnx_server, tmp_path):
-  from vla_jax.export.onnx_policy import OnnxPolicy
+  from vla_jax.inference.onnx_runtime import OnnxPolicy
 
   reference = OnnxPolicy(tiny_export, model_file="policy.opt.onnx", threads=1, noise="numpy", seed=SEED)
   metadata = _serve_and_compare(["--export_dir", str(tiny_export), "--seed", str(SEED)], reference,
@@ -72,9 +72,9 @@ def test_serves_an_export_with_onnx_runtime(tiny_export, onnx_server, tmp_path):
 
 
 def test_serves_a_run_directory_with_jax_and_exits_0_on_sigterm(tiny_run, tmp_path):
-  from vla_jax.evaluation.policies import jax_policy_from_checkpoint
+  from vla_jax.inference import jax_policy
 
-  reference = jax_policy_from_checkpoint(tiny_run / "checkpoints" / "20", seed=0)
+  reference = jax_policy.load(tiny_run / "checkpoints" / "20", seed=0)
   metadata = _serve_and_compare(["--workdir", str(tiny_run)], reference, tmp_path / "serve.log")
   assert metadata["backend"] == "jax" and metadata["model_id"] == "tiny/checkpoints/20"
   assert metadata["source"]["kind"] == "checkpoint" and metadata["source"]["step"] == 20

@@ -52,7 +52,7 @@ def test_openpi_client_raises_our_error_text_and_keeps_the_connection(jax_server
 
 @pytest.mark.slow  # Builds the tiny ONNX export (~20-40 s): kept out of the default suite's budget.
 def test_openpi_client_on_the_onnx_backend_gets_in_process_actions(onnx_server, tiny_export):
-  from vla_jax.export.onnx_policy import OnnxPolicy
+  from vla_jax.inference.onnx_runtime import OnnxPolicy
 
   reference = OnnxPolicy(tiny_export, model_file="policy.opt.onnx", threads=1, noise="numpy", seed=SEED)
   frames = observations(onnx_server.served.spec, 3, seed=21)

@@ -100,8 +100,8 @@ def test_metadata_describes_the_policy_and_its_statistics(jax_server, tiny_bundl
 
 @pytest.mark.slow  # Builds the tiny ONNX export (~20-40 s): kept out of the default suite's budget.
 def test_onnx_backend_equals_in_process_over_an_episode(onnx_server, tiny_export):
-  from vla_jax.export.onnx_policy import OnnxPolicy
-  from vla_jax.serving.backends import default_model_file
+  from vla_jax.inference.onnx_runtime import OnnxPolicy
+  from vla_jax.inference.artifacts import default_model_file
 
   assert default_model_file(tiny_export) == "policy.opt.onnx"
   reference = OnnxPolicy(tiny_export, model_file="policy.opt.onnx", threads=1, noise="numpy", seed=SEED)

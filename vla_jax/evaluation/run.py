@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from vla_jax.evaluation import evaluate as ev
-from vla_jax.evaluation.policies import jax_policy_from_checkpoint
+from vla_jax.inference import bundle as bundle_lib, jax_policy
 
 
 def evaluate_checkpoints(checkpoints: Sequence[Path], config: ml_collections.ConfigDict, out: str | None = None,
@@ -24,7 +24,7 @@ def evaluate_checkpoints(checkpoints: Sequence[Path], config: ml_collections.Con
     step = int(ckpt.name) if ckpt.name.isdigit() else None
     workdir = ckpt.parent.parent
     outdir = Path(out) / ckpt.name if out and len(checkpoints) > 1 else Path(out or workdir / "eval" / f"step_{step}")
-    policy = jax_policy_from_checkpoint(ckpt, seed=config.seed)
+    policy = jax_policy.load(ckpt, seed=config.seed)
     summary = ev.evaluate(policy, config, progress=True)
     paths = ev.write_artifacts(summary, outdir, step=step)
     scalars = ev.scalars(summary)
@@ -48,17 +48,14 @@ def make_training_hook(config: ml_collections.ConfigDict, workdir: str | Path):
   The hook evaluates the EMA params on `config.eval` (usually fewer episodes than a final
   evaluation), writes artifacts under <workdir>/eval/step_<n>/ and returns flat scalars.
   """
-  from vla_jax.evaluation.policies import JaxPolicy
-
   dataset = config.eval_dataset
   history: list[dict[str, Any]] = []
 
   def hook(step: int, policy, params, statistics: dict[str, Any]) -> dict[str, float]:
-    if dataset not in statistics:
-      raise ValueError(f"config.eval_dataset={dataset!r} has no statistics; the run has {sorted(statistics)}")
-    runner = JaxPolicy(policy, params, action_stats=statistics[dataset]["action"],
-                       proprio_stats=statistics[dataset].get("proprio"), normalization=config.data.normalization,
-                       camera=config.model.cameras[0], seed=config.eval.seed)
+    bundle = bundle_lib.from_statistics(policy, params, statistics, normalization=config.data.normalization,
+                                        eval_dataset=dataset, source={"kind": "training", "step": step},
+                                        where=f"the run's statistics at step {step}")
+    runner = jax_policy.JaxPolicy(bundle, seed=config.eval.seed)
     summary = ev.evaluate(runner, config.eval)
     ev.write_artifacts(summary, Path(workdir) / "eval" / f"step_{step}", step=step)
     scalars = ev.scalars(summary)

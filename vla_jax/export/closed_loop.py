@@ -13,9 +13,9 @@ from typing import Any
 import ml_collections
 
 from vla_jax.evaluation import evaluate as ev
-from vla_jax.evaluation.policies import jax_policy_from_checkpoint
-from vla_jax.export.exporter import ONNX, load_manifest
-from vla_jax.export.onnx_policy import OnnxPolicy
+from vla_jax.inference import jax_policy
+from vla_jax.inference.artifacts import ONNX, read_manifest
+from vla_jax.inference.onnx_runtime import OnnxPolicy
 
 
 def compare_closed_loop(export_dir: str | Path, config: ml_collections.ConfigDict, *,
@@ -25,14 +25,14 @@ def compare_closed_loop(export_dir: str | Path, config: ml_collections.ConfigDic
 
   checkpoint defaults to the export's source checkpoint (from its manifest).
   """
-  manifest = load_manifest(export_dir)
+  manifest = read_manifest(export_dir)
   source = manifest["source"]
   checkpoint = checkpoint or source.get("path")
   if source.get("kind") != "checkpoint" and checkpoint is None:
     raise ValueError(f"export {export_dir} was not made from a checkpoint; pass the checkpoint to compare against")
-  jax_policy = jax_policy_from_checkpoint(checkpoint, dataset=source.get("dataset"), seed=config.seed)
+  reference = jax_policy.load(checkpoint, dataset=source.get("dataset"), seed=config.seed)
   onnx_policy = OnnxPolicy(export_dir, model_file=model_file, noise="jax", seed=config.seed)
-  summaries = {"jax": ev.evaluate(jax_policy, config), "onnx": ev.evaluate(onnx_policy, config)}
+  summaries = {"jax": ev.evaluate(reference, config), "onnx": ev.evaluate(onnx_policy, config)}
   out: dict[str, Any] = {"checkpoint": str(checkpoint), "export": str(export_dir), "model_file": model_file,
                          "episodes_per_family": int(config.episodes_per_family), "conditions": {}}
   worst = 0.0

@@ -10,7 +10,8 @@ Keys (`config.<key>`):
                           fp32 inputs/outputs) and/or "int8" (dynamic quantisation of MatMul weights).
   variant_tolerance       {variant: max abs error (normalised units)}; above it the variant is
                           reported as failing (the export still succeeds: variants are optional).
-  dataset                 whose statistics to bake in (None: the run's `eval_dataset`, else the first).
+  dataset                 whose statistics to bake in (None: the run's `eval_dataset`, else the only one;
+                          `vla_jax.inference.bundle.choose_statistics`).
   save_optimized_onnx     also write `policy.opt.onnx`: the graph with jax2tf's decomposed LayerNorms
                           and tanh-GELUs fused (vla_jax/export/optimize.py) — needs ONNX Runtime, and
                           is the file to deploy with it; parity-checked like the others.

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from vla_jax.export.serving import TensorSpec
+from vla_jax.inference.onnx_runtime import OnnxLoadError, ort_session as _ort_session
+from vla_jax.inference.policy_fn import TensorSpec
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF is imported lazily, below.
 
@@ -193,43 +194,12 @@ def save_onnx(model, path: Path) -> Path:
 
 def ort_session(path: Path | str, *, threads: int = 0, optimization: str = "all",
                 optimized_path: Path | str | None = None):
-  """An ONNX Runtime CPU session. threads=0: ORT's default (all physical cores).
-
-  optimization: "disable" | "basic" | "extended" | "all" (graph optimisation level; "all" adds
-  layout transforms specific to this CPU, so only "extended" is written to `optimized_path`).
-  """
-  import onnxruntime as ort
-
-  levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-  if optimization not in levels:
-    raise ValueError(f"optimization={optimization!r} unknown; expected one of {sorted(levels)}")
-  options = ort.SessionOptions()
-  options.graph_optimization_level = levels[optimization]
-  options.intra_op_num_threads = int(threads)
-  options.inter_op_num_threads = 1
-  options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-  options.log_severity_level = 3
-  if optimized_path is not None:
-    options.optimized_model_filepath = str(optimized_path)
+  """`vla_jax.inference.onnx_runtime.ort_session`, with a load failure raised as an ExportError."""
   try:
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-  except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types.
-    raise ExportError(f"ONNX Runtime cannot load {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    return _ort_session(path, threads=threads, optimization=optimization, optimized_path=optimized_path)
+  except OnnxLoadError as e:
+    raise ExportError(str(e)) from e
 
-
-def onnx_run_fn(session) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-  names = [i.name for i in session.get_inputs()]
-
-  def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
-    missing = sorted(set(names) - set(inputs))
-    if missing:
-      raise ValueError(f"ONNX model needs inputs {missing}; got {sorted(inputs)}")
-    return session.run(None, {n: inputs[n] for n in names})[0]
-
-  return run
 
 
 def directory_size_bytes(path: Path) -> int:

@@ -25,7 +25,8 @@ import jax
 import numpy as np
 
 from vla_jax.export import convert
-from vla_jax.export.serving import TensorSpec
+from vla_jax.inference.onnx_runtime import run_fn
+from vla_jax.inference.policy_fn import TensorSpec
 from vla_jax.language.encoder import InstructionEncoder
 
 ENCODER_ONNX = "encoder.onnx"
@@ -78,7 +79,7 @@ def export_encoder(encoder: InstructionEncoder, mode: str, out_dir: Path, *, ops
   del model, module
   shutil.copyfile(encoder.tokenizer.path, out_dir / TOKENIZER)
 
-  run = convert.onnx_run_fn(convert.ort_session(out_dir / ENCODER_ONNX, optimization="all"))
+  run = run_fn(convert.ort_session(out_dir / ENCODER_ONNX, optimization="all"))
   jitted = jax.jit(encode)
   parity: dict[str, Any] = {"tolerance": tolerance, "texts": len(PARITY_TEXTS)}
   worst = 0.0  # NaN anywhere must fail, so compare with `not error <= tolerance`.

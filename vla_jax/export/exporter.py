@@ -1,6 +1,6 @@
 """One call that turns a policy into a checked edge export directory.
 
-    bundle = serving.bundle_from_checkpoint("runs/x/checkpoints/3000")
+    bundle = load_checkpoint("runs/x/checkpoints/3000")   # vla_jax.inference.bundle
     manifest = export_policy(bundle, "exports/x", export_config())
 
 The directory (written under a temporary name and renamed only when every check passed, so a
@@ -18,7 +18,7 @@ half-written or failing export never looks finished):
 
 Parity (always, and it fails the export): the SavedModel reloaded from disk, the ONNX model in
 ONNX Runtime, and the numpy statistics functions around the JAX policy must all match the JAX
-serving function at every `parity_batch_sizes` to within `parity_tolerance` (normalised units).
+policy function (`vla_jax.inference.policy_fn`) at every `parity_batch_sizes` to within `parity_tolerance` (normalised units).
 """
 
 from __future__ import annotations
@@ -39,16 +39,14 @@ import ml_collections
 import numpy as np
 import onnx
 
-from vla_jax.export import convert, encoder_export, optimize, parity, serving, variants
 from vla_jax.export import config as config_lib
+from vla_jax.export import convert, encoder_export, optimize, parity, variants
+from vla_jax.inference.onnx_runtime import run_fn
+from vla_jax.inference import policy_fn as policy_fn_lib
+from vla_jax.inference.artifacts import FORMAT, MANIFEST, ONNX, ONNX_OPTIMIZED, SAVEDMODEL, VARIANT_FILES, read_manifest
+from vla_jax.inference.bundle import PolicyBundle
 from vla_jax.language.encoder import get_encoder
 
-FORMAT = "vla_jax.export/1"
-MANIFEST = "manifest.json"
-SAVEDMODEL = "savedmodel"
-ONNX = "policy.onnx"
-ONNX_OPTIMIZED = "policy.opt.onnx"
-VARIANT_FILES = {"fp16": "policy.fp16.onnx", "int8": "policy.int8.onnx"}
 VERSION_PACKAGES = ("jax", "jaxlib", "flax", "tensorflow-cpu", "tensorflow", "tf2onnx", "onnx", "onnxruntime",
                     "numpy", "ml_collections")
 
@@ -87,7 +85,7 @@ def _onnx_file_info(path: Path) -> dict[str, Any]:
           "op_types": sorted({n.op_type for n in convert.iter_nodes(model.graph)})}
 
 
-def export_policy(bundle: serving.PolicyBundle, out: str | Path, config: ml_collections.ConfigDict | None = None, *,
+def export_policy(bundle: PolicyBundle, out: str | Path, config: ml_collections.ConfigDict | None = None, *,
                   overwrite: bool = False, log=print) -> dict[str, Any]:
   """Exports, checks and writes `out/`; returns the manifest. Raises ExportError on any failed check."""
   config = config or config_lib.export_config()
@@ -115,7 +113,7 @@ def export_policy(bundle: serving.PolicyBundle, out: str | Path, config: ml_coll
   return manifest
 
 
-def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections.ConfigDict, log) -> dict[str, Any]:
+def _export_into(bundle: PolicyBundle, tmp: Path, config: ml_collections.ConfigDict, log) -> dict[str, Any]:
   timings: dict[str, float] = {}
   clock = time.perf_counter()
 
@@ -126,10 +124,10 @@ def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections
     clock = now
 
   policy = bundle.policy
-  specs = serving.input_specs(policy)
-  outputs = serving.output_specs(policy)
-  serve = serving.make_serving_fn(bundle)
-  norm = serving.normalisation(bundle)
+  specs = policy_fn_lib.input_specs(policy)
+  outputs = policy_fn_lib.output_specs(policy)
+  serve = policy_fn_lib.make_policy_fn(bundle)
+  norm = policy_fn_lib.normalisation(bundle)
 
   log("jax2tf: lowering the policy to TF ops (native_serialization=False, enable_xla=False)")
   module = convert.tf_module(serve, bundle.params, specs, output_name=outputs[0].name)
@@ -142,7 +140,7 @@ def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections
   lap("onnx")
 
   session = convert.ort_session(tmp / ONNX, optimization="all")
-  runners = {"savedmodel": convert.load_savedmodel_fn(tmp / SAVEDMODEL), "onnx": convert.onnx_run_fn(session)}
+  runners = {"savedmodel": convert.load_savedmodel_fn(tmp / SAVEDMODEL), "onnx": run_fn(session)}
   fusion_stats = None
   if config.save_optimized_onnx:
     fused = onnx.load(str(tmp / ONNX))
@@ -150,13 +148,13 @@ def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections
     convert.check_onnx_graph(fused, allowed_domains=variants.ORT_DOMAINS)
     convert.save_onnx(fused, tmp / ONNX_OPTIMIZED)
     del fused
-    runners["onnx_optimized"] = convert.onnx_run_fn(convert.ort_session(tmp / ONNX_OPTIMIZED, optimization="all"))
-  runners["numpy_normalisation"] = lambda inputs: serving.reference_actions(bundle, inputs)
+    runners["onnx_optimized"] = run_fn(convert.ort_session(tmp / ONNX_OPTIMIZED, optimization="all"))
+  runners["numpy_normalisation"] = lambda inputs: parity.reference_actions(bundle, inputs)
 
   params = jax.tree.map(jax.numpy.asarray, bundle.params)
   serve_jit = jax.jit(serve)
   reference = lambda inputs: np.asarray(serve_jit(params, inputs))  # noqa: E731
-  make_inputs = lambda b: serving.random_inputs(bundle, b, seed=int(config.parity_seed) + b)  # noqa: E731
+  make_inputs = lambda b: parity.random_inputs(bundle, b, seed=int(config.parity_seed) + b)  # noqa: E731
   sizes = tuple(int(b) for b in config.parity_batch_sizes)
   log(f"parity: SavedModel, ONNX vs JAX at batch sizes {sizes}")
   results = parity.check_parity(runners, reference, make_inputs, sizes, norm["action"], float(config.parity_tolerance))
@@ -179,7 +177,7 @@ def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections
     log(f"variant {name}: building and measuring")
     try:  # Variants are optional: a failure is recorded (and printed), the fp32 export still stands.
       variants.BUILDERS[name](tmp / ONNX, path)
-      run = convert.onnx_run_fn(convert.ort_session(path, optimization="all"))
+      run = run_fn(convert.ort_session(path, optimization="all"))
     except convert.ExportError as e:
       log(f"warning: variant {name} not written: {e}")
       path.unlink(missing_ok=True)
@@ -227,7 +225,7 @@ def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections
       "artifacts": artifacts,
       "parity": {"units": "normalised action units (env-unit error / per-dim scale)",
                  "batch_sizes": list(sizes), "tolerance": float(config.parity_tolerance),
-                 "reference": "jax.jit of the serving function", **results},
+                 "reference": "jax.jit of vla_jax.inference.policy_fn.make_policy_fn", **results},
       "variants": variant_results,
       "export_config": _config_json(config),
       "versions": versions(),
@@ -236,10 +234,5 @@ def _export_into(bundle: serving.PolicyBundle, tmp: Path, config: ml_collections
 
 
 def load_manifest(export_dir: str | Path) -> dict[str, Any]:
-  path = Path(export_dir) / MANIFEST
-  if not path.is_file():
-    raise FileNotFoundError(f"{export_dir} is not a vla_jax export (no {MANIFEST})")
-  manifest = json.loads(path.read_text())
-  if manifest.get("format") != FORMAT:
-    raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-  return manifest
+  """The export's manifest (`vla_jax.inference.artifacts.read_manifest`, JAX-free, is the one reader)."""
+  return read_manifest(export_dir)

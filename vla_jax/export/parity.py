@@ -2,7 +2,9 @@
 
 Errors are reported in normalised action units (an env-unit difference divided by the per-dim
 scale of the baked-in un-normalisation, pass-through dims as they are), so one tolerance (1e-4 by
-default) means the same thing for every dataset.
+default) means the same thing for every dataset. The reference is the jitted policy function;
+`reference_actions` is the independent check of its baked-in normalisation (numpy statistics
+functions around the model), and `random_inputs` the inputs every parity batch is drawn from.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+import jax
+
+from vla_jax.data import statistics as stats_lib
 from vla_jax.export.convert import ExportError
-from vla_jax.export.serving import Affine
+from vla_jax.inference.bundle import PolicyBundle
+from vla_jax.inference.policy_fn import Affine, input_specs, normalisation
+from vla_jax.models.backbone import language_input_keys
 
 
 def compare(got: np.ndarray, expected: np.ndarray, action_norm: Affine) -> dict[str, float]:
@@ -22,6 +29,8 @@ def compare(got: np.ndarray, expected: np.ndarray, action_norm: Affine) -> dict[
     raise ExportError(f"exported model returned actions of shape {got.shape}, JAX returns {expected.shape}")
   if not np.all(np.isfinite(got)):
     raise ExportError(f"exported model returned non-finite actions ({int((~np.isfinite(got)).sum())} values)")
+  if not np.all(np.isfinite(expected)):  # A NaN reference would make every comparison vacuous.
+    raise ExportError(f"the JAX reference returned non-finite actions ({int((~np.isfinite(expected)).sum())} values)")
   diff = np.abs(got - expected)
   normalised = diff / action_norm.error_scale()
   return {"max_abs_error": float(normalised.max()), "mean_abs_error": float(normalised.mean()),
@@ -56,3 +65,48 @@ def check_parity(runners: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray
   if failures:
     raise ExportError("parity check failed — max abs error vs JAX in normalised action units: " + "; ".join(failures))
   return results
+
+
+def reference_actions(bundle: PolicyBundle, inputs: dict[str, np.ndarray]) -> np.ndarray:
+  """The policy function's computation with the numpy `normalize` / `unnormalize` of
+  vla_jax.data.statistics around a jitted `sample_actions_from_noise`."""
+  policy = bundle.policy
+  cfg = policy.config
+  observation = {f"image_{c}": inputs[f"image_{c}"] for c in cfg.cameras}
+  observation["timestep_pad_mask"] = inputs["timestep_pad_mask"]
+  if cfg.use_proprio:
+    observation["proprio"] = stats_lib.normalize(inputs["proprio"], bundle.proprio_stats, bundle.normalization)
+  task = {k: inputs[k] for k in language_input_keys(cfg.language)}
+  noise = {name: inputs[f"noise_{name}"] for name in policy.noise_shapes(1)}
+  actions = jax.jit(policy.sample_actions_from_noise)(bundle.params, observation, task, noise)
+  return stats_lib.unnormalize(np.asarray(actions), bundle.action_stats, bundle.normalization)
+
+
+def random_inputs(bundle: PolicyBundle, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """Random inputs that exercise the whole graph: every byte value, proprio spread past the
+  statistics' range (so the bounds clip is hit), padded first frames, nonzero noise."""
+  rng = np.random.default_rng(seed)
+  out: dict[str, np.ndarray] = {}
+  norm = normalisation(bundle)
+  for spec in input_specs(bundle.policy):
+    shape = spec.concrete(batch_size)
+    if spec.name.startswith("image_"):
+      out[spec.name] = rng.integers(0, 256, shape, dtype=np.uint8)
+    elif spec.name == "proprio":
+      p = norm["proprio"]
+      out[spec.name] = (p.offset + np.maximum(p.scale, 1e-3) * 1.5 * rng.normal(size=shape)).astype(np.float32)
+    elif spec.name == "timestep_pad_mask":
+      mask = np.ones(shape, bool)
+      mask[:, :-1] = rng.uniform(size=(shape[0], shape[1] - 1)) > 0.3  # The newest frame is always real.
+      out[spec.name] = mask
+    elif spec.name == "language_mask":
+      lengths = rng.integers(2, shape[1] + 1, size=shape[0])
+      out[spec.name] = np.arange(shape[1])[None, :] < lengths[:, None]
+    elif spec.name == "language_tokens":
+      tokens = rng.integers(1, int(bundle.model_config.language.vocab_size), shape).astype(np.int32)
+      lengths = rng.integers(1, shape[1] + 1, size=shape[0])
+      tokens[np.arange(shape[1])[None, :] >= lengths[:, None]] = 0
+      out[spec.name] = tokens
+    else:  # language_embedding, noise_*
+      out[spec.name] = rng.normal(size=shape).astype(np.float32)
+  return out

@@ -1,25 +1,21 @@
 """Policies the server can serve, and the per-connection session each client gets.
 
 A `ServedPolicy` is one loaded policy — a `JaxPolicy` (checkpoint) or an `OnnxPolicy` (export
-directory) — with its `PolicySpec`, a model id and the hash of its normalisation statistics. The
-heavy parts (params and the jitted sampler, the ONNX Runtime session, the instruction encoder) are
-shared by every connection; what belongs to one robot (the observation window, the encoded
-instruction, the call counter that folds the noise key, the numpy noise stream) is copied per
-connection by `fork`, so clients never see each other's frames and a closed connection leaves
-nothing behind.
+directory), both from `vla_jax.inference` — with its `PolicySpec`, a model id and the hash of its
+normalisation statistics. The heavy parts (params and the jitted policy function, the ONNX Runtime
+session, the instruction encoder) are shared by every connection; what belongs to one robot (the
+observation window, the encoded instruction, the call counter that folds the noise key, the numpy
+noise stream) comes from the policy's `new_session()`, so clients never see each other's frames
+and a closed connection leaves nothing behind.
 
 `Session` is the synchronous part of serving one connection: episode bookkeeping (first request,
 `new_episode`, a changed prompt → reset) and the batch-of-one call into the policy. The server runs
 it on its inference thread; tests can run it directly.
 
-Until `vla_jax/inference/` gives policies a `new_session()` of their own (issue 18), `fork` knows
-which attributes of `JaxPolicy` / `OnnxPolicy` are per-episode state; a policy that has
-`new_session()` is forked with it instead.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -31,7 +27,6 @@ import ml_collections
 import numpy as np
 
 from vla_jax.data import statistics as stats_lib
-from vla_jax.evaluation.policies import ObservationWindow
 from vla_jax.serving import protocol
 
 BACKENDS = ("jax", "onnxruntime")
@@ -75,9 +70,9 @@ def _params_sha256(params) -> str:
 class ServedPolicy:
   """One loaded policy and what the server tells clients about it.
 
-  policy: the template `ChunkPolicy`; the server never calls it, only forks it per connection.
-  seed: seeds each connection's numpy noise stream (ONNX backend), so that a connection's first
-    episode reproduces an in-process `OnnxPolicy(..., noise="numpy", seed=seed)`.
+  policy: the template `ChunkPolicy`; the server never calls it, only asks it for a `new_session()`
+    per connection (each starts from the policy's seed, so a connection's first episode reproduces
+    an in-process policy built with the same seed).
   """
 
   policy: Any
@@ -87,14 +82,13 @@ class ServedPolicy:
   normalization: dict[str, Any]
   source: dict[str, Any]
   artifact_sha256: str
-  seed: int = 0
 
   def __post_init__(self):
     if self.backend not in BACKENDS:
       raise ValueError(f"backend {self.backend!r} unknown; expected one of {BACKENDS}")
 
   def new_session(self) -> Session:
-    return Session(fork(self.policy, self.seed), self.spec)
+    return Session(self.policy.new_session(), self.spec)
 
   def warm_up(self) -> float:
     """Runs one throwaway request (compiles the JAX sampler, loads ONNX Runtime's kernels) so that a
@@ -113,26 +107,8 @@ class ServedPolicy:
                              extra={"artifact_sha256": self.artifact_sha256})
 
 
-def fork(policy: Any, seed: int = 0) -> Any:
-  """A copy of `policy` that shares its weights / sessions / compiled functions but owns fresh
-  per-episode state (see the module docstring)."""
-  if hasattr(policy, "new_session"):
-    return policy.new_session()
-  if not isinstance(getattr(policy, "window", None), ObservationWindow):
-    raise TypeError(f"cannot serve a {type(policy).__name__}: it needs an ObservationWindow `window` "
-                    "(JaxPolicy, OnnxPolicy) or a new_session() method")
-  session = copy.copy(policy)  # Shallow: params, jitted sampler, ORT session and encoder stay shared.
-  window = policy.window
-  session.window = ObservationWindow(window.window, window.proprio_stats, window.normalization)
-  session.calls = 0
-  session._task = None
-  if getattr(policy, "noise_source", None) == "numpy":
-    session._np_rng = np.random.default_rng(seed)
-  return session
-
-
 class Session:
-  """One connection's episode: the forked policy, the current prompt and how far the episode is."""
+  """One connection's episode: the policy session, the current prompt and how far the episode is."""
 
   def __init__(self, policy: Any, spec: protocol.PolicySpec):
     self.policy, self.spec = policy, spec
@@ -167,66 +143,52 @@ class Session:
 # ---- Loading. -----------------------------------------------------------------------------------
 
 
-def from_jax_policy(policy, *, model_id: str = "in-memory", source: dict[str, Any] | None = None,
-                    seed: int = 0) -> ServedPolicy:
-  """Serves a `JaxPolicy` built in this process (tests, notebooks)."""
+def from_jax_policy(policy, *, model_id: str = "in-memory", source: dict[str, Any] | None = None) -> ServedPolicy:
+  """Serves a `vla_jax.inference.jax_policy.JaxPolicy` built in this process (tests, notebooks)."""
+  bundle = policy.bundle
   return ServedPolicy(
-      policy=policy, spec=_spec_from_model_config(policy.policy.config), backend="jax", model_id=model_id,
-      normalization=normalization_info(policy.normalization, policy.action_stats, policy.window.proprio_stats),
-      source=source or {"kind": "in-memory"}, artifact_sha256=_params_sha256(policy.params), seed=seed)
+      policy=policy, spec=_spec_from_model_config(bundle.model_config), backend="jax", model_id=model_id,
+      normalization=normalization_info(bundle.normalization, bundle.action_stats, bundle.proprio_stats),
+      source=source or bundle.source or {"kind": "in-memory"}, artifact_sha256=_params_sha256(bundle.params))
 
 
-def _jax_policy(bundle, seed: int):
-  """A `JaxPolicy` of a `PolicyBundle` (export's loader), with the params on the device once
-  (numpy params would be copied to the device on every call) and, for a pretrained instruction
-  encoder, an encoder of its own whose feature cache is small: clients choose the prompts, and the
-  process-wide encoder keeps up to 8192 of them (~400 MB)."""
-  import jax
-  import jax.numpy as jnp
-
-  from vla_jax.evaluation.policies import JaxPolicy
-
+def _serving_encoder(bundle):
+  """For a pretrained instruction encoder, one of the server's own whose feature cache is small:
+  clients choose the prompts, and the process-wide encoder keeps up to 8192 of them (~400 MB)."""
   language = bundle.model_config.language
-  encoder = None
-  if language.get("encoder", "learned") != "learned" and language.mode != "none":
-    from vla_jax.language.encoder import InstructionEncoder
+  if language.get("encoder", "learned") == "learned" or language.mode == "none":
+    return None
+  from vla_jax.language.encoder import InstructionEncoder
 
-    encoder = InstructionEncoder(language.encoder, int(language.max_len), max_cache_entries=ENCODER_CACHE_ENTRIES)
-  return JaxPolicy(bundle.policy, jax.tree.map(jnp.asarray, bundle.params), action_stats=bundle.action_stats,
-                   proprio_stats=bundle.proprio_stats, normalization=bundle.normalization,
-                   camera=bundle.model_config.cameras[0], seed=seed, encoder=encoder)
+  return InstructionEncoder(language.encoder, int(language.max_len), max_cache_entries=ENCODER_CACHE_ENTRIES)
 
 
 def from_checkpoint(checkpoint_dir: str | Path, *, dataset: str | None = None, seed: int = 0) -> ServedPolicy:
   """A checkpoint directory (`.../checkpoints/<step>`) on the JAX backend.
 
-  The statistics are chosen as the export chooses them (`bundle_from_checkpoint`: `dataset`, else
-  the run's `eval_dataset`), so `--checkpoint X` and `--export_dir <export of X>` report the same
-  normalisation hash.
+  The statistics are chosen by `vla_jax.inference.bundle.choose_statistics`, as the export chooses
+  them, so `--checkpoint X` and `--export_dir <export of X>` report the same normalisation hash.
   """
-  from vla_jax.export import bundle_from_checkpoint
+  from vla_jax.inference.bundle import load_checkpoint
+  from vla_jax.inference.jax_policy import JaxPolicy
 
-  bundle = bundle_from_checkpoint(str(checkpoint_dir), dataset=dataset)
+  bundle = load_checkpoint(checkpoint_dir, dataset=dataset)
+  bundle.encoder = _serving_encoder(bundle)
   path = Path(checkpoint_dir)
-  return from_jax_policy(_jax_policy(bundle, seed), model_id=f"{path.parent.parent.name}/checkpoints/{path.name}",
-                         source=bundle.source, seed=seed)
+  return from_jax_policy(JaxPolicy(bundle, seed=seed), model_id=f"{path.parent.parent.name}/checkpoints/{path.name}",
+                         source=bundle.source)
 
 
 def from_random(model_config: ml_collections.ConfigDict, *, seed: int = 0) -> ServedPolicy:
   """An untrained policy with synthetic statistics on the JAX backend: the same messages and cost as
   a trained one, for connecting a robot (or a benchmark) before any training."""
-  from vla_jax.export import random_bundle
+  from vla_jax.inference.jax_policy import JaxPolicy
+  from vla_jax.inference.testing import random_bundle
 
   bundle = random_bundle(model_config, seed=seed, normalization="bounds")
-  return from_jax_policy(_jax_policy(bundle, seed), model_id=f"untrained-{model_config.get('size')}-seed{seed}",
-                         source=bundle.source, seed=seed)
-
-
-def default_model_file(export_dir: str | Path) -> str:
-  """policy.opt.onnx (rewritten for ONNX Runtime, the fast one) when the export has it, else policy.onnx."""
-  from vla_jax.export.exporter import ONNX, ONNX_OPTIMIZED
-
-  return ONNX_OPTIMIZED if (Path(export_dir) / ONNX_OPTIMIZED).is_file() else ONNX
+  bundle.encoder = _serving_encoder(bundle)
+  return from_jax_policy(JaxPolicy(bundle, seed=seed), model_id=f"untrained-{model_config.get('size')}-seed{seed}",
+                         source=bundle.source)
 
 
 def from_export(export_dir: str | Path, *, model_file: str | None = None, threads: int = 1,
@@ -237,21 +199,15 @@ def from_export(export_dir: str | Path, *, model_file: str | None = None, thread
   after every run and takes the CPU from the server's event loop (and a robot's own processes);
   see benchmarks/serve.py.
   """
-  from vla_jax.export.exporter import load_manifest
-  from vla_jax.export.onnx_policy import OnnxPolicy
+  from vla_jax.inference.onnx_runtime import OnnxPolicy
 
-  load_manifest(export_dir)  # "not a vla_jax export" before "no policy.onnx".
-  model_file = model_file or default_model_file(export_dir)
-  path = Path(export_dir) / model_file
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} does not exist; the export has "
-                            f"{sorted(p.name for p in Path(export_dir).glob('*.onnx'))}")
   policy = OnnxPolicy(export_dir, model_file=model_file, threads=threads, noise="numpy", seed=seed)
   manifest = policy.manifest
   norm = manifest["normalization"]
   cfg = ml_collections.ConfigDict(manifest["model"]["config"])
+  path = policy.export_dir / policy.model_file
   return ServedPolicy(
       policy=policy, spec=_spec_from_model_config(cfg), backend="onnxruntime",
-      model_id=f"{Path(export_dir).resolve().name}/{model_file}",
+      model_id=f"{policy.export_dir.resolve().name}/{policy.model_file}",
       normalization=normalization_info(norm["method"], norm["statistics"]["action"], norm["statistics"]["proprio"]),
-      source=manifest["source"], artifact_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), seed=seed)
+      source=manifest["source"], artifact_sha256=hashlib.sha256(path.read_bytes()).hexdigest())

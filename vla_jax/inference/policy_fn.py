@@ -1,28 +1,29 @@
 """The whole deployed policy as one pure JAX function: raw observations + noise → env-unit actions.
 
-This is the function that gets exported (and the JAX reference that every exported artifact is
-checked against). It wraps `Policy.sample_actions_from_noise` — the same code training and
-evaluation run — with the dataset's normalisation baked in as constants:
+`make_policy_fn(bundle)` is what export converts (jax2tf → ONNX) *and* what `JaxPolicy` jits for
+evaluation and the JAX server backend — the same function, so closed-loop evaluation tests exactly
+the computation that gets exported. It wraps `Policy.sample_actions_from_noise` (the code training
+runs) with the dataset's normalisation baked in as constants:
 
     proprio (env units) ──normalise──▶ policy (backbone + fixed-step sampling loop) ──un-normalise──▶ actions
 
-Inputs are a flat dict so that every exported runtime sees the same named tensors (B is dynamic):
+Inputs are a flat dict so that every runtime sees the same named tensors (B is dynamic):
   image_<camera>     uint8   [B, T, S, S, 3]
   proprio            float32 [B, T, D]   raw, in the simulator's / robot's units (if use_proprio)
   timestep_pad_mask  bool    [B, T]      True = a real frame (False = padding at episode start)
   language_tokens    int32   [B, L]      byte ids from `vla_jax.data.language.tokenize`, or
   language_embedding float32 [B, E]      for models configured with language.mode="embedding", or
   language_features  float32 [B, L, F]   + language_mask bool [B, L]: the frozen MiniLM encoder's
-                                         outputs (language.encoder="minilm"; the export's
+                                         outputs (language.encoder="minilm"; an export's
                                          encoder.onnx computes them once per instruction)
   noise_<name>       float32 [...]       standard-normal noise, one per `Policy.noise_shapes`
                                          entry (e.g. noise_initial [B, H, A]); absent for
                                          deterministic heads
 Output: actions float32 [B, H, A] in env units.
 
-The normalisation math is `vla_jax.data.statistics` (`_params` supplies the offset/scale/mask, so
-there is one definition of it); the graph computes normalise as (x - offset) * (1 / scale) and
-un-normalise as y * scale + offset, with masked-off dims passed through, and the exporter's parity
+The normalisation math is `vla_jax.data.statistics` (`affine_params` supplies the offset/scale/mask,
+so there is one definition of it); the graph computes normalise as (x - offset) * (1 / scale) and
+un-normalise as y * scale + offset, with masked-off dims passed through; the exporter's parity
 check compares the result with the numpy `normalize` / `unnormalize` on every export.
 """
 
@@ -31,14 +32,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from vla_jax.data import statistics as stats_lib
+from vla_jax.inference.bundle import PolicyBundle
 from vla_jax.models.backbone import language_input_keys
-from vla_jax.models.policy import Policy, count_params, example_batch
+from vla_jax.models.policy import Policy
 
 Params = Any
 
@@ -60,89 +60,6 @@ class TensorSpec:
     return {"name": self.name, "shape": ["batch" if d is None else d for d in self.shape],
             "dtype": self.dtype, "batch_axis": self.batch_axis, "description": self.description}
 
-
-@dataclasses.dataclass
-class PolicyBundle:
-  """Everything an export needs: the model, its (EMA) params, the statistics and where they came from.
-
-  action_stats / proprio_stats are one dataset's entries of `vla_jax.data.statistics` (with "mask");
-  proprio_stats may be None when the model does not read proprio.
-  """
-
-  policy: Policy
-  params: Params
-  action_stats: dict[str, Any]
-  proprio_stats: dict[str, Any] | None
-  normalization: str
-  source: dict[str, Any]  # {"kind": "checkpoint"|"random", "path", "step", "dataset", ...}
-  run_config: dict[str, Any] | None = None  # The training run's full config (JSON), if any.
-  # The frozen language encoder to export beside the policy (None: the process's shared one for
-  # the config's `language.encoder`; tests pass a tiny stand-in).
-  encoder: Any = None
-
-  @property
-  def model_config(self) -> ml_collections.ConfigDict:
-    return self.policy.config
-
-  def num_params(self) -> int:
-    return count_params(self.params)
-
-
-def bundle_from_checkpoint(checkpoint_dir: str, dataset: str | None = None) -> PolicyBundle:
-  """Restores `.../checkpoints/<step>` (EMA params, config, statistics) into a PolicyBundle."""
-  from pathlib import Path
-
-  from vla_jax.training.checkpoint import restore_for_inference
-
-  path = Path(checkpoint_dir)
-  restored = restore_for_inference(path)
-  config = restored["config"]
-  stats = restored["dataset_statistics"]
-  if not stats:
-    raise ValueError(f"checkpoint {path} holds no dataset statistics; cannot bake normalisation into the export")
-  name = dataset or config.get("eval_dataset") or next(iter(stats))
-  if name not in stats:
-    raise ValueError(f"dataset {name!r} has no statistics in checkpoint {path}; it has {sorted(stats)}")
-  if "model" not in config or "data" not in config:
-    raise ValueError(f"checkpoint {path}: saved config lacks 'model' or 'data' (keys {sorted(config)})")
-  state = restored["state"]
-  params = state.get("ema_params") or state["params"]
-  policy = Policy(ml_collections.ConfigDict(config["model"]))
-  step = int(np.asarray(state["step"])) if "step" in state else (int(path.name) if path.name.isdigit() else None)
-  return PolicyBundle(
-      policy=policy, params=jax.tree.map(np.asarray, params), action_stats=stats[name]["action"],
-      proprio_stats=stats[name].get("proprio"), normalization=config["data"]["normalization"],
-      source={"kind": "checkpoint", "path": str(path.resolve()), "step": step, "dataset": name,
-              "params": "ema_params" if state.get("ema_params") else "params"},
-      run_config=config)
-
-
-def synthetic_statistics(config: ml_collections.ConfigDict, seed: int = 0) -> dict[str, Any]:
-  """Plausible, non-trivial statistics (offsets, scales ≠ 1, last action dim an unmasked gripper)
-  for exporting an untrained policy in tests and benchmarks."""
-  rng = np.random.default_rng(seed)
-
-  def entry(dim: int, gripper_last: bool) -> dict[str, Any]:
-    mean = rng.normal(size=dim)
-    std = rng.uniform(0.2, 2.0, size=dim)
-    mask = [True] * dim
-    if gripper_last and dim:
-      mask[-1] = False
-    return {"mean": mean.tolist(), "std": std.tolist(), "min": (mean - 3 * std).tolist(),
-            "max": (mean + 3 * std).tolist(), "q01": (mean - 2 * std).tolist(), "q99": (mean + 2 * std).tolist(),
-            "mask": mask}
-
-  return {"action": entry(config.action_dim, True), "proprio": entry(config.proprio_dim, False)}
-
-
-def random_bundle(config: ml_collections.ConfigDict, seed: int = 0, normalization: str = "bounds") -> PolicyBundle:
-  """An untrained policy with synthetic statistics: same graph and cost as a trained one."""
-  policy = Policy(config)
-  params = jax.jit(policy.init)(jax.random.key(seed), example_batch(config, 1))
-  stats = synthetic_statistics(config, seed)
-  return PolicyBundle(policy=policy, params=jax.tree.map(np.asarray, params), action_stats=stats["action"],
-                      proprio_stats=stats["proprio"], normalization=normalization,
-                      source={"kind": "random", "seed": seed, "size": config.size})
 
 
 # ---- Signature. ---------------------------------------------------------------------------------
@@ -263,8 +180,8 @@ def unnormalize(y: jnp.ndarray, affine: Affine) -> jnp.ndarray:
 # ---- The function to export. --------------------------------------------------------------------
 
 
-def make_serving_fn(bundle: PolicyBundle) -> Callable[[Params, dict[str, jnp.ndarray]], jnp.ndarray]:
-  """serve(params, inputs) → actions float32 [B, H, A] (env units); inputs as in the module docstring.
+def make_policy_fn(bundle: PolicyBundle) -> Callable[[Params, dict[str, jnp.ndarray]], jnp.ndarray]:
+  """policy_fn(params, inputs) → actions float32 [B, H, A] (env units); inputs as in the module docstring.
 
   Params are an argument (not closed over) so the SavedModel can hold them as variables.
   """
@@ -273,7 +190,7 @@ def make_serving_fn(bundle: PolicyBundle) -> Callable[[Params, dict[str, jnp.nda
   norm = normalisation(bundle)
   noise_names = sorted(policy.noise_shapes(1))
 
-  def serve(params: Params, inputs: dict[str, jnp.ndarray]) -> jnp.ndarray:
+  def policy_fn(params: Params, inputs: dict[str, jnp.ndarray]) -> jnp.ndarray:
     observation = {f"image_{c}": inputs[f"image_{c}"] for c in cfg.cameras}
     observation["timestep_pad_mask"] = inputs["timestep_pad_mask"]
     if cfg.use_proprio:
@@ -283,49 +200,6 @@ def make_serving_fn(bundle: PolicyBundle) -> Callable[[Params, dict[str, jnp.nda
     actions = policy.sample_actions_from_noise(params, observation, task, noise)
     return unnormalize(actions, norm["action"])
 
-  return serve
+  return policy_fn
 
 
-def reference_actions(bundle: PolicyBundle, inputs: dict[str, np.ndarray]) -> np.ndarray:
-  """The same computation with the numpy `normalize` / `unnormalize` of vla_jax.data.statistics
-  around a jitted `sample_actions_from_noise` — the independent check of the baked-in math."""
-  policy = bundle.policy
-  cfg = policy.config
-  observation = {f"image_{c}": inputs[f"image_{c}"] for c in cfg.cameras}
-  observation["timestep_pad_mask"] = inputs["timestep_pad_mask"]
-  if cfg.use_proprio:
-    observation["proprio"] = stats_lib.normalize(inputs["proprio"], bundle.proprio_stats, bundle.normalization)
-  task = {k: inputs[k] for k in language_input_keys(cfg.language)}
-  noise = {name: inputs[f"noise_{name}"] for name in policy.noise_shapes(1)}
-  actions = jax.jit(policy.sample_actions_from_noise)(bundle.params, observation, task, noise)
-  return stats_lib.unnormalize(np.asarray(actions), bundle.action_stats, bundle.normalization)
-
-
-def random_inputs(bundle: PolicyBundle, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """Random inputs that exercise the whole graph: every byte value, proprio spread past the
-  statistics' range (so the bounds clip is hit), padded first frames, nonzero noise."""
-  rng = np.random.default_rng(seed)
-  out: dict[str, np.ndarray] = {}
-  norm = normalisation(bundle)
-  for spec in input_specs(bundle.policy):
-    shape = spec.concrete(batch_size)
-    if spec.name.startswith("image_"):
-      out[spec.name] = rng.integers(0, 256, shape, dtype=np.uint8)
-    elif spec.name == "proprio":
-      p = norm["proprio"]
-      out[spec.name] = (p.offset + np.maximum(p.scale, 1e-3) * 1.5 * rng.normal(size=shape)).astype(np.float32)
-    elif spec.name == "timestep_pad_mask":
-      mask = np.ones(shape, bool)
-      mask[:, :-1] = rng.uniform(size=(shape[0], shape[1] - 1)) > 0.3  # The newest frame is always real.
-      out[spec.name] = mask
-    elif spec.name == "language_mask":
-      lengths = rng.integers(2, shape[1] + 1, size=shape[0])
-      out[spec.name] = np.arange(shape[1])[None, :] < lengths[:, None]
-    elif spec.name == "language_tokens":
-      tokens = rng.integers(1, int(bundle.model_config.language.vocab_size), shape).astype(np.int32)
-      lengths = rng.integers(1, shape[1] + 1, size=shape[0])
-      tokens[np.arange(shape[1])[None, :] >= lengths[:, None]] = 0
-      out[spec.name] = tokens
-    else:  # language_embedding, noise_*
-      out[spec.name] = rng.normal(size=shape).astype(np.float32)
-  return out
