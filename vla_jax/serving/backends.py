@@ -108,7 +108,12 @@ class ServedPolicy:
 
 
 class Session:
-  """One connection's episode: the policy session, the current prompt and how far the episode is."""
+  """One connection's episode: the policy session, the current prompt and how far the episode is.
+
+  `infer` and `observe` both push the request's frame into the policy's window (an observe-only
+  request is the frame of a control tick executed from an earlier chunk); both start an episode on
+  the connection's first request, on `new_episode` and on a changed prompt.
+  """
 
   def __init__(self, policy: Any, spec: protocol.PolicySpec):
     self.policy, self.spec = policy, spec
@@ -118,9 +123,8 @@ class Session:
   def end_episode(self) -> None:
     self.prompt = None
 
-  def infer(self, request: protocol.Request) -> tuple[np.ndarray, dict[str, Any]]:
-    """One observation → (actions float32 [H, A] in env units, reply fields)."""
-    policy_timing: dict[str, float] = {}
+  def _begin(self, request: protocol.Request, policy_timing: dict[str, float]) -> bool:
+    """Resets the policy if `request` starts an episode; returns whether it did."""
     new_episode = request.new_episode or self.prompt is None or request.prompt != self.prompt
     if new_episode:
       start = time.perf_counter()
@@ -128,6 +132,12 @@ class Session:
       self.policy.reset([request.prompt], None)  # Learned policies ignore the simulator's scenes.
       self.prompt, self.episode_step = request.prompt, 0
       policy_timing["reset_ms"] = (time.perf_counter() - start) * 1e3
+    return new_episode
+
+  def infer(self, request: protocol.Request) -> tuple[np.ndarray, dict[str, Any]]:
+    """One observation → (actions float32 [H, A] in env units, reply fields)."""
+    policy_timing: dict[str, float] = {}
+    new_episode = self._begin(request, policy_timing)
     start = time.perf_counter()
     try:
       actions = self.policy({"image": request.image[None], "state": request.state[None]}, None)
@@ -138,6 +148,20 @@ class Session:
     policy_timing["infer_ms"] = (time.perf_counter() - start) * 1e3
     self.episode_step += 1
     return actions, {"episode_step": self.episode_step, "new_episode": new_episode, "policy_timing": policy_timing}
+
+  def observe(self, request: protocol.Request) -> dict[str, Any]:
+    """One observation into the window, no sampling → the reply fields (`observed`, episode step)."""
+    observe = getattr(self.policy, "observe", None)
+    if observe is None:
+      raise RuntimeError(f"{type(self.policy).__name__} has no observe(): it cannot take observe-only requests")
+    new_episode = self._begin(request, {})
+    try:
+      observe({"image": request.image[None], "state": request.state[None]})
+    except Exception:
+      self.prompt = None  # As in infer: the window's contents are unknown now.
+      raise
+    self.episode_step += 1
+    return {"observed": True, "episode_step": self.episode_step, "new_episode": new_episode}
 
 
 # ---- Loading. -----------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ One connection is one robot: every request carries *one* observation, not a batc
                                      and cast; every value must be finite)
     prompt       str                 the instruction, plain text (1..MAX_PROMPT_CHARS characters)
     new_episode  bool, optional      True: this observation starts a new episode
+    request_id   int, optional       echoed in the reply (and in an error's text), so a client can
+                                     tell which request a reply answers
+    infer        bool, optional      False: "observe only" — see below (default True)
 
 and gets back
 
@@ -15,6 +18,13 @@ and gets back
     new_episode     bool             whether this request started an episode
     server_timing   {"infer_ms", "decode_ms", "queue_ms", "prev_total_ms"}   (see server.py)
     policy_timing   {"infer_ms", ["reset_ms"]}                              the policy call alone
+    request_id      int              only when the request had one
+
+An observe-only request (`infer: false`) pushes its frame into the connection's window under the
+same episode rules and is answered with `{"observed": True, "episode_step", "new_episode",
+["request_id"]}` — no actions. A robot that executes several actions of a chunk per query sends
+every control tick's frame, observe-only between queries, so a policy with a window of T > 1
+frames sees the frames it would see in process (`JaxPolicy.observe`).
 
 The server keeps the connection's observation window (the last T frames) between requests, so an
 episode starts with the first request, whenever `new_episode` is true, and whenever the prompt
@@ -26,7 +36,12 @@ openpi clients) are acknowledged with `{"__ack__": <name>}` as openpi's server d
 `__ctrl__` with `{"__ack__": "ignored"}`); either one ends the current episode here.
 
 A request that fails a check is answered with a text frame `"error: ..."` naming the key, the
-shape / dtype it had and the one expected; the connection stays open.
+shape / dtype it had and the one expected — `"error [request_id=7]: ..."` once the request's id is
+known — and the connection stays open.
+
+Both optional keys are extensions of openpi's protocol: its client never sends them and gets
+exactly openpi's messages back. The metadata's `observation` map lists them, so a client can check
+that a server understands them before sending them.
 """
 
 from __future__ import annotations
@@ -41,12 +56,24 @@ from vla_jax.serving import wire
 PROTOCOL = "vla_jax.serving/1"
 MAX_PROMPT_CHARS = 1024
 REQUIRED_KEYS = ("image", "state", "prompt")
-OPTIONAL_KEYS = ("new_episode",)
+OPTIONAL_KEYS = ("new_episode", "request_id", "infer")
 CONTROL_KEY = "__ctrl__"
 
 
 class RequestError(ValueError):
-  """A request the server cannot use; the text is sent back to the client as is."""
+  """A request the server cannot use; the text is sent back to the client (`error_text`).
+
+  request_id: the request's id when it was read before the failing check, else None.
+  """
+
+  def __init__(self, message: str, request_id: int | None = None):
+    super().__init__(message)
+    self.request_id = request_id
+
+
+def error_text(message: str, request_id: int | None = None) -> str:
+  """The text frame of a failed request: "error: ..." or "error [request_id=7]: ..."."""
+  return f"error: {message}" if request_id is None else f"error [request_id={request_id}]: {message}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +102,8 @@ class Request:
   state: np.ndarray  # float32 [D]
   prompt: str
   new_episode: bool
+  request_id: int | None = None  # Echoed in the reply when given.
+  infer: bool = True  # False: push the frame into the window, return no actions.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +126,8 @@ def metadata(spec: PolicySpec, *, backend: str, model_id: str, normalization: di
           "state": {"shape": [spec.state_dim], "dtype": "float32"},
           "prompt": {"dtype": "str", "max_chars": MAX_PROMPT_CHARS},
           "new_episode": {"dtype": "bool", "optional": True},
+          "request_id": {"dtype": "int", "optional": True, "echoed": True},
+          "infer": {"dtype": "bool", "optional": True, "default": True},
       },
       "action": {"shape": [spec.action_horizon, spec.action_dim], "dtype": "float32", "units": "env"},
       "action_horizon": spec.action_horizon,
@@ -129,37 +160,50 @@ def parse_request(message: bytes | str, spec: PolicySpec) -> Request | Control:
     if not isinstance(kind, str):
       raise RequestError(f"key {CONTROL_KEY!r}: expected a str such as 'episode_start', got {_describe(kind)}")
     return Control(kind)
+
+  # The id first: every later error can then name the request it answers.
+  request_id = obj.get("request_id")
+  if request_id is not None and (not isinstance(request_id, (int, np.integer)) or isinstance(request_id, bool)):
+    raise RequestError(f"key 'request_id': expected an int, got {_describe(request_id)}")
+  request_id = None if request_id is None else int(request_id)
+
+  def fail(text: str) -> RequestError:
+    return RequestError(text, request_id)
+
   keys = set(obj)
   missing = [k for k in REQUIRED_KEYS if k not in keys]
   unknown = sorted(repr(k) for k in keys - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
   if missing or unknown:
-    raise RequestError(f"request keys: missing {missing}, unknown [{', '.join(unknown)}]; expected "
-                       f"{list(REQUIRED_KEYS)} and optionally {list(OPTIONAL_KEYS)}")
+    raise fail(f"request keys: missing {missing}, unknown [{', '.join(unknown)}]; expected "
+               f"{list(REQUIRED_KEYS)} and optionally {list(OPTIONAL_KEYS)}")
 
   image = obj["image"]
   if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != spec.image_shape:
-    raise RequestError(f"key 'image': expected uint8 {list(spec.image_shape)} (one RGB frame), got {_describe(image)}")
+    raise fail(f"key 'image': expected uint8 {list(spec.image_shape)} (one RGB frame), got {_describe(image)}")
 
   state = obj["state"]
   if (not isinstance(state, np.ndarray) or state.dtype not in (np.float32, np.float64)
       or state.shape != (spec.state_dim,)):
-    raise RequestError(f"key 'state': expected float32 [{spec.state_dim}], got {_describe(state)}")
+    raise fail(f"key 'state': expected float32 [{spec.state_dim}], got {_describe(state)}")
   with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported just below.
     state = state.astype(np.float32)
   if not np.isfinite(state).all():
     bad = np.flatnonzero(~np.isfinite(state)).tolist()
-    raise RequestError(f"key 'state': non-finite values at indices {bad} (NaN or inf after casting to float32)")
+    raise fail(f"key 'state': non-finite values at indices {bad} (NaN or inf after casting to float32)")
 
   prompt = obj["prompt"]
   if not isinstance(prompt, str):
-    raise RequestError(f"key 'prompt': expected a str (the instruction), got {_describe(prompt)}")
+    raise fail(f"key 'prompt': expected a str (the instruction), got {_describe(prompt)}")
   if not 1 <= len(prompt) <= MAX_PROMPT_CHARS:
-    raise RequestError(f"key 'prompt': expected 1..{MAX_PROMPT_CHARS} characters, got {len(prompt)}")
+    raise fail(f"key 'prompt': expected 1..{MAX_PROMPT_CHARS} characters, got {len(prompt)}")
 
-  new_episode = obj.get("new_episode", False)
-  if not isinstance(new_episode, (bool, np.bool_)):
-    raise RequestError(f"key 'new_episode': expected a bool, got {_describe(new_episode)}")
-  return Request(image=image, state=state, prompt=str(prompt), new_episode=bool(new_episode))
+  flags = {}
+  for key, default in (("new_episode", False), ("infer", True)):
+    value = obj.get(key, default)
+    if not isinstance(value, (bool, np.bool_)):
+      raise fail(f"key {key!r}: expected a bool, got {_describe(value)}")
+    flags[key] = bool(value)
+  return Request(image=image, state=state, prompt=str(prompt), request_id=request_id, **flags)
 
 
 def check_actions(actions: np.ndarray, spec: PolicySpec) -> np.ndarray:

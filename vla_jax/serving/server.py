@@ -4,9 +4,10 @@
     PolicyServer(served, port=8000).run()                          # until SIGTERM / Ctrl-C
 
 On connect the server sends one binary frame, the metadata map (`ServedPolicy.metadata`); then
-each binary frame from the client is one observation and gets one reply (protocol.py). Failures of
-a request are text frames "error: ..." and the connection stays usable — openpi's client raises
-them as RuntimeError. This is openpi's `WebsocketPolicyServer` protocol, so
+each binary frame from the client is one observation and gets one reply (protocol.py): an action
+chunk, or for an observe-only request (`infer: false`) just the episode step. Failures of a request
+are text frames "error: ..." and the connection stays usable — openpi's client raises them as
+RuntimeError. This is openpi's `WebsocketPolicyServer` protocol, so
 `openpi_client.WebsocketClientPolicy` works unmodified.
 
 What keeps it safe to leave running next to a robot:
@@ -212,30 +213,42 @@ class PolicyServer:
     try:
       request = protocol.parse_request(message, self.served.spec)
     except protocol.RequestError as e:
-      return f"error: {e}"
+      return protocol.error_text(str(e), e.request_id)
     decoded = time.perf_counter()
     if isinstance(request, protocol.Control):
       if request.kind in OPENPI_CONTROLS:  # Either way, the next observation starts a new episode.
         session.end_episode()
       return wire.packb({"__ack__": request.kind if request.kind in OPENPI_CONTROLS else "ignored"})
+    echo = {} if request.request_id is None else {"request_id": request.request_id}
+    # Observe-only requests go through the worker too: they may reset the episode (the instruction
+    # encoder expects one caller), and they must stay in order with this connection's inferences.
+    work = _infer_on_worker if request.infer else _observe_on_worker
     try:
-      actions, fields, queue_ms = await asyncio.get_running_loop().run_in_executor(
-          self._executor, _infer_on_worker, session, request, decoded)
+      result, fields, queue_ms = await asyncio.get_running_loop().run_in_executor(
+          self._executor, work, session, request, decoded)
     except Exception as e:  # The policy failed on this input: report it, keep serving.
-      logger.exception("inference failed")
-      return (f"error: inference failed ({type(e).__name__}: {str(e)[:300]}); the next request starts a new "
-              "episode")
+      logger.exception("inference failed" if request.infer else "observe-only request failed")
+      what = "inference" if request.infer else "observe"
+      return protocol.error_text(f"{what} failed ({type(e).__name__}: {str(e)[:300]}); the next request starts "
+                                 "a new episode", request.request_id)
+    if not request.infer:
+      return wire.packb({**fields, **echo})
     server_timing = {"infer_ms": (time.perf_counter() - received) * 1e3, "decode_ms": (decoded - received) * 1e3,
                      "queue_ms": queue_ms}
     if prev_total_ms is not None:
       server_timing["prev_total_ms"] = prev_total_ms
-    return wire.packb({"actions": actions, **fields, "server_timing": server_timing})
+    return wire.packb({"actions": result, **fields, "server_timing": server_timing, **echo})
 
 
 def _infer_on_worker(session: Session, request: protocol.Request, submitted: float) -> tuple[Any, dict, float]:
   queue_ms = (time.perf_counter() - submitted) * 1e3
   actions, fields = session.infer(request)
   return actions, fields, queue_ms
+
+
+def _observe_on_worker(session: Session, request: protocol.Request, submitted: float) -> tuple[None, dict, float]:
+  queue_ms = (time.perf_counter() - submitted) * 1e3
+  return None, session.observe(request), queue_ms
 
 
 @contextlib.contextmanager

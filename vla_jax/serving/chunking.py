@@ -1,0 +1,489 @@
+"""Executing action chunks in a robot loop that runs at a fixed rate.
+
+    executor = ChunkExecutor(RemoteSource(PolicyClient(url)), action_horizon=H,
+                             config=ChunkingConfig(mode="async", refill_threshold=2))
+    executor.reset("push the red block to the left")
+    while running:                                   # one iteration per control tick
+      action = executor.act({"image": rgb_uint8_SxSx3, "state": state_float32_D})   # float32 [A]
+      robot.apply(action)
+    executor.close()
+
+A policy predicts a chunk of H actions (float32 [H, A], env units) from the observation of one
+tick; the executor decides which observations to ask about and which action to execute at each
+tick. Every tick's frame reaches the policy's observation window exactly once and in order —
+observe-only (`ChunkSource.observe`) on the ticks that ask for no chunk — so a policy with a window
+of T > 1 frames sees what it sees in process.
+
+Modes (`ChunkingConfig.mode`):
+  receding  ask every k = `execute_steps` ticks (default H) and execute the chunk's first k actions;
+            the same actions as `vla_jax.evaluation.rollout.run_episodes(execution="receding")`.
+  ensemble  ask every tick; execute the weighted mean of every prediction for this tick made by the
+            last H chunks, weights exp(-ensemble_decay * age) (ACT's temporal ensembling); the same
+            actions as run_episodes(execution="ensemble").
+  async     a background thread owns the source and asks for a new chunk, for the latest
+            observation, whenever the queue holds ≤ `refill_threshold` actions after this tick's
+            (as LeRobot's asynchronous inference does), so the robot keeps executing the current
+            chunk while the next is computed.
+
+Timing model. A tick is one `act()` call; the robot calls it at its own rate and executes what it
+returns at once. In receding and ensemble mode `act()` calls the source itself: at a query tick the
+robot waits for the whole request (send → reply, `request_latency_ms`) — each such tick counts as a
+starved tick — and between queries it waits only for the observe-only round trip. In async mode
+`act()` never talks to the source: it hands the frame to the worker thread and returns an action
+from the queue at once, so the request latency is hidden as long as it is shorter than the
+`refill_threshold` ticks the queue still holds; if the queue runs dry, `act()` waits for the reply
+in flight (a starved tick, its wait in `starved_wait_ms`).
+
+Alignment and stale replies (async). The chunk computed from the observation of tick t holds the
+actions for ticks t, t+1, ..., t+H-1. If it arrives when tick t' is next to execute, it replaces
+the queue from its index t'-t on: actions for ticks already executed are skipped, never executed
+late. A reply is dropped (and counted in `stale_replies_dropped`) when it belongs to an episode
+that `reset()` has ended, when it is not newer than the chunk the queue already holds, or when all
+its ticks are past — a reply for an old observation is never executed as new. (Over one connection
+the server answers in order, so late replies to a request a client gave up on are dropped by
+`PolicyClient` through request ids before they reach this check.)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import threading
+import time
+from typing import Any, Protocol
+
+import numpy as np
+
+from vla_jax.serving.client import PolicyClient
+
+logger = logging.getLogger(__name__)
+
+MODES = ("receding", "ensemble", "async")
+OBSERVATION_KEYS = ("image", "state")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkingConfig:
+  """How a `ChunkExecutor` executes chunks (see the module docstring).
+
+  mode: "receding" | "ensemble" | "async".
+  execute_steps: receding: actions executed per chunk, k (default H; clipped to H as in rollout).
+  refill_threshold: async: ask for the next chunk when at most this many actions are queued after
+    the current tick's (default H // 2; must be < H).
+  ensemble_decay: ensemble: m in the weights exp(-m * age) (0: plain mean; > 0: older predictions
+    count less).
+  """
+
+  mode: str = "receding"
+  execute_steps: int | None = None
+  refill_threshold: int | None = None
+  ensemble_decay: float = 0.0
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"ChunkingConfig.mode={self.mode!r} is not valid; expected one of {list(MODES)}")
+    if self.execute_steps is not None and (not _is_int(self.execute_steps) or self.execute_steps < 1):
+      raise ValueError(f"ChunkingConfig.execute_steps={self.execute_steps!r} is not valid; expected an int >= 1 "
+                       "or None (the whole chunk)")
+    if self.refill_threshold is not None and (not _is_int(self.refill_threshold) or self.refill_threshold < 0):
+      raise ValueError(f"ChunkingConfig.refill_threshold={self.refill_threshold!r} is not valid; expected an int "
+                       ">= 0 or None (half the chunk)")
+    if (isinstance(self.ensemble_decay, bool) or not isinstance(self.ensemble_decay, (int, float))
+        or not math.isfinite(self.ensemble_decay) or self.ensemble_decay < 0):
+      raise ValueError(f"ChunkingConfig.ensemble_decay={self.ensemble_decay!r} is not valid; expected a finite "
+                       "number >= 0")
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+# ---- Sources: where chunks come from. -------------------------------------------------------------
+
+
+class ChunkSource(Protocol):
+  """One robot's policy, a frame at a time. Called from one thread only.
+
+  observation: {"image": uint8 [S, S, 3], "state": float32 [D]} (one robot, no batch axis).
+  """
+
+  action_horizon: int
+
+  def reset(self, prompt: str) -> None:
+    """Starts an episode: the next frame is the first of the window."""
+
+  def observe(self, observation: dict[str, np.ndarray]) -> None:
+    """Pushes the frame into the policy's window, no inference."""
+
+  def infer(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+    """Pushes the frame and returns the chunk for it: float32 [H, A], env units."""
+
+  def close(self) -> None:
+    ...
+
+
+class RemoteSource:
+  """A policy server through a `PolicyClient` (observe-only requests between queries, request ids,
+  and the client's reconnect with window replay)."""
+
+  def __init__(self, client: PolicyClient):
+    if not client.supports_request_ids:
+      raise ValueError(f"the server at {client.url} ({client.metadata.get('protocol')}) does not advertise "
+                       "'request_id' and 'infer' in its metadata's observation map; chunk execution needs "
+                       "observe-only requests to keep the server's window fed")
+    self.client = client
+    self.action_horizon = int(client.metadata["action_horizon"])
+    self._prompt: str | None = None
+    self._new_episode = False
+    self.last_reply: dict[str, Any] | None = None  # The last inference reply (timings, episode step).
+
+  def reset(self, prompt: str) -> None:
+    if not isinstance(prompt, str) or not prompt:
+      raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
+    self._prompt, self._new_episode = prompt, True
+
+  def _request(self, observation: dict[str, np.ndarray], infer: bool) -> dict[str, Any]:
+    if self._prompt is None:
+      raise RuntimeError("RemoteSource: reset(prompt) before the first observation")
+    request = {"image": observation["image"], "state": observation["state"], "prompt": self._prompt}
+    if self._new_episode:
+      request["new_episode"] = True
+    reply = self.client.infer(request) if infer else self.client.observe(request)
+    self._new_episode = False
+    return reply
+
+  def observe(self, observation: dict[str, np.ndarray]) -> None:
+    self._request(observation, infer=False)
+
+  def infer(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+    self.last_reply = self._request(observation, infer=True)
+    return self.last_reply["actions"]
+
+  def close(self) -> None:
+    self.client.close()
+
+  def stats(self) -> dict[str, int]:
+    return {"reconnects": self.client.reconnects, "late_replies_dropped": self.client.late_replies_dropped}
+
+
+class LocalSource:
+  """An in-process `ChunkPolicy` (JaxPolicy, OnnxPolicy) at batch size 1: no network, same calls as
+  `run_episodes` makes. The source drives `policy` itself (pass `policy.new_session()` to keep a
+  shared policy's episode state untouched). A policy without `observe()` keeps no window: its
+  observe-only frames are dropped."""
+
+  def __init__(self, policy: Any):
+    self.policy = policy
+    self.action_horizon = int(policy.action_horizon)
+
+  def reset(self, prompt: str) -> None:
+    self.policy.reset([prompt], None)  # Learned policies ignore the simulator's scenes.
+
+  @staticmethod
+  def _batch(observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"image": np.asarray(observation["image"])[None],
+            "state": np.asarray(observation["state"], np.float32)[None]}
+
+  def observe(self, observation: dict[str, np.ndarray]) -> None:
+    if hasattr(self.policy, "observe"):
+      self.policy.observe(self._batch(observation))
+
+  def infer(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(self.policy(self._batch(observation), None))[0]
+
+  def close(self) -> None:
+    pass
+
+
+# ---- The executor. --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Frame:
+  """A tick's frame waiting for the async worker; `infer` may be switched on until it is sent."""
+
+  episode: int
+  tick: int
+  observation: dict[str, np.ndarray]
+  infer: bool
+
+
+@dataclasses.dataclass
+class _Reset:
+  episode: int
+  prompt: str
+
+
+class ChunkExecutor:
+  """Turns a `ChunkSource`'s chunks into one action per control tick (see the module docstring).
+
+  Args:
+    source: `RemoteSource(PolicyClient(url))`, `LocalSource(policy)` or any `ChunkSource`; the
+      executor owns it (in async mode its worker thread is the only caller) and closes it.
+    action_horizon: H, the chunk length the source returns.
+    config: a `ChunkingConfig`.
+  """
+
+  def __init__(self, source: ChunkSource, action_horizon: int, config: ChunkingConfig):
+    if not _is_int(action_horizon) or action_horizon < 1:
+      raise ValueError(f"action_horizon={action_horizon!r} is not valid; expected an int >= 1")
+    if not isinstance(config, ChunkingConfig):
+      raise TypeError(f"config must be a ChunkingConfig, got {type(config).__name__}")
+    source_horizon = getattr(source, "action_horizon", action_horizon)
+    if source_horizon != action_horizon:
+      raise ValueError(f"action_horizon={action_horizon}, but the source returns chunks of {source_horizon} actions")
+    self.source, self.config = source, config
+    self.horizon = int(action_horizon)
+    self.execute_steps = min(config.execute_steps or self.horizon, self.horizon)
+    self.refill_threshold = self.horizon // 2 if config.refill_threshold is None else int(config.refill_threshold)
+    if config.mode == "async" and self.refill_threshold >= self.horizon:
+      raise ValueError(f"ChunkingConfig.refill_threshold={self.refill_threshold} is not valid for chunks of "
+                       f"{self.horizon} actions; expected 0 <= refill_threshold < action_horizon")
+    self._stats: dict[str, Any] = {"ticks": 0, "requests": 0, "observed": 0, "episodes": 0, "starved_ticks": 0,
+                                   "stale_replies_dropped": 0, "request_latency_ms": [], "starved_wait_ms": [],
+                                   "dropped": collections.Counter()}
+    self._episode = 0  # 0: no episode yet.
+    self._closed = False
+    self._cv = threading.Condition()
+    # Receding / ensemble: the current chunk and the tick it was asked for; the ensemble's history.
+    self._tick = 0
+    self._chunk: np.ndarray | None = None
+    self._chunk_tick = 0
+    self._history: collections.deque[tuple[int, np.ndarray]] = collections.deque(maxlen=self.horizon)
+    # Async: frames and resets for the worker, in order; `_executed` ticks' actions have been taken;
+    # `_requested_tick` is the tick of this episode's unanswered inference request (None: none).
+    self._jobs: collections.deque[_Frame | _Reset] = collections.deque()
+    self._executed = 0
+    self._requested_tick: int | None = None
+    self._error: BaseException | None = None
+    self._worker: threading.Thread | None = None
+    if config.mode == "async":
+      self._worker = threading.Thread(target=self._work, name="vla-chunk-executor", daemon=True)
+      self._worker.start()
+
+  # ---- Public API. --------------------------------------------------------------------------------
+
+  def reset(self, prompt: str) -> None:
+    """Starts an episode with `prompt`: queued actions are dropped, a reply still in flight is stale."""
+    if not isinstance(prompt, str) or not prompt:
+      raise ValueError(f"prompt must be a non-empty str (the instruction), got {prompt!r}")
+    with self._cv:
+      self._check_usable()
+      self._episode += 1
+      self._stats["episodes"] += 1
+      self._tick = self._executed = self._chunk_tick = 0
+      self._chunk, self._requested_tick = None, None
+      self._history.clear()
+      if self._worker is not None:
+        # Unsent frames of the ended episode would only go into a window about to be reset.
+        self._jobs.clear()
+        self._jobs.append(_Reset(self._episode, prompt))
+        self._cv.notify_all()
+        return
+    self.source.reset(prompt)
+
+  def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+    """This tick's observation {image uint8 [S, S, 3], state float32 [D]} → the action to execute
+    now, float32 [A] (env units)."""
+    if not isinstance(observation, dict) or any(k not in observation for k in OBSERVATION_KEYS):
+      got = sorted(observation) if isinstance(observation, dict) else type(observation).__name__
+      raise ValueError(f"act(observation): expected a dict with keys {list(OBSERVATION_KEYS)}, got {got}")
+    with self._cv:
+      self._check_usable()
+      if self._episode == 0:
+        raise RuntimeError("ChunkExecutor: reset(prompt) before the first act()")
+    if self.config.mode == "async":
+      action = self._act_async(observation)
+    elif self.config.mode == "ensemble":
+      action = self._act_ensemble(observation)
+    else:
+      action = self._act_receding(observation)
+    with self._cv:
+      self._stats["ticks"] += 1
+    return action
+
+  def stats(self) -> dict[str, Any]:
+    """Counters since construction: ticks, requests (inference), observed (observe-only frames),
+    episodes, starved_ticks, stale_replies_dropped (by reason in `dropped`), request_latency_ms and
+    starved_wait_ms (lists), and the source's own counters under `source` when it has them."""
+    with self._cv:
+      out = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+             for k, v in self._stats.items()}
+    out["mode"] = self.config.mode
+    if hasattr(self.source, "stats"):
+      out["source"] = self.source.stats()
+    return out
+
+  def close(self) -> None:
+    """Stops the worker thread and closes the source. Idempotent."""
+    with self._cv:
+      if self._closed:
+        return
+      self._closed = True
+      self._cv.notify_all()
+    try:
+      self.source.close()  # Unblocks a worker waiting for a reply.
+    finally:
+      if self._worker is not None:
+        self._worker.join(timeout=30)
+        if self._worker.is_alive():
+          logger.warning("the chunk executor's worker thread did not stop within 30 s")
+
+  def __enter__(self) -> "ChunkExecutor":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  # ---- Synchronous modes. ---------------------------------------------------------------------------
+
+  def _infer_now(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+    start = time.perf_counter()
+    chunk = self._check_chunk(self.source.infer(observation))
+    latency_ms = (time.perf_counter() - start) * 1e3
+    self._stats["requests"] += 1
+    self._stats["request_latency_ms"].append(latency_ms)
+    self._stats["starved_ticks"] += 1  # The robot waited for this reply.
+    self._stats["starved_wait_ms"].append(latency_ms)
+    return chunk
+
+  def _act_receding(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+    t = self._tick
+    if self._chunk is None or t - self._chunk_tick >= self.execute_steps:
+      self._chunk, self._chunk_tick = self._infer_now(observation), t
+    else:
+      self.source.observe(observation)  # Keep the window current between queries.
+      self._stats["observed"] += 1
+    self._tick += 1
+    return self._chunk[t - self._chunk_tick].copy()
+
+  def _act_ensemble(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+    t = self._tick
+    self._history.append((t, self._infer_now(observation)))
+    self._tick += 1
+    preds, weights = [], []
+    for start, chunk in self._history:
+      age = t - start
+      if 0 <= age < len(chunk):
+        preds.append(chunk[age])
+        weights.append(np.exp(-self.config.ensemble_decay * age))
+    w = np.asarray(weights, np.float32)[:, None]
+    return ((np.stack(preds) * w).sum(0) / w.sum()).astype(np.float32)
+
+  def _check_chunk(self, chunk: Any) -> np.ndarray:
+    chunk = np.asarray(chunk)
+    if chunk.ndim != 2 or chunk.shape[0] != self.horizon:
+      raise ValueError(f"the source returned actions of shape {list(chunk.shape)}; expected "
+                       f"[{self.horizon}, action_dim] (one chunk, action_horizon={self.horizon})")
+    return chunk.astype(np.float32, copy=False)
+
+  # ---- Async mode: the robot thread. ------------------------------------------------------------------
+
+  def _check_usable(self) -> None:
+    if self._closed:
+      raise RuntimeError("ChunkExecutor is closed")
+    if self._error is not None:
+      raise RuntimeError(f"the chunk source failed ({type(self._error).__name__}: {self._error}); "
+                         "this executor cannot continue") from self._error
+
+  def _covers(self, tick: int) -> bool:
+    return self._chunk is not None and self._chunk_tick <= tick < self._chunk_tick + self.horizon
+
+  def _queued(self) -> int:
+    """Actions queued for the ticks not executed yet."""
+    return 0 if self._chunk is None else max(0, self._chunk_tick + self.horizon - self._executed)
+
+  def _act_async(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+    # Copies: the frame may wait for the worker while the robot reuses its buffers.
+    frame = {k: np.array(observation[k]) for k in OBSERVATION_KEYS}
+    with self._cv:
+      t = self._executed
+      action = None
+      if self._covers(t):
+        action = self._chunk[t - self._chunk_tick].copy()
+        self._executed = t + 1
+      infer = self._requested_tick is None and self._queued() <= self.refill_threshold
+      if infer:
+        self._requested_tick = t
+      self._jobs.append(_Frame(self._episode, t, frame, infer))
+      self._cv.notify_all()
+      if action is not None:
+        return action
+      self._stats["starved_ticks"] += 1
+      start = time.perf_counter()
+      while not self._covers(t):
+        self._check_usable()
+        if self._requested_tick is None:
+          self._request_refill()
+          if self._requested_tick is None:  # Cannot happen: this tick's frame is queued or answered.
+            raise RuntimeError(f"ChunkExecutor: tick {t} has no action and no request that could bring one")
+        self._cv.wait()
+      self._stats["starved_wait_ms"].append((time.perf_counter() - start) * 1e3)
+      self._executed = t + 1
+      return self._chunk[t - self._chunk_tick].copy()
+
+  def _request_refill(self) -> None:
+    """Asks for a chunk with the newest frame not sent yet, if there is one (lock held)."""
+    if self._jobs and isinstance(self._jobs[-1], _Frame) and self._jobs[-1].episode == self._episode:
+      self._jobs[-1].infer = True
+      self._requested_tick = self._jobs[-1].tick
+
+  # ---- Async mode: the worker thread. -----------------------------------------------------------------
+
+  def _work(self) -> None:
+    while True:
+      with self._cv:
+        while not self._jobs and not self._closed:
+          self._cv.wait()
+        if self._closed:
+          return
+        job = self._jobs.popleft()
+        infer = isinstance(job, _Frame) and job.infer  # Fixed from here on: the frame is being sent.
+      try:
+        if isinstance(job, _Reset):
+          self.source.reset(job.prompt)
+          continue
+        if not infer:
+          self.source.observe(job.observation)
+          with self._cv:
+            self._stats["observed"] += 1
+          continue
+        start = time.perf_counter()
+        chunk = self._check_chunk(self.source.infer(job.observation))
+        latency_ms = (time.perf_counter() - start) * 1e3
+      except BaseException as e:  # Reported to the robot thread by the next act().
+        with self._cv:
+          if not self._closed:
+            logger.exception("the chunk source failed")
+            self._error = e
+          self._cv.notify_all()
+        return
+      with self._cv:
+        self._stats["requests"] += 1
+        self._stats["request_latency_ms"].append(latency_ms)
+        self._deliver(job, chunk)
+        self._cv.notify_all()
+
+  def _deliver(self, job: _Frame, chunk: np.ndarray) -> None:
+    """Installs the chunk for `job`'s observation, or drops it as stale (lock held)."""
+    if job.episode == self._episode and self._requested_tick == job.tick:
+      self._requested_tick = None
+    # Requests go out one at a time and a starving act() holds the clock until the reply that covers
+    # its tick (refill_threshold < H), so only the first reason occurs today; the other two keep the
+    # guarantee — no old chunk is ever executed — independent of the request policy.
+    if job.episode != self._episode:
+      reason = "previous_episode"
+    elif self._chunk is not None and job.tick <= self._chunk_tick:
+      reason = "older_than_queue"
+    elif job.tick + self.horizon <= self._executed:
+      reason = "in_the_past"
+    else:
+      reason = None
+      self._chunk, self._chunk_tick = chunk, job.tick
+    if reason is not None:
+      self._stats["stale_replies_dropped"] += 1
+      self._stats["dropped"][reason] += 1
+    if self._requested_tick is None and self._episode and self._queued() <= self.refill_threshold:
+      self._request_refill()
