@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from vla_jax.models import heads
+from vla_jax.models.heads import realtime
 from vla_jax.models.model import VLAModel
 
 Array = jnp.ndarray
@@ -150,6 +151,20 @@ class Policy:
       _check_shape(f"noise/{name}", noise[name], shape)
     return self.model.apply({"params": params}, observation, task, noise,
                             method=VLAModel.sample)
+
+  def sample_actions_guided(self, params: Params, observation: dict, task: dict, noise: dict[str, Array],
+                            prefix: Array, weights: Array, mode: str = "rtc",
+                            max_guidance: float = realtime.DEFAULT_MAX_GUIDANCE) -> Array:
+    """A chunk [B, H, A] (normalised units) that continues `prefix` [B, H, A] — the previous chunk
+    aligned to this one's steps — under the soft mask `weights` [H] or [B, H]: real-time chunking
+    ("rtc") or hard inpainting ("hard"); see `heads/realtime.py`. The backbone runs once."""
+    b = self.check_inputs(observation, task)
+    _check_shape("noise/initial", _require(noise, "initial", "noise"), self.noise_shapes(b)["initial"])
+    _check_shape("prefix", prefix, (b, self.config.action_horizon, self.config.action_dim))
+    readouts = self.embed(params, observation, task)
+    predict = lambda x, t: self.head_predict(params, readouts, x, t)  # noqa: E731
+    return realtime.guided_sample(self.config, predict, noise["initial"], prefix, weights, mode=mode,
+                                  max_guidance=max_guidance)
 
   # --- Pieces, for latency measurement and inspection -------------------------------------
 

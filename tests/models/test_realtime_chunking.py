@@ -1,0 +1,171 @@
+"""Real-time chunking (heads/realtime.py): the mask, the exact reductions, and a bimodal toy.
+
+The toy has an exact denoiser: the data are two equally likely action paths, +P and -P (constant
+velocity commands in opposite directions), so the
+posterior over the two given a noisy chunk is analytic and so are the flow velocity and the DDIM
+ε. Sampled from scratch it lands on either path; temporal ensembling of one chunk from each
+averages them into a path that belongs to neither; RTC continuing a chunk on +P stays on +P.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from vla_jax.models.heads import realtime
+
+H, A = 8, 2
+# The two paths: constant velocity commands +c and -c, so a path shifted by executed steps is
+# still the same path (a chunk half-way along +P continues +P).
+PATH = np.tile(np.float32([0.6, -0.3]), (H, 1))  # [H, A]
+
+
+def toy_config(kind: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      action_horizon=H, action_dim=A, action_clip=1.0,
+      head=dict(kind=kind, flow=dict(num_integration_steps=10),
+                diffusion=dict(num_train_steps=100, num_sample_steps=10, eta=0.0, max_beta=0.5))))
+
+
+def _posterior_mean(x: jnp.ndarray, signal: jnp.ndarray, noise_std: jnp.ndarray) -> jnp.ndarray:
+  """E[x₀ | x] for x = signal·x₀ + noise_std·ε, x₀ ∈ {+P, -P} equally likely. x [B, H, A]."""
+  modes = jnp.stack([PATH, -PATH])  # [2, H, A]
+  d2 = jnp.sum((x[:, None] - signal[:, None, None, None] * modes[None]) ** 2, axis=(2, 3))  # [B, 2]
+  logits = -d2 / (2.0 * noise_std[:, None] ** 2)
+  p = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum("bm,mha->bha", p, modes)
+
+
+def toy_predict(kind: str):
+  config = toy_config(kind)
+  if kind == "flow":  # z = τ x₁ + (1 - τ) ε;  v = (E[x₁|z] - z) / (1 - τ).
+    def predict(z, t):
+      tt = t[:, None, None]
+      mean = _posterior_mean(z, t, jnp.maximum(1.0 - t, 1e-4))
+      return (mean - z) / jnp.maximum(1.0 - tt, 1e-4)
+    return config, predict
+  from vla_jax.models.heads.diffusion import cosine_alphas_cumprod
+
+  ab_table = jnp.asarray(cosine_alphas_cumprod(100, max_beta=0.5))
+
+  def predict(x, level):  # x = √ᾱ x₀ + √(1-ᾱ) ε;  ε̂ = (x - √ᾱ E[x₀|x]) / √(1-ᾱ).
+    ab = ab_table[level]
+    mean = _posterior_mean(x, jnp.sqrt(ab), jnp.sqrt(1.0 - ab))
+    return (x - jnp.sqrt(ab)[:, None, None] * mean) / jnp.sqrt(1.0 - ab)[:, None, None]
+  return config, predict
+
+
+def plain_sample(kind: str, predict, noise):
+  """The heads' own plain samplers (Euler / DDIM η = 0), written out for the toy."""
+  config = toy_config(kind)
+  if kind == "flow":
+    x, steps = noise, config.head.flow.num_integration_steps
+    for i in range(steps):
+      x = x + predict(x, jnp.full((x.shape[0],), i / steps, jnp.float32)) / steps
+    return jnp.clip(x, -1, 1)
+  from vla_jax.models.heads.diffusion import cosine_alphas_cumprod, ddim_timesteps
+
+  ab_all, levels, x = cosine_alphas_cumprod(100, max_beta=0.5), ddim_timesteps(100, 10), noise
+  for i, level in enumerate(levels):
+    ab, ab_prev = float(ab_all[level]), float(ab_all[levels[i + 1]]) if i + 1 < len(levels) else 1.0
+    eps = predict(x, jnp.full((x.shape[0],), level, jnp.int32))
+    x0 = jnp.clip((x - np.sqrt(1 - ab) * eps) / np.sqrt(ab), -1, 1)
+    eps = (x - np.sqrt(ab) * x0) / np.sqrt(1 - ab)
+    x = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev) * eps
+  return jnp.clip(x, -1, 1)
+
+
+def test_soft_mask_matches_the_paper():
+  w = np.asarray(realtime.prefix_weights(8, 2, 3))  # Frozen 0..1, decay 2..4, nothing planned 5..7.
+  assert w[:2].tolist() == [1.0, 1.0] and w[5:].tolist() == [0.0, 0.0, 0.0]
+  c = (5 - np.arange(2, 5)) / (5 - 2 + 1)
+  np.testing.assert_allclose(w[2:5], c * (np.exp(c) - 1) / (np.e - 1), rtol=1e-6)
+  assert np.all(np.diff(w) <= 0) and np.all(w[2:5] < 1)
+  np.testing.assert_array_equal(realtime.prefix_weights(8, 0, 8), np.zeros(8))  # Nothing to continue.
+  jitted = jax.jit(realtime.prefix_weights, static_argnums=0)  # Delay traced: one compile, any d.
+  np.testing.assert_allclose(jitted(8, jnp.int32(2), jnp.int32(3)), w)
+
+
+@pytest.mark.parametrize("kind", ["flow", "diffusion"])
+def test_without_a_prefix_guided_sampling_is_plain_sampling(kind):
+  config, predict = toy_predict(kind)
+  noise = jax.random.normal(jax.random.key(0), (16, H, A))
+  expected = plain_sample(kind, predict, noise)
+  for mode in realtime.MODES:
+    got = realtime.guided_sample(config, predict, noise, jnp.zeros_like(noise), jnp.zeros(H), mode=mode)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["flow", "diffusion"])
+def test_inpainting_keeps_the_prefix_exactly_rtc_keeps_it_and_its_mode(kind):
+  """Hard inpainting copies the frozen actions but, on this bimodal toy, often continues them on
+  the other path (a mode switch inside one chunk); RTC's guidance is soft — it reproduces the
+  prefix to float precision on almost every noise and keeps the whole chunk on its path."""
+  config, predict = toy_predict(kind)
+  noise = jax.random.normal(jax.random.key(1), (128, H, A))
+  prefix = jnp.broadcast_to(jnp.asarray(PATH), noise.shape)  # The robot is on +P.
+  d, s = 3, 3
+  w = realtime.prefix_weights(H, d, s)
+  hard = np.asarray(realtime.guided_sample(config, predict, noise, prefix, w, mode="hard"))
+  np.testing.assert_array_equal(hard[:, :d], prefix[:, :d])
+  hard_stays = np.abs(hard - PATH).max(axis=(1, 2)) < 0.05
+  rtc = np.asarray(realtime.guided_sample(config, predict, noise, prefix, w, mode="rtc"))
+  prefix_err = np.abs(rtc[:, :d] - PATH[:d]).max(axis=(1, 2))
+  rtc_stays = np.abs(rtc - PATH).max(axis=(1, 2)) < 0.05
+  assert np.median(prefix_err) < 1e-5 and (prefix_err < 0.05).mean() >= 0.9
+  assert rtc_stays.mean() >= 0.9 and hard_stays.mean() <= 0.85 and rtc_stays.mean() > hard_stays.mean() + 0.1
+
+
+@pytest.mark.parametrize("kind", ["flow", "diffusion"])
+def test_bimodal_toy_ensembling_averages_the_modes_rtc_follows_the_prefix(kind):
+  config, predict = toy_predict(kind)
+  noise = jax.random.normal(jax.random.key(2), (64, H, A))
+  fresh = np.asarray(plain_sample(kind, predict, noise))
+  on_plus = np.sum(fresh * PATH, axis=(1, 2)) > 0
+  assert 0.2 < on_plus.mean() < 0.8  # From scratch the toy picks either path ...
+  np.testing.assert_allclose(np.abs(fresh), np.abs(PATH)[None].repeat(64, 0), atol=0.05)  # ... a whole one.
+  # A robot on +P that executes s = 3 actions per chunk while the next one takes d = 3 to compute.
+  prefix = jnp.broadcast_to(jnp.asarray(PATH), noise.shape)  # The previous chunk, shifted: still +P.
+  rtc = np.asarray(realtime.guided_sample(config, predict, noise, prefix, realtime.prefix_weights(H, 3, 3)))
+  assert (np.abs(rtc - PATH).max(axis=(1, 2)) < 0.05).mean() >= 0.9  # RTC continues on +P.
+  # Temporal ensembling of the previous (+P) plan with a fresh chunk that went to -P: the overlap
+  # is their average, a path that belongs to neither mode.
+  ensembled = 0.5 * (PATH + fresh[~on_plus][0])
+  assert np.abs(ensembled - PATH).min() > 0.25 and np.abs(ensembled + PATH).min() > 0.25
+
+
+@pytest.mark.parametrize("head", ["flow", "diffusion"])
+def test_policy_guided_sampling_runs_the_backbone_once_and_reduces_to_plain(head, make_tiny_config, jit):
+  """Policy.sample_actions_guided on a real (tiny, untrained) model: one compiled function for
+  every delay (d traced), no previous chunk (W = 0) gives `sample_actions_from_noise`, hard mode keeps the prefix."""
+  from vla_jax.models import Policy, example_batch
+
+  config = make_tiny_config(head)
+  config.head.diffusion.num_sample_steps = 4
+  config.head.flow.num_integration_steps = 4
+  policy = Policy(config)
+  batch = example_batch(config, 2, seed=0)
+  params = jit(policy.init)(jax.random.key(0), batch)
+  obs, task = batch["observation"], batch["task"]
+  noise = policy.make_noise(jax.random.key(1), 2)
+  prefix = jax.random.uniform(jax.random.key(2), (2, config.action_horizon, config.action_dim), minval=-1, maxval=1)
+  horizon = config.action_horizon
+
+  @jit
+  def guided(delay, execute):
+    w = realtime.prefix_weights(horizon, delay, execute)
+    return (policy.sample_actions_guided(params, obs, task, noise, prefix, w, mode="hard"),
+            policy.sample_actions_guided(params, obs, task, noise, prefix, w, mode="rtc"))
+
+  plain = jit(policy.sample_actions_from_noise)(params, obs, task, noise)
+  hard0, rtc0 = guided(jnp.int32(0), jnp.int32(horizon))  # No previous chunk: W = 0.
+  np.testing.assert_allclose(rtc0, plain, atol=1e-5)
+  np.testing.assert_allclose(hard0, plain, atol=1e-5)
+  hard2, rtc2 = guided(jnp.int32(2), jnp.int32(1))  # Same compiled function, another delay.
+  np.testing.assert_array_equal(hard2[:, :2], prefix[:, :2])
+  assert np.all(np.isfinite(rtc2)) and rtc2.shape == plain.shape
+  with pytest.raises(ValueError, match="prefix has shape"):
+    policy.sample_actions_guided(params, obs, task, noise, prefix[:, :1], realtime.prefix_weights(horizon, 1, 1))
