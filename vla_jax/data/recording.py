@@ -265,6 +265,15 @@ class TabletopTrials(tfds.core.GeneratorBasedBuilder):
     del dl_manager
     return {SPLIT: self._generate_examples()}
 
+  # TFDS prints "Downloading and preparing ... to <dir>" around the build: here nothing is
+  # downloaded and <dir> is the temporary directory renamed right after; `write_episodes` returns
+  # the real one.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _generate_examples(self):
     for index, episode in enumerate(self.episodes):
       yield index, episode
