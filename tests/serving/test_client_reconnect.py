@@ -1,5 +1,7 @@
 """PolicyClient survives a server restart: it reconnects with backoff, refuses a different model,
-replays the episode's window, and drops replies to earlier requests by request id."""
+replays the episode's window, and drops replies to earlier requests by request id (the one place
+replies can arrive out of order: one connection is answered in order, so a reply comes late only
+after its request was given up on)."""
 
 from __future__ import annotations
 
@@ -119,3 +121,14 @@ def test_a_late_reply_to_an_earlier_request_is_dropped_not_returned(jax_server):
     reply = client.infer(_frame(frames[1]))
     assert reply["request_id"] < 10_000 and reply["episode_step"] == 2
     assert client.late_replies_dropped == 2
+
+
+def test_after_a_reply_timeout_the_late_reply_is_not_taken_for_the_next_one(jax_server):
+  frames = observations(jax_server.served.spec, 2, seed=54)
+  with PolicyClient(jax_server.url) as client:
+    client.timeout_s = 1e-6  # No inference is that fast.
+    with pytest.raises(TimeoutError):
+      client.infer(_frame(frames[0]))
+    client.timeout_s = 30.0
+    reply = client.infer(_frame(frames[1]))
+  assert client.late_replies_dropped == 1 and reply["episode_step"] == 2  # The first frame did reach the window.

@@ -160,6 +160,8 @@ class PolicyClient:
         if self._closed:
           raise ConnectionError(f"the client of {self.url} was closed") from e
         if isinstance(e, TimeoutError) and self.ws is not None and self.ws.state is websockets.State.OPEN:
+          if is_observation:  # Sent: the server will push it into the window when it gets to it.
+            self._remember(request)
           raise  # The server is slow, not gone: the caller decides.
         self._drop_connection()
         failures += 1
@@ -172,9 +174,13 @@ class PolicyClient:
           time.sleep(delay)
           delay = min(2 * delay, self.reconnect_max_delay_s)
     if is_observation:
-      self._episode.append({"image": np.array(request["image"]), "state": np.array(request["state"]),
-                            "prompt": request["prompt"]})
+      self._remember(request)
     return reply
+
+  def _remember(self, request: dict[str, Any]) -> None:
+    """Keeps a frame the server's window now holds (copied: the caller may reuse its buffers)."""
+    self._episode.append({"image": np.array(request["image"]), "state": np.array(request["state"]),
+                          "prompt": request["prompt"]})
 
   def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
     """Send, then receive until the reply to this request (earlier requests' replies are dropped)."""
