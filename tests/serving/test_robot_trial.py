@@ -1,4 +1,4 @@
-"""The trial runner (experiments/robot_trial.py): the simulator as the robot, through a real server."""
+"""The trial runner (vla_jax/serving/trial.py, experiments/robot_trial.py): the simulator as the robot, through a real server."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from experiments import robot_trial
+from vla_jax.serving import trial as trial_lib
 from experiments.configs import robot_trial as robot_trial_config
 from tests.conftest import REPO
 
@@ -66,12 +67,12 @@ def trial(jax_server, tmp_path_factory):
   spies = []
 
   def factory(config, url, api_key):
-    executor, metadata = robot_trial.make_executor(config, url, api_key)
+    executor, metadata = trial_lib.make_executor(config, url, api_key)
     spies.append(Spy(executor))
     return spies[-1], metadata
 
   config = trial_config(tmp_path_factory.mktemp("trials"), url=jax_server.url, name="loopback")
-  result = robot_trial.run_trial(config, jax_server.url, executor_factory=factory, print_fn=lambda *_: None)
+  result = trial_lib.run_trial(config, jax_server.url, executor_factory=factory, print_fn=lambda *_: None)
   return result, spies[0]
 
 
@@ -112,7 +113,7 @@ def test_an_earlier_trial_is_not_overwritten(trial):
   result, _ = trial
   config = trial_config(result.out_dir.parent, url="ws://127.0.0.1:1", name=result.out_dir.name)
   with pytest.raises(FileExistsError, match="overwrite=True"):
-    robot_trial.run_trial(config, config.url, print_fn=lambda *_: None)  # Refused before connecting.
+    trial_lib.run_trial(config, config.url, print_fn=lambda *_: None)  # Refused before connecting.
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -148,6 +149,6 @@ def test_the_command_line_runs_a_trial_against_a_server(jax_server, tmp_path):
 def test_serves_a_run_directory_in_process(tiny_run, tmp_path):
   config = trial_config(tmp_path, workdir=str(tiny_run), name="inprocess", families=("pick",), max_episode_steps=5)
   with robot_trial.policy_server(config) as (url, api_key):
-    result = robot_trial.run_trial(config, url, api_key, print_fn=lambda *_: None)
+    result = trial_lib.run_trial(config, url, api_key, print_fn=lambda *_: None)
   assert result.summary["server"]["model_id"] == "tiny/checkpoints/20"
   assert len(read_episodes(result.dataset_dir)) == 1
