@@ -28,7 +28,7 @@ What keeps it safe to leave running next to a robot:
 
 Timing fields of each reply (milliseconds): server_timing.infer_ms — from the request frame's
 arrival to the reply being ready (decode + checks + waiting for the worker + the policy);
-decode_ms, queue_ms (waiting for the worker thread), prev_total_ms (the previous request's
+decode_ms, queue_ms (waiting for the worker thread), prev_total_ms (the previous inference request's
 arrival → reply sent, as openpi reports it); policy_timing.infer_ms — the policy call alone
 (window update, sampling, un-normalisation), reset_ms when the request started an episode.
 """
@@ -197,9 +197,9 @@ class PolicyServer:
       prev_total_ms: float | None = None
       async for message in ws:
         received = time.perf_counter()
-        reply = await self._reply(session, message, received, prev_total_ms)
+        reply, inferred = await self._reply(session, message, received, prev_total_ms)
         await ws.send(reply)
-        if not isinstance(reply, str):
+        if inferred:  # prev_total_ms times the previous *inference*, not observe-only frames or errors.
           prev_total_ms = (time.perf_counter() - received) * 1e3
     except websockets.ConnectionClosed:
       pass
@@ -208,17 +208,17 @@ class PolicyServer:
       logger.info("connection from %s closed (%s)", peer, ws.close_code)
 
   async def _reply(self, session: Session, message: bytes | str, received: float,
-                   prev_total_ms: float | None) -> bytes | str:
-    """One request → the reply frame: msgpack bytes, or an "error: ..." text."""
+                   prev_total_ms: float | None) -> tuple[bytes | str, bool]:
+    """One request → (the reply frame: msgpack bytes or an "error: ..." text, whether it ran an inference)."""
     try:
       request = protocol.parse_request(message, self.served.spec)
     except protocol.RequestError as e:
-      return protocol.error_text(str(e), e.request_id)
+      return protocol.error_text(str(e), e.request_id), False
     decoded = time.perf_counter()
     if isinstance(request, protocol.Control):
       if request.kind in OPENPI_CONTROLS:  # Either way, the next observation starts a new episode.
         session.end_episode()
-      return wire.packb({"__ack__": request.kind if request.kind in OPENPI_CONTROLS else "ignored"})
+      return wire.packb({"__ack__": request.kind if request.kind in OPENPI_CONTROLS else "ignored"}), False
     echo = {} if request.request_id is None else {"request_id": request.request_id}
     # Observe-only requests go through the worker too: they may reset the episode (the instruction
     # encoder expects one caller), and they must stay in order with this connection's inferences.
@@ -230,14 +230,14 @@ class PolicyServer:
       logger.exception("inference failed" if request.infer else "observe-only request failed")
       what = "inference" if request.infer else "observe"
       return protocol.error_text(f"{what} failed ({type(e).__name__}: {str(e)[:300]}); the next request starts "
-                                 "a new episode", request.request_id)
+                                 "a new episode", request.request_id), False
     if not request.infer:
-      return wire.packb({**fields, **echo})
+      return wire.packb({**fields, **echo}), False
     server_timing = {"infer_ms": (time.perf_counter() - received) * 1e3, "decode_ms": (decoded - received) * 1e3,
                      "queue_ms": queue_ms}
     if prev_total_ms is not None:
       server_timing["prev_total_ms"] = prev_total_ms
-    return wire.packb({"actions": result, **fields, "server_timing": server_timing, **echo})
+    return wire.packb({"actions": result, **fields, "server_timing": server_timing, **echo}), True
 
 
 def _infer_on_worker(session: Session, request: protocol.Request, submitted: float) -> tuple[Any, dict, float]:
