@@ -14,6 +14,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# Two training runs through the entry points (~40 s on 2 cores): `make test-slow` (and CI).
+pytestmark = pytest.mark.slow
+
 EVAL_FLAGS = ["--eval.episodes_per_family=2", "--eval.num_envs=6", "--eval.max_episode_steps=30",
               "--eval.videos_per_family=1"]
 

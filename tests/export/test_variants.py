@@ -66,6 +66,7 @@ def _with_denoiser_stream_scaled(params, factor: float):
   return jax.tree_util.tree_map_with_path(scale, params)
 
 
+@pytest.mark.slow  # A second export (~20 s); the default suite checks both variants on the shared one.
 def test_fp16_variant_stays_within_budget_when_head_layer_norm_sums_of_squares_exceed_fp16_range(
     tiny_model_config, tmp_path):
   from vla_jax.export import export_config, export_policy

@@ -47,7 +47,7 @@ def test_closed_loop_actions_equal_the_independent_numpy_normalisation_reference
 def test_sessions_share_the_weights_but_not_the_episode(bundle):
   policy = JaxPolicy(bundle, seed=1)
   a, b = policy.new_session(), policy.new_session()
-  assert a.params is policy.params and a._sample is policy._sample
+  assert a.params is policy.params and a._samplers is policy._samplers
   frames = _frames(bundle, 3, n=1)
   a.reset(["push the red block to the left"])
   first = [a(f) for f in frames]

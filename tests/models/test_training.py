@@ -50,7 +50,7 @@ def _train_on_bimodal(make_tiny_config, train_steps, jit, head, num_steps):
   return np.asarray(actions)
 
 
-@pytest.mark.parametrize("head", ["diffusion", "flow"])
+@pytest.mark.parametrize("head", ["diffusion", pytest.param("flow", marks=pytest.mark.slow)])
 def test_generative_heads_recover_both_modes(make_tiny_config, train_steps, jit, head):
   actions = _train_on_bimodal(make_tiny_config, train_steps, jit, head, num_steps=600)
   chunk_mean = actions.mean(axis=(1, 2))

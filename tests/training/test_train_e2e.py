@@ -108,6 +108,7 @@ def test_cli_config_errors_are_one_clear_line(tiny_tabletop_dir, tmp_path):
   assert last.startswith("error:") and "image_primary" in last and "64" in last and "32" in last
 
 
+@pytest.mark.slow  # A training run of its own (~18 s).
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_tabletop_dir, tmp_path):
   # A learning rate this large overflows the parameters within a few steps; warm-up from 0 keeps
   # step 1 finite, and a checkpoint every step shows which state was the last good one.

@@ -24,6 +24,7 @@ from ml_collections import config_dict
 
 MAX_OPSET = 18
 VARIANTS = ("fp16", "int8")
+GUIDED_SAMPLERS = ("rtc", "hard")  # vla_jax.models.heads.realtime.MODES
 
 
 def export_config() -> ml_collections.ConfigDict:
@@ -37,6 +38,10 @@ def export_config() -> ml_collections.ConfigDict:
   c.variant_tolerance = ml_collections.ConfigDict({"fp16": 0.1, "int8": 0.1})
   c.dataset = config_dict.placeholder(str)
   c.save_optimized_onnx = True
+  # Real-time chunking graphs (policy.<mode>.onnx: + prefix_actions, prefix_weights inputs), each
+  # parity-checked like the plain one: "rtc" (guided, one VJP per step) and/or "hard" (inpainting).
+  # Only for flow heads and deterministic (eta = 0) diffusion heads.
+  c.guided_samplers = ()
   return c
 
 
@@ -53,5 +58,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   unknown = sorted(set(config.variants) - set(VARIANTS))
   if unknown:
     raise ValueError(f"export.variants has unknown entries {unknown}; expected some of {list(VARIANTS)}")
+  unknown = sorted(set(config.get("guided_samplers", ())) - set(GUIDED_SAMPLERS))
+  if unknown:
+    raise ValueError(f"export.guided_samplers has unknown entries {unknown}; expected some of {list(GUIDED_SAMPLERS)}")
   if float(config.parity_tolerance) <= 0:
     raise ValueError(f"export.parity_tolerance={config.parity_tolerance} must be > 0")

@@ -43,7 +43,8 @@ from vla_jax.export import config as config_lib
 from vla_jax.export import convert, encoder_export, optimize, parity, variants
 from vla_jax.inference.onnx_runtime import run_fn
 from vla_jax.inference import policy_fn as policy_fn_lib
-from vla_jax.inference.artifacts import FORMAT, MANIFEST, ONNX, ONNX_OPTIMIZED, SAVEDMODEL, VARIANT_FILES, read_manifest
+from vla_jax.inference.artifacts import (FORMAT, GUIDED_FILES, MANIFEST, ONNX, ONNX_OPTIMIZED, SAVEDMODEL, VARIANT_FILES,
+                                        read_manifest)
 from vla_jax.inference.bundle import PolicyBundle
 from vla_jax.language.encoder import get_encoder
 
@@ -192,7 +193,15 @@ def _export_into(bundle: PolicyBundle, tmp: Path, config: ml_collections.ConfigD
     artifacts[f"onnx_{name}"] = _onnx_file_info(path)
   lap("variants")
 
-  for name, res in {**results, **variant_results}.items():
+  guided_results: dict[str, Any] = {}
+  for mode in config.get("guided_samplers", ()):
+    guided_results[mode] = _export_guided(bundle, mode, tmp, config, sizes, norm["action"], log)
+    artifacts[f"onnx_{mode}"] = {**_onnx_file_info(tmp / GUIDED_FILES[mode]),
+                                 "inputs": [s.to_json() for s in policy_fn_lib.input_specs(policy, mode)]}
+  if guided_results:
+    lap("guided")
+
+  for name, res in {**results, **variant_results, **guided_results}.items():
     if "error" in res:
       continue
     figures = ", ".join(f"B={k[6:]} {v['max_abs_error']:.2e}" for k, v in res.items() if k.startswith("batch_"))
@@ -227,10 +236,29 @@ def _export_into(bundle: PolicyBundle, tmp: Path, config: ml_collections.ConfigD
                  "batch_sizes": list(sizes), "tolerance": float(config.parity_tolerance),
                  "reference": "jax.jit of vla_jax.inference.policy_fn.make_policy_fn", **results},
       "variants": variant_results,
+      "guided_samplers": guided_results,
       "export_config": _config_json(config),
       "versions": versions(),
       "timings_s": timings,
   }
+
+
+def _export_guided(bundle: PolicyBundle, mode: str, tmp: Path, config: ml_collections.ConfigDict,
+                   sizes: tuple[int, ...], action_norm, log) -> dict[str, Any]:
+  """policy.<mode>.onnx: the real-time chunking sampler (`make_policy_fn(bundle, guidance=mode)`),
+  converted like the plain one and parity-checked against its jitted JAX twin; fails the export."""
+  specs = policy_fn_lib.input_specs(bundle.policy, mode)
+  fn = policy_fn_lib.make_policy_fn(bundle, guidance=mode)
+  log(f"guided sampler {mode}: jax2tf + tf2onnx")
+  module = convert.tf_module(fn, bundle.params, specs, output_name="actions")
+  convert.save_onnx(convert.to_onnx(module, int(config.opset)), tmp / GUIDED_FILES[mode])
+  del module
+  params = jax.tree.map(jax.numpy.asarray, bundle.params)
+  fn_jit = jax.jit(fn)
+  make_inputs = lambda b: parity.random_inputs(bundle, b, seed=int(config.parity_seed) + b, guidance=mode)  # noqa: E731
+  run = run_fn(convert.ort_session(tmp / GUIDED_FILES[mode], optimization="all"))
+  return parity.check_parity({mode: run}, lambda inputs: np.asarray(fn_jit(params, inputs)), make_inputs, sizes,
+                             action_norm, float(config.parity_tolerance))[mode]
 
 
 def load_manifest(export_dir: str | Path) -> dict[str, Any]:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
-
 import jax
+import numpy as np
 
 from vla_jax.data import statistics as stats_lib
 from vla_jax.export.convert import ExportError
 from vla_jax.inference.bundle import PolicyBundle
 from vla_jax.inference.policy_fn import Affine, input_specs, normalisation
 from vla_jax.models.backbone import language_input_keys
+from vla_jax.models.heads import realtime
 
 
 def compare(got: np.ndarray, expected: np.ndarray, action_norm: Affine) -> dict[str, float]:
@@ -82,13 +82,14 @@ def reference_actions(bundle: PolicyBundle, inputs: dict[str, np.ndarray]) -> np
   return stats_lib.unnormalize(np.asarray(actions), bundle.action_stats, bundle.normalization)
 
 
-def random_inputs(bundle: PolicyBundle, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(bundle: PolicyBundle, batch_size: int, seed: int = 0,
+                  guidance: str | None = None) -> dict[str, np.ndarray]:
   """Random inputs that exercise the whole graph: every byte value, proprio spread past the
   statistics' range (so the bounds clip is hit), padded first frames, nonzero noise."""
   rng = np.random.default_rng(seed)
   out: dict[str, np.ndarray] = {}
   norm = normalisation(bundle)
-  for spec in input_specs(bundle.policy):
+  for spec in input_specs(bundle.policy, guidance):
     shape = spec.concrete(batch_size)
     if spec.name.startswith("image_"):
       out[spec.name] = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -107,6 +108,13 @@ def random_inputs(bundle: PolicyBundle, batch_size: int, seed: int = 0) -> dict[
       lengths = rng.integers(1, shape[1] + 1, size=shape[0])
       tokens[np.arange(shape[1])[None, :] >= lengths[:, None]] = 0
       out[spec.name] = tokens
+    elif spec.name == "prefix_actions":  # A previous chunk in env units, partly past the bounds.
+      a = norm["action"]
+      out[spec.name] = (a.offset + np.maximum(a.scale, 1e-3) * rng.uniform(-1.2, 1.2, size=shape)).astype(np.float32)
+    elif spec.name == "prefix_weights":  # A different delay and execution horizon per row.
+      h = shape[1]
+      out[spec.name] = np.stack([realtime.prefix_weights(h, rng.integers(0, h), rng.integers(1, h + 1), xp=np)
+                                 for _ in range(shape[0])])
     else:  # language_embedding, noise_*
       out[spec.name] = rng.normal(size=shape).astype(np.float32)
   return out

@@ -40,16 +40,22 @@ class JaxPolicy:
     self.camera = bundle.camera
     self.seed = int(seed)
     self.rng = jax.random.PRNGKey(seed)
-    fn = make_policy_fn(bundle)
-    policy = bundle.policy
-
-    def sample(params, inputs, rng):
-      batch = inputs["timestep_pad_mask"].shape[0]
-      noise = {f"noise_{k}": v for k, v in policy.make_noise(rng, batch).items()}
-      return fn(params, {**inputs, **noise})
-
-    self._sample = jax.jit(sample)
+    self._samplers: dict[str | None, Any] = {}  # guidance → jitted sampler, shared by sessions.
     self._fresh_state()
+
+  def _sampler(self, guidance: str | None):
+    """The jitted policy function (+ noise from the key) for plain or guided sampling, built once."""
+    if guidance not in self._samplers:
+      fn = make_policy_fn(self.bundle, guidance=guidance)
+      policy = self.bundle.policy
+
+      def sample(params, inputs, rng):
+        batch = inputs["timestep_pad_mask"].shape[0]
+        noise = {f"noise_{k}": v for k, v in policy.make_noise(rng, batch).items()}
+        return fn(params, {**inputs, **noise})
+
+      self._samplers[guidance] = jax.jit(sample)
+    return self._samplers[guidance]
 
   def _fresh_state(self) -> None:
     self.window = ObservationWindow(self.bundle.model_config.window_size)
@@ -74,8 +80,15 @@ class JaxPolicy:
     """Adds a frame to the windows without sampling (for steps executed from an earlier chunk)."""
     self.window.push(obs)
 
-  def __call__(self, obs: dict[str, Any], scenes=None, already_observed: bool = False) -> np.ndarray:
-    """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units)."""
+  def __call__(self, obs: dict[str, Any], scenes=None, already_observed: bool = False, *,
+               guidance: str | None = None, prefix: np.ndarray | None = None,
+               weights: np.ndarray | None = None) -> np.ndarray:
+    """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units).
+
+    guidance "rtc" | "hard" (real-time chunking): continue `prefix` float32 [N, H, A] (env units,
+    aligned to this chunk's steps) under the soft mask `weights` float32 [N, H]
+    (`models/heads/realtime.prefix_weights`); the noise is the plain call's (same key).
+    """
     if self._task is None:
       raise RuntimeError("JaxPolicy: reset(instructions) before the first call")
     if not already_observed:
@@ -83,7 +96,11 @@ class JaxPolicy:
     rng = jax.random.fold_in(self.rng, self.calls)
     self.calls += 1
     inputs = {**self.window.inputs(self.camera), **self._task}
-    return np.asarray(self._sample(self.params, inputs, rng), np.float32)
+    if guidance is not None:
+      if prefix is None or weights is None:
+        raise ValueError(f"JaxPolicy: guidance={guidance!r} needs prefix [N, H, A] and weights [N, H]")
+      inputs.update(prefix_actions=np.asarray(prefix, np.float32), prefix_weights=np.asarray(weights, np.float32))
+    return np.asarray(self._sampler(guidance)(self.params, inputs, rng), np.float32)
 
 
 def load(checkpoint_dir: str | Path, *, dataset: str | None = None, use_ema: bool = True, seed: int = 0,

@@ -124,6 +124,8 @@ class OnnxPolicy:
     self.camera = str(cfg.cameras[0])
     self.session = ort_session(path, threads=threads, optimization=optimization)
     self.run = run_fn(self.session)
+    self._session_options = {"threads": threads, "optimization": optimization}
+    self._guided_runs: dict[str, Callable] = {}  # guidance → run fn of policy.<guidance>.onnx, shared by sessions.
     self.noise_source, self.seed = noise, int(seed)
     self.noise_specs = {s["name"]: s for s in manifest["inputs"] if s["name"].startswith("noise_")}
     self._model_config = cfg
@@ -170,8 +172,23 @@ class OnnxPolicy:
     """Adds a frame to the windows without sampling (for steps executed from an earlier chunk)."""
     self.window.push(obs)
 
-  def __call__(self, obs: dict[str, Any], scenes=None, already_observed: bool = False) -> np.ndarray:
-    """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units)."""
+  def _guided_run(self, guidance: str) -> Callable:
+    if guidance not in self._guided_runs:
+      file = artifacts.GUIDED_FILES.get(guidance)
+      if file is None or not (self.export_dir / file).is_file():
+        raise FileNotFoundError(f"{self.export_dir} has no {guidance!r} real-time chunking sampler ({file}); export "
+                                f"with --export.guided_samplers=\"('{guidance}',)\"")
+      self._guided_runs[guidance] = run_fn(ort_session(self.export_dir / file, **self._session_options))
+    return self._guided_runs[guidance]
+
+  def __call__(self, obs: dict[str, Any], scenes=None, already_observed: bool = False, *,
+               guidance: str | None = None, prefix: np.ndarray | None = None,
+               weights: np.ndarray | None = None) -> np.ndarray:
+    """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units).
+
+    guidance "rtc" | "hard": the export's real-time chunking graph (policy.<guidance>.onnx), as
+    `JaxPolicy.__call__` — prefix float32 [N, H, A] env units, weights float32 [N, H].
+    """
     if self._task is None:
       raise RuntimeError("OnnxPolicy: reset(instructions) before the first call")
     if not already_observed:
@@ -180,4 +197,9 @@ class OnnxPolicy:
     n = len(observation["timestep_pad_mask"])
     inputs = {**observation, **self._task, **self.noise(n)}
     self.calls += 1
-    return np.asarray(self.run(inputs), np.float32)
+    if guidance is None:
+      return np.asarray(self.run(inputs), np.float32)
+    if prefix is None or weights is None:
+      raise ValueError(f"OnnxPolicy: guidance={guidance!r} needs prefix [N, H, A] and weights [N, H]")
+    inputs.update(prefix_actions=np.asarray(prefix, np.float32), prefix_weights=np.asarray(weights, np.float32))
+    return np.asarray(self._guided_run(guidance)(inputs), np.float32)

@@ -19,6 +19,10 @@ Inputs are a flat dict so that every runtime sees the same named tensors (B is d
   noise_<name>       float32 [...]       standard-normal noise, one per `Policy.noise_shapes`
                                          entry (e.g. noise_initial [B, H, A]); absent for
                                          deterministic heads
+  prefix_actions     float32 [B, H, A]   only for a guided sampler (`guidance` "rtc" | "hard",
+  prefix_weights     float32 [B, H]      real-time chunking): the previous chunk aligned to this
+                                         one's steps, in env units (normalised inside), and the
+                                         soft mask W (`models/heads/realtime.prefix_weights`)
 Output: actions float32 [B, H, A] in env units.
 
 The normalisation math is `vla_jax.data.statistics` (`affine_params` supplies the offset/scale/mask,
@@ -77,7 +81,7 @@ def noise_batch_axes(policy: Policy) -> dict[str, int]:
   return axes
 
 
-def input_specs(policy: Policy) -> list[TensorSpec]:
+def input_specs(policy: Policy, guidance: str | None = None) -> list[TensorSpec]:
   """The exported model's inputs, in a fixed order (also the ONNX / SavedModel input order)."""
   cfg = policy.config
   t, px = int(cfg.window_size), int(cfg.image_size_px)
@@ -111,6 +115,12 @@ def input_specs(policy: Policy) -> list[TensorSpec]:
     shape = tuple(None if i == ax else int(d) for i, d in enumerate(shape))
     specs.append(TensorSpec(f"noise_{name}", shape, "float32", ax,
                             f"standard-normal noise {name!r} of the {cfg.head.kind} head"))
+  if guidance is not None:
+    h, a = int(cfg.action_horizon), int(cfg.action_dim)
+    specs.append(TensorSpec("prefix_actions", (None, h, a), "float32", 0,
+                            "the previous chunk aligned to this one's steps, env units (real-time chunking)"))
+    specs.append(TensorSpec("prefix_weights", (None, h), "float32", 0,
+                            "soft mask W: 1 = frozen (executes while inferring), 0 = free"))
   return specs
 
 
@@ -180,10 +190,13 @@ def unnormalize(y: jnp.ndarray, affine: Affine) -> jnp.ndarray:
 # ---- The function to export. --------------------------------------------------------------------
 
 
-def make_policy_fn(bundle: PolicyBundle) -> Callable[[Params, dict[str, jnp.ndarray]], jnp.ndarray]:
+def make_policy_fn(bundle: PolicyBundle, guidance: str | None = None
+                   ) -> Callable[[Params, dict[str, jnp.ndarray]], jnp.ndarray]:
   """policy_fn(params, inputs) → actions float32 [B, H, A] (env units); inputs as in the module docstring.
 
-  Params are an argument (not closed over) so the SavedModel can hold them as variables.
+  guidance: None (plain sampling), or "rtc" / "hard" — a chunk that continues `prefix_actions`
+  (`Policy.sample_actions_guided`, real-time chunking). Params are an argument (not closed over)
+  so the SavedModel can hold them as variables.
   """
   policy = bundle.policy
   cfg = policy.config
@@ -197,7 +210,12 @@ def make_policy_fn(bundle: PolicyBundle) -> Callable[[Params, dict[str, jnp.ndar
       observation["proprio"] = normalize(inputs["proprio"], norm["proprio"])
     task = {key: inputs[key] for key in language_input_keys(cfg.language)}
     noise = {name: inputs[f"noise_{name}"] for name in noise_names}
-    actions = policy.sample_actions_from_noise(params, observation, task, noise)
+    if guidance is None:
+      actions = policy.sample_actions_from_noise(params, observation, task, noise)
+    else:
+      prefix = normalize(inputs["prefix_actions"], norm["action"])
+      actions = policy.sample_actions_guided(params, observation, task, noise, prefix, inputs["prefix_weights"],
+                                             mode=guidance)
     return unnormalize(actions, norm["action"])
 
   return policy_fn

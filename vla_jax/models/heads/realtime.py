@@ -54,17 +54,18 @@ MODES = ("rtc", "hard")
 DEFAULT_MAX_GUIDANCE = 5.0  # β of the paper.
 
 
-def prefix_weights(horizon: int, delay: Array | int, execute_horizon: Array | int) -> Array:
+def prefix_weights(horizon: int, delay: Array | int, execute_horizon: Array | int, xp=jnp) -> Array:
   """The soft mask W float32 [H] (module docstring); delay and execute_horizon may be traced.
 
   The decay region is empty when d ≥ H - s (then W is 1 on the first d positions, 0 after).
+  xp: jax.numpy (traceable) or numpy (for runtimes without JAX: the ONNX policy, the server).
   """
-  i = jnp.arange(horizon, dtype=jnp.float32)
-  d = jnp.asarray(delay, jnp.float32)
-  end = horizon - jnp.asarray(execute_horizon, jnp.float32)  # First index with nothing planned.
-  c = (end - i) / jnp.maximum(end - d + 1.0, 1.0)
-  decay = c * (jnp.exp(c) - 1.0) / (np.e - 1.0)
-  return jnp.where(i < d, 1.0, jnp.where(i < end, decay, 0.0)).astype(jnp.float32)
+  i = xp.arange(horizon, dtype=xp.float32)
+  d = xp.asarray(delay, xp.float32)
+  end = horizon - xp.asarray(execute_horizon, xp.float32)  # First index with nothing planned.
+  c = (end - i) / xp.maximum(end - d + 1.0, 1.0)
+  decay = c * (xp.exp(c) - 1.0) / (np.e - 1.0)
+  return xp.where(i < d, 1.0, xp.where(i < end, decay, 0.0)).astype(xp.float32)
 
 
 # A head in flow coordinates: per sampling step i, clean_and_velocity(z, i) → (Â¹, v), the τ grid
