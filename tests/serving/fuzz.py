@@ -104,6 +104,10 @@ def message_cases(spec: protocol.PolicySpec, seed: int, max_message_bytes: int) 
           "prompt", "x" * [0, protocol.MAX_PROMPT_CHARS + 1, 5000][int(rng.integers(3))]), "key 'prompt'"),
       "new_episode_type": lambda: MessageCase("new_episode_type", with_key("new_episode", ["yes", 1, None, 0.0][
           int(rng.integers(4))]), "key 'new_episode'"),
+      "request_id_type": lambda: MessageCase("request_id_type", with_key("request_id", ["7", 1.5, True, [1], b"\x01"][
+          int(rng.integers(5))]), "key 'request_id'"),
+      "infer_type": lambda: MessageCase("infer_type", with_key("infer", ["no", 0, 1, None, 0.0][int(rng.integers(5))]),
+                                        "key 'infer'"),
       "bad_array_map": lambda: _bad_array_map(rng, spec, packed),
       "bad_scalar_map": lambda: MessageCase("bad_scalar_map", packed({**good_request(spec, rng), "state": {
           b"__npgeneric__": True, b"data": [1, 2], b"dtype": ["|O", "<f4", "V8"][int(rng.integers(3))]}}), ""),
