@@ -8,6 +8,7 @@ import pytest
 from vla_jax.envs import tasks
 from vla_jax.evaluation import evaluate as ev
 from vla_jax.evaluation import metrics, policies, rollout
+from vla_jax.inference import execution
 
 
 def small_config(**kw):
@@ -154,8 +155,8 @@ def test_receding_execution_queries_every_k_steps():
 
 def test_temporal_ensemble_averages_overlapping_predictions():
   history = [(0, np.full((1, 4, 1), 1.0)), (1, np.full((1, 4, 1), 3.0)), (2, np.full((1, 4, 1), 5.0))]
-  np.testing.assert_allclose(rollout._ensemble(history, 2, m=0.0), [[3.0]])
-  weighted = rollout._ensemble(history, 2, m=1.0)  # Ages 2, 1, 0 -> weights e^-2, e^-1, 1.
+  np.testing.assert_allclose(execution.ensemble_mean(history, 2, 0.0), [[3.0]])
+  weighted = execution.ensemble_mean(history, 2, 1.0)  # Ages 2, 1, 0 -> weights e^-2, e^-1, 1.
   w = np.exp([-2.0, -1.0, 0.0])
   np.testing.assert_allclose(weighted, [[(w * [1, 3, 5]).sum() / w.sum()]], rtol=1e-6)
   policy = ChunkRecorder(horizon=4)

@@ -40,13 +40,25 @@ def eval_config(episodes_per_family: int = 50) -> ml_collections.ConfigDict:
   c.num_envs = 50  # Episodes stepped together (one policy call for all).
   c.max_episode_steps = 100
   c.image_size = 64
-  c.execution = "receding"  # "receding" (k of H per query) or "ensemble" (temporal ensembling).
-  c.execute_steps = 2  # k for "receding"; H = open loop, 1 = closed loop every step.
+  # Chunk execution (vla_jax.inference.execution): "sync" (k of H per query; at delay 0 receding
+  # horizon), "naive_async", "ensemble" (temporal ensembling), "hard" (inpainting), "rtc".
+  c.strategy = "sync"
+  c.execute_steps = 2  # k: actions per query (sync), steps between queries (async, hard, rtc); H = open loop.
   c.ensemble_decay = 0.0  # m for "ensemble": weights exp(-m * age).
+  # Inference delay in control steps: the chunk for the observation at step t arrives at t + d.
+  c.delay = 0
+  c.delay_distribution = ()  # Or ((d, probability), ...): d drawn per inference, seeded by `seed`.
   c.seed = 1_000_000  # Scene seeds: seed + family_index * 100_000 + episode.
   c.videos_per_family = 2  # GIFs of the first episodes of each family per condition in `videos_for`.
   c.videos_for = ("seen", "language_blind")
   return c
+
+
+def execution_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`rollout.run_episodes` arguments for the chunk execution and delay of an eval config."""
+  return dict(strategy=config.strategy, execute_steps=config.execute_steps, ensemble_decay=config.ensemble_decay,
+              delay=config.delay, delay_distribution=tuple(tuple(e) for e in config.delay_distribution),
+              delay_seed=config.seed)
 
 
 def evaluate(policy: ChunkPolicy, config: ml_collections.ConfigDict, progress: bool = False) -> dict[str, Any]:
@@ -69,8 +81,7 @@ def evaluate(policy: ChunkPolicy, config: ml_collections.ConfigDict, progress: b
     record = config.videos_per_family if condition in config.videos_for else 0
     results = rollout.run_episodes(
         policy, seeds, family=family, split=split, num_envs=config.num_envs, image_size=config.image_size,
-        max_episode_steps=config.max_episode_steps, execution=config.execution,
-        execute_steps=config.execute_steps, ensemble_decay=config.ensemble_decay, record_frames=record, **kwargs,
+        max_episode_steps=config.max_episode_steps, record_frames=record, **execution_kwargs(config), **kwargs,
     )
     cond = summary["conditions"].setdefault(condition, {"families": {}})
     cond["families"][family] = metrics.summarise(results)
@@ -195,8 +206,8 @@ def run_typed_instruction(policy: ChunkPolicy, instruction: str, *, seed: int, f
   tasks.check_choice("family", family, tasks.FAMILIES)
   result = rollout.run_episodes(
       policy, [int(seed)], family=family, split="train", num_envs=1, image_size=config.image_size,
-      max_episode_steps=config.max_episode_steps, execution=config.execution, execute_steps=config.execute_steps,
-      ensemble_decay=config.ensemble_decay, instruction_override=[instruction], record_frames=1 if gif else 0)[0]
+      max_episode_steps=config.max_episode_steps, instruction_override=[instruction], record_frames=1 if gif else 0,
+      **execution_kwargs(config))[0]
   if gif:
     save_gif(result.frames, Path(gif), instruction, result.success)
   return result

@@ -1,12 +1,20 @@
-"""Batched closed-loop rollouts in the built-in simulator, with action-chunk execution.
+"""Batched closed-loop rollouts in the built-in simulator, with action-chunk execution under delay.
 
-Two ways to execute the [H, A] chunks a policy predicts (`execution=`):
-  * "receding": query the policy every `execute_steps` (k <= H) steps and play the first k actions
-    of the chunk — k = H is open-loop chunking, k = 1 is fully closed-loop;
-  * "ensemble": query every step and act with the weighted mean of all predictions made for the
-    current step by the last H chunks (temporal ensembling, as in ACT), weights exp(-m * age) so
-    older predictions count less when m > 0.
-The policy is queried for all N envs at once; finished envs are frozen by the vector env.
+How the [H, A] chunks a policy predicts are executed is a strategy of
+`vla_jax.inference.execution` (`strategy=`; the same code a robot client uses), under an inference
+delay of d control steps — fixed (`delay=`) or drawn per inference (`delay_distribution=`):
+  * "sync": ask, stand still d steps (the scene does not move; counted in `wait_steps`), execute
+    the first k = `execute_steps` actions — at d = 0 receding-horizon execution (k = H open-loop
+    chunking, k = 1 fully closed-loop; `execution="receding"` is its former name);
+  * "naive_async", "hard", "rtc": ask every k steps and keep executing the current plan; switch
+    to the new chunk when it arrives, d steps later (hard / rtc: the request carries the plan's
+    actions for the next H steps, frozen for the d that execute while the model thinks);
+  * "ensemble": ask every step (as soon as the model is free when d > 0) and act with the weighted
+    mean of all predictions for the current step (temporal ensembling, as in ACT), weights
+    exp(-m * age) so older predictions count less when m > 0.
+The policy is queried for all N envs at once, on one clock (one delay per inference for the
+batch); finished envs are frozen by the vector env. Each episode reports its waits, inferences and
+the action jumps ‖a_t - a_{t-1}‖ at chunk boundaries and elsewhere.
 
 Instructions a person typed (`instruction_override=` a string or one per seed) are grounded in each
 seeded scene by the env (`tabletop.with_instruction`); an episode whose text names no task in its
@@ -16,14 +24,16 @@ scene still runs, but reports `judgeable=False` (and never success) with the env
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Sequence
 
 import numpy as np
 
 from vla_jax.envs import VectorTabletopEnv
 from vla_jax.evaluation.policies import ChunkPolicy
+from vla_jax.inference import execution as execution_lib
 
-EXECUTIONS = ("receding", "ensemble")
+STRATEGIES = execution_lib.STRATEGIES
 
 
 @dataclasses.dataclass
@@ -38,18 +48,12 @@ class EpisodeResult:
   frames: list[np.ndarray] | None = None
   judgeable: bool = True  # False: a typed instruction named no task in the scene; success is then False.
   grounding_note: str = ""  # How a typed instruction was read, or why it cannot be judged ("" otherwise).
-
-
-def _ensemble(history: list[tuple[int, np.ndarray]], t: int, m: float) -> np.ndarray:
-  """Mean of every stored prediction for step t; `history` holds (query step, chunk [N, H, A])."""
-  preds, weights = [], []
-  for start, chunk in history:
-    age = t - start
-    if 0 <= age < chunk.shape[1]:
-      preds.append(chunk[:, age])
-      weights.append(np.exp(-m * age))
-  w = np.asarray(weights, np.float32)[:, None, None]
-  return (np.stack(preds) * w).sum(0) / w.sum()
+  wait_steps: int = 0  # Control steps the robot stood still waiting for a chunk (not in `length`).
+  inferences: int = 0  # Chunks requested while the episode ran.
+  boundary_jumps: list[float] = dataclasses.field(default_factory=list)  # ‖a_t - a_{t-1}‖ at chunk switches.
+  interior_jump_sum: float = 0.0  # Sum of ‖a_t - a_{t-1}‖ over the other steps t ≥ 1 ...
+  interior_jump_max: float = 0.0
+  interior_steps: int = 0  # ... and their count.
 
 
 def run_episodes(
@@ -61,14 +65,25 @@ def run_episodes(
     num_envs: int = 32,
     image_size: int = 64,
     max_episode_steps: int = 100,
-    execution: str = "receding",
+    strategy: str | None = None,
+    execution: str | None = None,
     execute_steps: int | None = None,
     ensemble_decay: float = 0.0,
+    delay: int = 0,
+    delay_distribution: Sequence[Sequence[float]] = (),
+    delay_seed: int = 0,
     instruction_override: str | Sequence[str] | None = None,
     record_frames: int = 0,
 ) -> list[EpisodeResult]:
   """Runs one episode per seed (in batches of `num_envs`) and returns their results.
 
+  strategy: one of `STRATEGIES` (default "sync"); `execution` is its former name ("receding" =
+    "sync", "ensemble") — pass one of the two.
+  execute_steps: k, actions executed per inference (sync) or steps between requests (naive_async,
+    hard, rtc); default H, clipped to H. Unused by "ensemble".
+  delay, delay_distribution: the inference delay in control steps — fixed, or ((d, p), ...) drawn
+    per inference (one draw for the batch) from a generator seeded by (delay_seed, first seed of
+    the batch).
   instruction_override: None (the scene's own instruction); "shuffled" — each env is told the
     instruction of another env in its batch (the language-blind ablation); any other string — an
     instruction typed by a person, given to every episode; or a sequence of one such string per
@@ -76,43 +91,61 @@ def run_episodes(
     `task_instruction` are then the typed task); see `judgeable` and `grounding_note`.
   record_frames: keep the rendered frames of the first this-many episodes (for videos).
   """
-  if execution not in EXECUTIONS:
-    raise ValueError(f"execution={execution!r} is not valid; expected one of {list(EXECUTIONS)}")
+  if strategy is not None and execution is not None:
+    raise ValueError(f"strategy={strategy!r} and execution={execution!r} are both given; "
+                     "pass strategy (execution is its former name)")
+  key, name = ("execution", execution) if execution is not None else ("strategy", strategy or "sync")
+  if execution_lib.LEGACY_NAMES.get(name, name) not in STRATEGIES:
+    raise ValueError(f"{key}={name!r} is not valid; expected one of {list(STRATEGIES)}")
+  name = execution_lib.check_strategy(name)
   horizon = policy.action_horizon
-  k = horizon if execute_steps is None else int(execute_steps)
-  if k < 1:
-    raise ValueError(f"execute_steps={k} is not valid; expected >= 1")
-  k = min(k, horizon)  # A policy with a shorter chunk (e.g. the expert, H = 1) re-plans sooner.
+  if execute_steps is not None and int(execute_steps) < 1:
+    raise ValueError(f"execute_steps={execute_steps} is not valid; expected >= 1")
+  if name in execution_lib.GUIDED and "guidance" not in inspect.signature(policy.__call__).parameters:
+    raise ValueError(f"strategy={name!r} needs a policy whose __call__ takes guidance=, prefix=, weights= "
+                     f"(JaxPolicy, OnnxPolicy); {type(policy).__name__} does not")
+  DelaySampler = execution_lib.DelaySampler  # noqa: N806
+  DelaySampler(delay, delay_distribution)  # Check the settings before any episode runs.
+  has_window = hasattr(policy, "observe")
   typed = _typed_instructions(instruction_override, len(seeds))
   results: list[EpisodeResult] = []
   for begin in range(0, len(seeds), num_envs):
     batch_seeds = list(seeds[begin : begin + num_envs])
-    venv = VectorTabletopEnv(len(batch_seeds), task_family=family, split=split, image_size=image_size,
+    n = len(batch_seeds)
+    venv = VectorTabletopEnv(n, task_family=family, split=split, image_size=image_size,
                              max_episode_steps=max_episode_steps)
     options = None if typed is None else [{"instruction": text} for text in typed[begin : begin + num_envs]]
     obs, infos = venv.reset(batch_seeds, options)
     tasks = [info["instruction"] for info in infos]
     told = _derange(tasks) if instruction_override == "shuffled" else list(tasks)
     policy.reset(told, venv.scenes)
-    keep = max(0, min(record_frames - begin, len(batch_seeds)))
+    keep = max(0, min(record_frames - begin, n))
     frames = [[obs["image"][i]] for i in range(keep)]
-    history: list[tuple[int, np.ndarray]] = []
-    t = 0
-    chunk, chunk_start = None, 0
+    delays = DelaySampler(delay, delay_distribution, seed=[int(delay_seed), int(batch_seeds[0])])
+    chunks = execution_lib.ChunkExecution(name, horizon, execute_steps, ensemble_decay)
+    waits, inferences = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    jumps = _Jumps(n)
+    fresh = True  # The observation is new (an env step since the last tick), not yet in the window.
     while not venv.done.all():
-      if execution == "ensemble":
-        history.append((t, policy(obs, venv.scenes)))
-        history = history[-horizon:]
-        action = _ensemble(history, t, ensemble_decay)
-      else:
-        if chunk is None or t - chunk_start >= k:
-          chunk, chunk_start = policy(obs, venv.scenes), t
-        elif hasattr(policy, "observe"):
-          policy.observe(obs)  # Keep the observation window current between queries.
-        action = chunk[:, t - chunk_start]
+      chunks.receive()
+      if chunks.wants_chunk():
+        request = chunks.request(delays())
+        kwargs = request.policy_kwargs()
+        if not fresh and has_window:
+          kwargs["already_observed"] = True  # The robot stood still: the same frame, already pushed.
+        chunks.submit(policy(obs, venv.scenes, **kwargs))
+        inferences += ~venv.done
+      elif fresh and has_window:
+        policy.observe(obs)  # Keep the observation window current between queries.
+      action = chunks.act()
+      if action is None:
+        waits += ~venv.done
+        fresh = False
+        continue
       was_done = venv.done.copy()
+      jumps.add(action, chunks.switched, ~was_done)
       obs, _, _, _, _ = venv.step(np.asarray(action, np.float32))
-      t += 1
+      fresh = True
       for i in range(keep):
         if not was_done[i]:
           frames[i].append(obs["image"][i])
@@ -121,8 +154,39 @@ def run_episodes(
           seed=int(seed), family=venv.scenes[i].family, split=split, instruction=told[i], task_instruction=tasks[i],
           success=bool(venv.success[i]), length=int(venv.lengths[i]), frames=frames[i] if i < keep else None,
           judgeable=bool(infos[i]["judgeable"]), grounding_note=infos[i]["grounding_note"],
+          wait_steps=int(waits[i]), inferences=int(inferences[i]), **jumps.summary(i),
       ))
   return results
+
+
+class _Jumps:
+  """Per env: ‖a_t - a_{t-1}‖ of consecutive executed actions, split into chunk boundaries and the rest."""
+
+  def __init__(self, n: int):
+    self.previous: np.ndarray | None = None
+    self.started = np.zeros(n, bool)
+    self.boundary: list[list[float]] = [[] for _ in range(n)]
+    self.interior_sum, self.interior_max = np.zeros(n), np.zeros(n)
+    self.interior_steps = np.zeros(n, np.int64)
+
+  def add(self, action: np.ndarray, switched: bool, active: np.ndarray) -> None:
+    """action float32 [N, A], executed by the envs where `active` [N] (not yet done)."""
+    if self.previous is not None:
+      jump = np.linalg.norm(action - self.previous, axis=-1).astype(np.float64)
+      measured = active & self.started
+      if switched:
+        for i in np.flatnonzero(measured):
+          self.boundary[i].append(float(jump[i]))
+      else:
+        self.interior_sum += np.where(measured, jump, 0.0)
+        self.interior_max = np.maximum(self.interior_max, np.where(measured, jump, 0.0))
+        self.interior_steps += measured
+    self.previous = np.array(action, np.float64)
+    self.started |= active
+
+  def summary(self, i: int) -> dict[str, Any]:
+    return dict(boundary_jumps=self.boundary[i], interior_jump_sum=float(self.interior_sum[i]),
+                interior_jump_max=float(self.interior_max[i]), interior_steps=int(self.interior_steps[i]))
 
 
 def _typed_instructions(override: str | Sequence[str] | None, num_episodes: int) -> list[str] | None:
