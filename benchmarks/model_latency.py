@@ -1,6 +1,6 @@
 """Model size and CPU latency: param counts per size, batch-1 `sample_actions` latency for `small`
-split into backbone and head, train-step time, compile times — plus an Octo-vit_t-shaped config
-measured the same way, so the comparison with the peer's numbers (TOOLCHAIN.md) is like for like.
+split into backbone and head, train-step time, compile times — plus a model shaped like Octo's
+vit_t, measured the same way with our code (a size reference, not Octo's own implementation).
 
     .venv/bin/python benchmarks/model_latency.py [--calls 100]
 
@@ -33,8 +33,8 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "model_latency.j
 
 
 def octo_vit_t_like():
-  """Octo vit_t as measured in TOOLCHAIN.md: 12 × 192 ViT, a 4-conv stride-16 stem (16 tokens per
-  64×64 frame), window 2, no language, diffusion head with 20 steps, horizon 4."""
+  """A model shaped like Octo's vit_t, measured here with our code: 12 × 192 ViT, a 4-conv stride-16
+  stem (16 tokens per 64×64 frame), window 2, no language, diffusion head with 20 steps, horizon 4."""
   config = model_config("small", "diffusion", language="none")
   config.transformer.update(width=192, depth=12, num_heads=3, mlp_dim=768)
   config.image.update(stem_features=(32, 96, 192, 384), patch_size=1)
@@ -235,8 +235,6 @@ def main():
   encoder = measure_encoder(args.calls, args.encoder_onnx_dir)
   print("Batch-1 instruction encoding (once per new instruction), ms: " +
         ", ".join(f"{k[:-3]} {v:.2f}" for k, v in encoder.items()))
-  print("\nPeer (TOOLCHAIN.md, same machine type): Octo vit_t 8.2 M params, sample_actions 20.9 ms, "
-        "backbone 13.0 ms, batch-8 train step 331 ms, compile ~2.5 min.")
 
   result = {
       "command": " ".join([pathlib.Path(sys.executable).name, *sys.argv]),
@@ -248,8 +246,6 @@ def main():
       "latency": latency,
       "quickstart_minilm_vs_learned_sample_actions": {"median_ratio": ratio, "fastest_ratio": ratio_min},
       "instruction_encoder_b1": encoder,
-      "peer_octo_vit_t": {"params": 8.2e6, "sample_actions_ms": 20.9, "backbone_ms": 13.0,
-                          "train_step_b8_ms": 331, "train_step_compile_s": 150},
   }
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,9 @@ def main(argv):
     sys.exit(f"error: {e}")
   out = Path(_OUT.value) if _OUT.value else Path("exports") / f"{ckpt.parent.parent.name}_{ckpt.name}"
   try:
-    validate(_EXPORT.value)  # Before restoring anything: a bad --export.* fails fast.
+    validate(_EXPORT.value)  # Before restoring anything: a bad --export.* fails fast, ...
+    if out.exists() and not _OVERWRITE.value:  # ... and so does an export that would be refused.
+      raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     bundle = load_checkpoint(ckpt, dataset=_EXPORT.value.dataset)
     manifest = export_policy(bundle, out, _EXPORT.value, overwrite=_OVERWRITE.value)
   except (ExportError, ValueError, FileNotFoundError, FileExistsError) as e:

@@ -104,9 +104,10 @@ def test_oxe_style_action_fields_and_episode_language_via_standardize_fn(tmp_pat
 
 @pytest.fixture(scope="module")
 def tabletop_tiny_dir(tmp_path_factory) -> str:
-  """The lead's built-in dataset, tiny variant, written into a tmp dir (skips until it exists)."""
-  tabletop_builder = pytest.importorskip("vla_jax.data.tabletop_builder")
-  tabletop_data = pytest.importorskip("experiments.configs.tabletop_data")
+  """The built-in dataset, tiny variant, written into a tmp dir."""
+  from experiments.configs import tabletop_data
+  from vla_jax.data import tabletop_builder
+
   config = tabletop_data.get_config("tiny")
   config.data_dir = str(tmp_path_factory.mktemp("tabletop"))
   return str(tabletop_builder.write_dataset(config, progress=False))

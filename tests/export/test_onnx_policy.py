@@ -35,7 +35,7 @@ def test_onnx_policy_returns_the_jax_policy_actions_over_several_steps(policies)
     obs = venv.step(a_jax[:, 0])[0]
 
 
-def test_numpy_noise_needs_no_jax_and_has_the_manifest_shapes(tiny_export):
+def test_numpy_noise_has_the_manifest_shapes(tiny_export):  # No JAX at all: the fresh-interpreter test below.
   export_dir, manifest = tiny_export
   policy = OnnxPolicy(export_dir, noise="numpy", seed=0)
   noise = policy.noise(5)

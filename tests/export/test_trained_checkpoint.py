@@ -50,4 +50,5 @@ def test_cli_refuses_an_existing_output_without_overwrite(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.export", "--checkpoint=/nonexistent/1", f"--out={tmp_path / 'x'}"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert proc.returncode != 0 and "error:" in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert proc.returncode != 0 and last.startswith("error:") and "--overwrite" in last, proc.stderr[-500:]

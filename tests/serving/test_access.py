@@ -33,7 +33,7 @@ def test_the_right_api_key_is_served_by_our_client_and_openpis(keyed_server):
   frame = {**observations(keyed_server.served.spec, 1)[0], "prompt": PROMPTS[0]}
   with PolicyClient(keyed_server.url, api_key=KEY) as client:
     ours = client.infer(frame)["actions"]
-  openpi = pytest.importorskip("openpi_client.websocket_client_policy")
+  from openpi_client import websocket_client_policy as openpi  # requirements-test-nodeps.txt
   host, port = keyed_server.address
   client = openpi.WebsocketClientPolicy(host, port, api_key=KEY)
   try:

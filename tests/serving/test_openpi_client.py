@@ -15,9 +15,7 @@ from tests.serving.conftest import PROMPTS, SEED, in_process_actions, observatio
 # openpi-client 0.1.2 calls websockets' connect() the way websockets 17 deprecates (still works).
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
 
-websocket_client_policy = pytest.importorskip(
-    "openpi_client.websocket_client_policy",
-    reason="openpi-client is not installed: pip install --no-deps -r requirements-test-nodeps.txt")
+from openpi_client import websocket_client_policy  # noqa: E402  (requirements-test-nodeps.txt, --no-deps)
 
 
 def _openpi_client(server):

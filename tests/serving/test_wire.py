@@ -41,7 +41,7 @@ def test_values_round_trip_with_dtype_and_shape(value):
 
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
 def test_bytes_equal_openpis_encoding_and_each_side_reads_the_other(value):
-  openpi = pytest.importorskip("openpi_client.msgpack_numpy")
+  from openpi_client import msgpack_numpy as openpi  # requirements-test-nodeps.txt
   assert wire.packb(value) == openpi.packb(value)
   _assert_same(value, openpi.unpackb(wire.packb(value)))
   _assert_same(value, wire.unpackb(openpi.packb(value)))

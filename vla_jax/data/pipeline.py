@@ -122,11 +122,6 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   return c
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The default training input: built-in `tabletop`, batch 64, 64x64, window 2, horizon 4."""
-  return pipeline_config([spec_lib.tabletop_spec()])
-
-
 def dataset_names(config: ml_collections.ConfigDict) -> list[str]:
   """Dataset names in `dataset_index` order (ConfigDict iterates its keys sorted)."""
   return list(config.datasets.keys())

@@ -1,6 +1,6 @@
 """The conversion chain JAX → jax2tf (TF ops) → TF SavedModel → tf2onnx → ONNX, and the graph checks.
 
-Why every step is checked (see /work/shared/TOOLCHAIN.md): jax2tf only emits plain TF ops with
+Why every step is checked: jax2tf only emits plain TF ops with
 `native_serialization=False, enable_xla=False` (otherwise one `XlaCallModule`, or `XlaDotV2` /
 `XlaConvV2` / `XlaGather` ops); tf2onnx 1.17 converts none of those, yet can exit 0 and write a
 graph that still holds them. So the TF graph is scanned before conversion, and the ONNX graph

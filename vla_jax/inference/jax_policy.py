@@ -80,7 +80,7 @@ class JaxPolicy:
     """Adds a frame to the windows without sampling (for steps executed from an earlier chunk)."""
     self.window.push(obs)
 
-  def __call__(self, obs: dict[str, Any], scenes=None, already_observed: bool = False, *,
+  def __call__(self, obs: dict[str, Any], scenes=None, *,
                guidance: str | None = None, prefix: np.ndarray | None = None,
                weights: np.ndarray | None = None) -> np.ndarray:
     """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units).
@@ -91,8 +91,7 @@ class JaxPolicy:
     """
     if self._task is None:
       raise RuntimeError("JaxPolicy: reset(instructions) before the first call")
-    if not already_observed:
-      self.window.push(obs)
+    self.window.push(obs)
     rng = jax.random.fold_in(self.rng, self.calls)
     self.calls += 1
     inputs = {**self.window.inputs(self.camera), **self._task}

@@ -181,7 +181,7 @@ class OnnxPolicy:
       self._guided_runs[guidance] = run_fn(ort_session(self.export_dir / file, **self._session_options))
     return self._guided_runs[guidance]
 
-  def __call__(self, obs: dict[str, Any], scenes=None, already_observed: bool = False, *,
+  def __call__(self, obs: dict[str, Any], scenes=None, *,
                guidance: str | None = None, prefix: np.ndarray | None = None,
                weights: np.ndarray | None = None) -> np.ndarray:
     """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units).
@@ -191,8 +191,7 @@ class OnnxPolicy:
     """
     if self._task is None:
       raise RuntimeError("OnnxPolicy: reset(instructions) before the first call")
-    if not already_observed:
-      self.window.push(obs)
+    self.window.push(obs)
     observation = self.window.inputs(self.camera)
     n = len(observation["timestep_pad_mask"])
     inputs = {**observation, **self._task, **self.noise(n)}

@@ -3,7 +3,8 @@
 One module per modality: images (conv stem + patchify, optional language FiLM), language (byte ids
 with learned embeddings, or a precomputed sentence embedding) and proprio/tactile (one linear
 projection per named slice). All use only ops that jax2tf's TF-op lowering and tf2onnx convert
-(see TOOLCHAIN.md): e.g. the byte embedding is a one-hot matmul rather than a gather.
+(vla_jax/export/convert.py checks every export): e.g. the byte embedding is a one-hot matmul
+rather than a gather.
 """
 
 from __future__ import annotations

@@ -77,10 +77,6 @@ def state_shardings(abstract_state: Any, mesh: Mesh, strategy: str, min_size: in
   return jax.tree.map(leaf, abstract_state)
 
 
-def global_batch_size(local_batch_size: int) -> int:
-  return local_batch_size * jax.process_count()
-
-
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
   """Process-local numpy batch -> global jax.Arrays sharded over the mesh's batch axes.
 

@@ -31,6 +31,3 @@ def create_state(init_fn: Callable[[jax.Array], Any], tx: optax.GradientTransfor
       rng=train_rng,
   )
 
-
-def param_count(params: Any) -> int:
-  return int(sum(x.size for x in jax.tree.leaves(params)))

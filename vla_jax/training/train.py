@@ -22,11 +22,11 @@ import ml_collections
 import numpy as np
 
 from vla_jax.data import pipeline
-from vla_jax.models.policy import Policy
+from vla_jax.models.policy import Policy, count_params
 from vla_jax.training import checkpoint as checkpoint_lib
 from vla_jax.training import distributed, mesh as mesh_lib, optimizer as optimizer_lib, step as step_lib
 from vla_jax.training.logger import MetricsLogger
-from vla_jax.training.state import TrainState, create_state, param_count
+from vla_jax.training.state import TrainState, create_state
 
 CONFIG_FILE = "config.json"
 
@@ -87,8 +87,9 @@ def data_config_for_process(config: ml_collections.ConfigDict) -> ml_collections
   return data
 
 
-def example_batch(element_spec: Any, batch_size: int) -> Any:
-  """Zeros shaped like the pipeline's batches (used to build parameters before any data is read)."""
+def zeros_like_batches(element_spec: Any, batch_size: int) -> Any:
+  """Zeros shaped like the pipeline's batches (used to build parameters before any data is read);
+  `models.policy.example_batch` builds the same from a model config instead."""
   return jax.tree.map(lambda s: np.zeros((batch_size, *s.shape[1:]), s.dtype.as_numpy_dtype), element_spec)
 
 
@@ -164,7 +165,7 @@ def train_and_evaluate(
 
   # Policy and state, created directly in their shardings (never materialised on one device).
   policy = Policy(config.model)
-  init_batch = model_inputs(example_batch(train_iter.element_spec, 1))
+  init_batch = model_inputs(zeros_like_batches(train_iter.element_spec, 1))
   tx, schedule = optimizer_lib.make_optimizer(config.optim, total_steps)
   init_fn = lambda rng: policy.init(rng, init_batch)  # noqa: E731
   make_state = lambda rng: create_state(init_fn, tx, rng)  # noqa: E731
@@ -199,7 +200,7 @@ def train_and_evaluate(
 
   logger = MetricsLogger(workdir, total_steps, initial_step=start_step)
   logger.print(
-      f"{config.model.size} {config.model.head.kind} policy: {param_count(state.params):,} params; "
+      f"{config.model.size} {config.model.head.kind} policy: {count_params(state.params):,} params; "
       f"mesh {dict(mesh.shape)} ({config.mesh.strategy}); global batch {config.train.batch_size}; "
       f"{'resuming at' if start_step else 'starting at'} step {start_step}/{total_steps}"
   )
