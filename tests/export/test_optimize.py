@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from vla_jax.export import convert, optimize
+from vla_jax.export import convert, onnx_graph, optimize
 
 
 def test_optimized_export_fuses_every_layer_norm_and_gelu(tiny_export, tiny_bundle):
@@ -43,7 +43,7 @@ def test_dead_node_elimination_keeps_what_reaches_the_outputs():
   nodes = [helper.make_node("Abs", ["x"], ["y"]), helper.make_node("Add", ["x", "unused"], ["dead"])]
   model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [unused]),
                             opset_imports=[helper.make_opsetid("", 18)])
-  assert optimize.eliminate_dead_nodes(model) == 1
+  assert onnx_graph.eliminate_dead_nodes(model) == 1
   assert [n.op_type for n in model.graph.node] == ["Abs"] and not model.graph.initializer
   convert.check_onnx_graph(model)
   onnx.checker.check_model(model)
@@ -156,6 +156,6 @@ def test_one_element_constants_of_any_rank_are_read_as_scalars():
   half = numpy_helper.from_array(np.full((1, 1), 0.5, np.float32), "half")
   model = helper.make_model(helper.make_graph([helper.make_node("Mul", ["x", "half"], ["y"])], "g", [x], [y],
                                               initializer=[half]), opset_imports=[helper.make_opsetid("", 18)])
-  graph = optimize._Graph(model)
+  graph = onnx_graph.Graph(model)
   other, value = graph.split_const(model.graph.node[0], 0.5)
   assert other == "x" and value == 0.5

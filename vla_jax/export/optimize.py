@@ -26,59 +26,16 @@ like every other artifact.
 
 from __future__ import annotations
 
-import collections
 from typing import Any
 
 import numpy as np
 
+from vla_jax.export import onnx_graph, shape_folding
+
 ORT_DOMAIN = "com.microsoft"
 
 
-class _Graph:
-  """Producer / consumer / initializer lookups over one ONNX graph."""
-
-  def __init__(self, model):
-    from onnx import numpy_helper
-
-    self.model = model
-    self.graph = model.graph
-    self.inits = {i.name: i for i in self.graph.initializer}
-    self._np = numpy_helper
-    self.producer = {o: n for n in self.graph.node for o in n.output}
-    self.consumers: dict[str, list] = collections.defaultdict(list)
-    for n in self.graph.node:
-      for i in n.input:
-        self.consumers[i].append(n)
-
-  def const(self, name: str) -> np.ndarray | None:
-    if name in self.inits:
-      return self._np.to_array(self.inits[name])
-    node = self.producer.get(name)
-    if node is not None and node.op_type == "Constant":
-      from onnx import helper
-
-      return self._np.to_array(helper.get_attribute_value(node.attribute[0]))
-    return None
-
-  def node(self, name: str, op_type: str | tuple[str, ...]):
-    n = self.producer.get(name)
-    ops = (op_type,) if isinstance(op_type, str) else op_type
-    return n if n is not None and n.op_type in ops else None
-
-  def split_const(self, node, value: float | None = None, rtol: float = 1e-5):
-    """For a binary node with one scalar-constant input → (other input, constant) or (None, None)."""
-    for k in (0, 1):
-      c = self.const(node.input[k])
-      if c is not None and c.size == 1 and (value is None or np.isclose(float(c.reshape(-1)[0]), value, rtol=rtol)):
-        return node.input[1 - k], float(c.reshape(-1)[0])
-    return None, None
-
-  def add_initializer(self, name: str, array: np.ndarray) -> str:
-    self.graph.initializer.append(self._np.from_array(array, name))
-    return name
-
-
-def _skip_broadcasts(g: _Graph, name: str) -> str:
+def _skip_broadcasts(g: onnx_graph.Graph, name: str) -> str:
   """Walks back through Reshape/Expand/Unsqueeze that only re-broadcast a value."""
   while True:
     n = g.node(name, ("Reshape", "Expand", "Unsqueeze"))
@@ -87,7 +44,7 @@ def _skip_broadcasts(g: _Graph, name: str) -> str:
     name = n.input[0]
 
 
-def _mean_of(g: _Graph, name: str, n_features: int):
+def _mean_of(g: onnx_graph.Graph, name: str, n_features: int):
   """name = Mul(ReduceSum(X, last axis), 1/n) → X, else None."""
   mul = g.node(name, "Mul")
   if mul is None:
@@ -114,7 +71,7 @@ def fuse_layer_norms(model) -> int:
         ranks[v.name] = len(v.type.tensor_type.shape.dim)
   except Exception:  # Shape inference is only used to confirm the reduced axis is the last one.
     pass
-  g = _Graph(model)
+  g = onnx_graph.Graph(model)
   count = 0
   for sqrt in [n for n in g.graph.node if n.op_type == "Sqrt"]:
     recips = g.consumers[sqrt.output[0]]
@@ -177,9 +134,9 @@ def fuse_layer_norms(model) -> int:
     bias = g.add_initializer(f"{prefix}/bias", beta)
     fused = helper.make_node("LayerNormalization", [x, scale, bias], [out_name], name=prefix, axis=-1,
                              epsilon=float(eps))
-    _replace_producer(g, out_name, fused)
+    g.replace_producer(out_name, fused)
     count += 1
-  eliminate_dead_nodes(model)
+  onnx_graph.eliminate_dead_nodes(model)
   return count
 
 
@@ -187,7 +144,7 @@ def fuse_tanh_gelus(model) -> int:
   """Rewrites 0.5·h·(1 + tanh(√(2/π)(h + 0.044715 h³))) into FastGelu(h); returns how many."""
   from onnx import helper
 
-  g = _Graph(model)
+  g = onnx_graph.Graph(model)
   count = 0
   for tanh in [n for n in g.graph.node if n.op_type == "Tanh"]:
     scaled = g.node(tanh.input[0], "Mul")
@@ -208,15 +165,15 @@ def fuse_tanh_gelus(model) -> int:
     if len(final) != 1 or final[0].op_type != "Mul" or h not in final[0].input:
       continue
     fused = helper.make_node("FastGelu", [h], [final[0].output[0]], name=f"fused_gelu_{count}", domain=ORT_DOMAIN)
-    _replace_producer(g, final[0].output[0], fused)
+    g.replace_producer(final[0].output[0], fused)
     count += 1
   if count and not any(o.domain == ORT_DOMAIN for o in model.opset_import):
     model.opset_import.append(helper.make_opsetid(ORT_DOMAIN, 1))
-  eliminate_dead_nodes(model)
+  onnx_graph.eliminate_dead_nodes(model)
   return count
 
 
-def _group_stat(g: _Graph, name: str, n: int) -> str | None:
+def _group_stat(g: onnx_graph.Graph, name: str, n: int) -> str | None:
   """name = Mul(ReduceSum(R, axes [1, 2, 4], keepdims=0), 1/n) → R, else None."""
   mul = g.node(name, "Mul")
   other, _ = g.split_const(mul, 1.0 / n) if mul is not None else (None, None)
@@ -227,7 +184,7 @@ def _group_stat(g: _Graph, name: str, n: int) -> str | None:
   return red.input[0] if axes is not None and sorted(axes.ravel().tolist()) == [1, 2, 4] else None
 
 
-def _group_broadcast(g: _Graph, name: str, groups: int, per_group: int) -> str | None:
+def _group_broadcast(g: onnx_graph.Graph, name: str, groups: int, per_group: int) -> str | None:
   """name = Reshape(Expand(Reshape(v, [-1, G, 1]), [1, G, C/G]), [-1, 1, 1, C]) → v, else None.
 
   With one channel per group the Expand is an identity that shape folding removes, and the two
@@ -259,7 +216,7 @@ def fuse_group_norms(model) -> int:
   """
   from onnx import helper
 
-  g = _Graph(model)
+  g = onnx_graph.Graph(model)
   count = 0
   for sqrt in [n for n in g.graph.node if n.op_type == "Sqrt"]:
     recips = g.consumers[sqrt.output[0]]
@@ -329,13 +286,13 @@ def fuse_group_norms(model) -> int:
     nodes[-1].output[0] = out
     for node in nodes[:-1]:  # Each goes just before the old producer, so they stay in order.
       g.graph.node.insert(list(g.graph.node).index(g.producer[out]), node)
-    _replace_producer(g, out, nodes[-1])
+    g.replace_producer(out, nodes[-1])
     count += 1
-  eliminate_dead_nodes(model)
+  onnx_graph.eliminate_dead_nodes(model)
   return count
 
 
-def _keepdims_reshape(g: _Graph, name: str, axis: int, x_shape: list | None) -> str | None:
+def _keepdims_reshape(g: onnx_graph.Graph, name: str, axis: int, x_shape: list | None) -> str | None:
   """name = Reshape(r, target) putting back the reduced `axis` of x as size 1 → r, else None."""
   reshape = g.node(name, "Reshape")
   target = g.const(reshape.input[1]) if reshape is not None else None
@@ -352,7 +309,7 @@ def fuse_softmaxes(model) -> int:
   — into Softmax(x, axis); returns how many."""
   from onnx import helper
 
-  g = _Graph(model)
+  g = onnx_graph.Graph(model)
   shapes = _probed_shapes(model, [g.node(n.input[0], "Sub").input[0] for n in g.graph.node if n.op_type == "Exp"
                                   and g.node(n.input[0], "Sub") is not None])
   count = 0
@@ -375,29 +332,27 @@ def fuse_softmaxes(model) -> int:
     if len(g.consumers[exp.output[0]]) != 2:  # The ReduceSum and the Div: e is not used elsewhere.
       continue
     fused = helper.make_node("Softmax", [x], [div.output[0]], name=f"fused_softmax_{count}", axis=axis)
-    _replace_producer(g, div.output[0], fused)
+    g.replace_producer(div.output[0], fused)
     count += 1
-  eliminate_dead_nodes(model)
+  onnx_graph.eliminate_dead_nodes(model)
   return count
 
 
 def _probed_shapes(model, names: list[str]) -> dict[str, list]:
   """Shapes of `names` from running the model at two batch sizes; dims that differ → "batch"."""
-  from vla_jax.export import shape_folding
-
   if not names:
     return {}
-  values = shape_folding.probe(model, names, batch_sizes=(1, 2))
+  values = onnx_graph.probe(model, names, batch_sizes=(1, 2))
   return {n: [a if a == b else "batch" for a, b in zip(v[0].shape, v[1].shape)]
           for n, v in values.items() if v[0].ndim == v[1].ndim}
 
 
-def _producer_input(g: _Graph, name: str, op_type: str) -> str:
+def _producer_input(g: onnx_graph.Graph, name: str, op_type: str) -> str:
   node = g.node(name, op_type)
   return node.input[0] if node is not None else ""
 
 
-def _reduce_axes(g: _Graph, reduce, data: str) -> int | None:
+def _reduce_axes(g: onnx_graph.Graph, reduce, data: str) -> int | None:
   """The single axis a ReduceSum / ReduceMax (keepdims=0) of `data` reduces, else None."""
   if reduce is None or reduce.input[0] != data or len(reduce.input) < 2:
     return None
@@ -408,7 +363,7 @@ def _reduce_axes(g: _Graph, reduce, data: str) -> int | None:
   return int(axes.ravel()[0])
 
 
-def _cubic_input(g: _Graph, add) -> str | None:
+def _cubic_input(g: onnx_graph.Graph, add) -> str | None:
   """add = h + 0.044715·h³ (as jax2tf writes it: Mul(h, Mul(h, Mul(0.044715, h)))) → h."""
   for k in (0, 1):
     h, cubic = add.input[k], add.input[1 - k]
@@ -430,47 +385,12 @@ def _cubic_input(g: _Graph, add) -> str | None:
   return None
 
 
-def _replace_producer(g: _Graph, output: str, new_node) -> None:
-  """Puts new_node where output's producer was (keeps topological order); the old chain goes dead."""
-  old = g.producer[output]
-  nodes = g.graph.node
-  index = list(nodes).index(old)
-  old.output[list(old.output).index(output)] = f"{output}__unfused"
-  nodes.insert(index + 1, new_node)
-  g.producer[output] = new_node
-
-
-def eliminate_dead_nodes(model) -> int:
-  """Removes nodes none of whose outputs reach a graph output (or a subgraph). Returns how many."""
-  graph = model.graph
-  needed = {o.name for o in graph.output}
-  for n in graph.node:  # Names used inside subgraphs (outer-scope references) are needed too.
-    for attr in n.attribute:
-      if attr.g is not None and attr.g.node:
-        needed |= {i for sub in attr.g.node for i in sub.input}
-  keep = []
-  for n in reversed(list(graph.node)):
-    if any(o in needed for o in n.output):
-      keep.append(n)
-      needed |= set(n.input)
-  removed = len(graph.node) - len(keep)
-  del graph.node[:]
-  graph.node.extend(reversed(keep))
-  used = {i for n in graph.node for i in n.input}
-  inits = [i for i in graph.initializer if i.name in used]
-  del graph.initializer[:]
-  graph.initializer.extend(inits)
-  return removed
-
-
 def optimize(model) -> dict[str, Any]:
   """Applies every rewrite in place; returns counts for the manifest.
 
   Batch-only values are folded first (shape_folding.py): that also removes the broadcasts that
   would otherwise sit between the ops the fusions below look for.
   """
-  from vla_jax.export import shape_folding
-
   before = len(model.graph.node)
   stats: dict[str, Any] = {"folding": shape_folding.fold_batch_only_values(model)}
   stats.update(group_norms_fused=fuse_group_norms(model), layer_norms_fused=fuse_layer_norms(model),

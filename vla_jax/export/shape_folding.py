@@ -32,7 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-PROBE_BATCH_SIZES = (1, 2, 3, 5, 11)
+from vla_jax.export.onnx_graph import PROBE_BATCH_SIZES, eliminate_dead_nodes, probe, producers_and_reader_counts
+
 _SUBGRAPH_ATTRIBUTES = (5, 10)  # onnx.AttributeProto.GRAPH, GRAPHS.
 _RESHAPE_LIKE = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")  # Same data, new shape.
 # Elementwise ops with numpy-style broadcasting: a [1, ...] operand gives the same result as its
@@ -50,58 +51,6 @@ def shape_derived_tensors(graph) -> set[str]:
     if node.op_type in ("Shape", "Constant") or (node.input and all(i in derived for i in node.input if i)):
       derived |= set(node.output)
   return derived
-
-
-def _probe_inputs(graph, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-  """Inputs of the right dtypes and shapes (every symbolic dim = batch_size); zeros for ints, so
-  lookups stay in range. Shape-derived values never depend on them."""
-  from onnx import helper
-
-  initializers = {i.name for i in graph.initializer}
-  feeds = {}
-  for value in graph.input:
-    if value.name in initializers:
-      continue
-    tensor_type = value.type.tensor_type
-    dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-    shape = [d.dim_value if d.HasField("dim_value") else batch_size for d in tensor_type.shape.dim]
-    if dtype == np.bool_:
-      feeds[value.name] = np.ones(shape, bool)
-    elif np.issubdtype(dtype, np.floating):
-      feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-    else:
-      feeds[value.name] = np.zeros(shape, dtype)
-  return feeds
-
-
-def probe(model, names: Sequence[str], batch_sizes: Sequence[int] = PROBE_BATCH_SIZES) -> dict[str, list[np.ndarray]]:
-  """Runs the model in ONNX Runtime at each batch size with `names` as extra outputs → {name: values}."""
-  import onnx
-  import onnxruntime as ort
-
-  probe_model = onnx.ModelProto()
-  probe_model.CopyFrom(model)
-  existing = {o.name for o in probe_model.graph.output}
-  initializers = {i.name: i for i in model.graph.initializer}
-  wanted = [n for n in dict.fromkeys(names) if n not in initializers]
-  for name in wanted:
-    if name not in existing:
-      probe_model.graph.output.append(onnx.ValueInfoProto(name=name))  # ORT accepts outputs without a type.
-  options = ort.SessionOptions()
-  options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Exactly this graph.
-  options.log_severity_level = 3
-  session = ort.InferenceSession(probe_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-  outputs = [o.name for o in session.get_outputs()]
-  rng = np.random.default_rng(0)
-  values: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
-  for b in batch_sizes:
-    got = dict(zip(outputs, session.run(None, _probe_inputs(model.graph, b, rng))))
-    for n in wanted:
-      values[n].append(np.asarray(got[n]))
-  for name in names:
-    if name in initializers:
-      values[name] = [onnx.numpy_helper.to_array(initializers[name])] * len(batch_sizes)
-  return values
 
 
 def _constant(values: list[np.ndarray]) -> np.ndarray | None:
@@ -192,8 +141,6 @@ def fold_batch_only_values(model, batch_sizes: Sequence[int] = PROBE_BATCH_SIZES
 
 def _fold_once(model, batch_sizes: Sequence[int]) -> dict[str, int]:
   from onnx import numpy_helper
-
-  from vla_jax.export.optimize import eliminate_dead_nodes
 
   graph = model.graph
   initializers = {i.name: i for i in graph.initializer}
@@ -306,22 +253,12 @@ def _fold_once(model, batch_sizes: Sequence[int]) -> dict[str, int]:
   return stats
 
 
-def _producers_and_reader_counts(graph) -> tuple[dict[str, Any], dict[str, int]]:
-  """({value name: the node that writes it}, {value name: how many node inputs read it})."""
-  producer = {o: n for n in graph.node for o in n.output}
-  readers: dict[str, int] = {}
-  for n in graph.node:
-    for i in n.input:
-      readers[i] = readers.get(i, 0) + 1
-  return producer, readers
-
-
 def _split_concat_matmuls(graph, uniform, values, initializers, constant) -> dict[str, list]:
   """MatMul(Concat(parts, last axis), W) with a batch-uniform part → Σ_i part_i @ W[rows_i], the
   uniform parts' products folded into one [1, N] constant. Returns {MatMul output: new nodes}."""
   from onnx import helper, numpy_helper
 
-  producer, consumers = _producers_and_reader_counts(graph)
+  producer, consumers = producers_and_reader_counts(graph)
   out: dict[str, list] = {}
   for node in graph.node:
     if node.op_type != "MatMul" or node.input[1] not in initializers:
@@ -369,7 +306,7 @@ def _collapse_reshape_chains(graph, values, batch_sizes, constant, keep_as_is, r
   Reshape of the chain's input to the last link's static shape. Returns {last output: [node]}."""
   from onnx import helper
 
-  producer, readers = _producers_and_reader_counts(graph)
+  producer, readers = producers_and_reader_counts(graph)
   reader_of: dict[str, Any] = {}
   for n in graph.node:
     for i in n.input:

@@ -20,11 +20,11 @@ and records it in the manifest rather than failing the export.
 
 from __future__ import annotations
 
-import collections
 import tempfile
 from pathlib import Path
 
 from vla_jax.export.convert import ExportError, check_onnx_graph
+from vla_jax.export.onnx_graph import Graph, eliminate_dead_nodes
 
 # Non-standard domain the ORT quantiser and fp16 converter may emit (DynamicQuantizeMatMul etc.).
 ORT_DOMAINS = ("", "ai.onnx", "com.microsoft")
@@ -90,13 +90,11 @@ def keep_fp32_between_fp32_nodes(model) -> int:
   """
   from onnx import TensorProto, helper
 
-  from vla_jax.export.optimize import eliminate_dead_nodes
-
   graph = model.graph
   fp32 = {v.name for v in list(graph.value_info) + list(graph.input) + list(graph.output)
           if v.type.tensor_type.elem_type == TensorProto.FLOAT}
   fp32 |= {i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT}
-  producer = {o: n for n in graph.node for o in n.output}
+  producer = Graph(model).producer
   cast_to = lambda n: helper.get_attribute_value(n.attribute[0]) if n.op_type == "Cast" else None  # noqa: E731
   renamed = {}
   for n in graph.node:
@@ -129,11 +127,8 @@ def norm_statistic_nodes(model) -> list[str]:
   """
   graph = model.graph
   constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-  producer = {o: n for n in graph.node for o in n.output}
-  consumers = collections.defaultdict(list)
-  for n in graph.node:
-    for i in n.input:
-      consumers[i].append(n)
+  lookups = Graph(model)
+  producer, consumers = lookups.producer, lookups.consumers
   names = []
   for n in graph.node:
     if n.op_type != "ReduceSum":
