@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import json
 import os
 import platform
 from pathlib import Path
 from typing import Any, Sequence
+
+from vla_jax.io import write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -53,8 +54,4 @@ def _fmt(v: Any) -> str:
 def write_results(name: str, payload: dict[str, Any]) -> Path:
   """Writes benchmarks/results/<name>.json atomically (temp file, then rename)."""
   RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-  path = RESULTS_DIR / f"{name}.json"
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(payload, indent=2) + "\n")
-  tmp.replace(path)
-  return path
+  return write_json_atomic(RESULTS_DIR / f"{name}.json", payload, indent=2)

@@ -37,7 +37,6 @@ _EXPORT = config_flags.DEFINE_config_dict("export", _export_config(), "Export se
 
 def main(argv):
   del argv
-  import json
   import subprocess
   import sys
   from pathlib import Path
@@ -45,6 +44,7 @@ def main(argv):
   from vla_jax.export import ExportError, export_policy
   from vla_jax.inference.bundle import load_checkpoint
   from vla_jax.export.config import validate
+  from vla_jax.io import write_json_atomic
   from vla_jax.training.checkpoint import latest_checkpoint
 
   if bool(_CHECKPOINT.value) == bool(_WORKDIR.value):
@@ -74,7 +74,7 @@ def main(argv):
     config.conditions = ("seen",)
     config.videos_per_family = 0
     result = closed_loop.compare_closed_loop(out, config, checkpoint=ckpt, model_file=_CLOSED_LOOP_FILE.value)
-    (out / "closed_loop.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json_atomic(out / "closed_loop.json", result)
     print(closed_loop.markdown(result))
     if not result["passed"]:
       sys.exit(f"error: ONNX closed-loop success differs from JAX by {result['max_abs_gap_points']:.1f} points (> 2)")

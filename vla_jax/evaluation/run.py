@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,6 +9,7 @@ import ml_collections
 
 from vla_jax.evaluation import evaluate as ev
 from vla_jax.inference import bundle as bundle_lib, jax_policy
+from vla_jax.io import write_json_atomic
 
 
 def evaluate_checkpoints(checkpoints: Sequence[Path], config: ml_collections.ConfigDict, out: str | None = None,
@@ -37,7 +37,7 @@ def evaluate_checkpoints(checkpoints: Sequence[Path], config: ml_collections.Con
     summaries.append(summary)
   if len(checkpoints) > 1:
     plot = ev.plot_success_curve(history, Path(out or Path(checkpoints[0]).parent.parent / "eval") / "success_curve.png")
-    (plot.parent / "history.json").write_text(json.dumps(history, indent=1))
+    write_json_atomic(plot.parent / "history.json", history)
     print_fn(f"success curve: {plot}")
   return summaries
 

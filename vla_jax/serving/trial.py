@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from vla_jax.io import write_json_atomic
+
 API_KEY_ENV = "VLA_JAX_API_KEY"
 SOURCES = ("url", "checkpoint", "workdir", "export_dir", "untrained")
 
@@ -260,10 +262,7 @@ def run_trial(config, url: str, api_key: str | None = None, *,
     dataset = recording.write_episodes(episodes, outdir, name=config.dataset_name, overwrite=config.overwrite,
                                        metadata={"trial_config": saved_config(config), "server": metadata})
     summary["dataset"] = str(dataset)
-  outdir.mkdir(parents=True, exist_ok=True)
-  tmp = outdir / "summary.json.tmp"
-  tmp.write_text(json.dumps(summary, indent=1))
-  tmp.replace(outdir / "summary.json")
+  write_json_atomic(outdir / "summary.json", summary)
   print_fn(format_table(summary))
   print_fn(f"summary: {outdir / 'summary.json'}" + (f"\ndataset: {dataset}" if dataset else ""))
   return Trial(summary=summary, outcomes=outcomes, episodes=episodes, out_dir=outdir, dataset_dir=dataset)

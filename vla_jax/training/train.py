@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from vla_jax.data import pipeline
+from vla_jax.io import write_json_atomic
 from vla_jax.models.policy import Policy, count_params
 from vla_jax.training import checkpoint as checkpoint_lib
 from vla_jax.training import distributed, mesh as mesh_lib, optimizer as optimizer_lib, step as step_lib
@@ -70,9 +71,7 @@ def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict, allow_conf
           f"{'; ...' if len(changes) > 5 else ''}); use another --workdir or pass --allow_config_change"
       )
   if jax.process_index() == 0:
-    tmp = saved_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-    tmp.replace(saved_path)
+    write_json_atomic(saved_path, current, indent=2, sort_keys=True)
 
 
 def data_config_for_process(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
