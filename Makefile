@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow test-all quickstart quickstart-export bench clean-data
+.PHONY: venv test test-slow test-all quickstart quickstart-export bench bench-quickstart clean-data
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-test-nodeps.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,5 +46,17 @@ quickstart-export: quickstart
 	$(PY) -m experiments.export --workdir $(QUICKSTART_RUN) --out exports/tabletop --overwrite
 	$(PY) benchmarks/edge.py --export_dir exports/tabletop --name edge_quickstart
 
+## Every benchmark that needs nothing but this checkout (an untrained quickstart-shaped policy
+## where a policy is needed); tables printed, JSON in benchmarks/results/. Policies you trained:
+## see each script's --help (e.g. benchmarks/serve.py --checkpoint ..., benchmarks/edge.py --export_dir ...).
+## The whole quickstart job is timed by `make bench-quickstart` (deletes data/tabletop and runs/tabletop).
 bench: $(STAMP)
 	$(PY) benchmarks/env_speed.py
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/model_latency.py
+	$(PY) benchmarks/train_step.py --variant small
+	$(PY) benchmarks/edge.py --size small
+	$(PY) benchmarks/serve.py
+
+bench-quickstart: $(STAMP)
+	$(PY) benchmarks/quickstart.py --fresh
