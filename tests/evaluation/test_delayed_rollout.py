@@ -27,9 +27,8 @@ class Recorder:
   def observe(self, obs):
     self.pushed.append(np.array(obs["state"]))
 
-  def __call__(self, obs, scenes, already_observed=False, *, guidance=None, prefix=None, weights=None):
-    if not already_observed:
-      self.observe(obs)
+  def __call__(self, obs, scenes, *, guidance=None, prefix=None, weights=None):
+    self.observe(obs)
     self.calls.append(dict(guidance=guidance, prefix=prefix, weights=weights))
     n = len(obs["state"])
     chunk = np.zeros((n, self.action_horizon, 3), np.float32)

@@ -130,10 +130,10 @@ def run_episodes(
       chunks.receive()
       if chunks.wants_chunk():
         request = chunks.request(delays())
-        kwargs = request.policy_kwargs()
-        if not fresh and has_window:
-          kwargs["already_observed"] = True  # The robot stood still: the same frame, already pushed.
-        chunks.submit(policy(obs, venv.scenes, **kwargs))
+        # The policy pushes `obs` into its window. A request on a tick after a wait (only when the
+        # plan ran out: d > k, or d >= H for the ensemble) pushes a frame the window already holds,
+        # as a robot standing still would see it again.
+        chunks.submit(policy(obs, venv.scenes, **request.policy_kwargs()))
         inferences += ~venv.done
       elif fresh and has_window:
         policy.observe(obs)  # Keep the observation window current between queries.
