@@ -23,6 +23,7 @@ def main(argv):
   import sys
   from pathlib import Path
 
+  from vla_jax.data import pipeline
   from vla_jax.evaluation import run as eval_run
   from vla_jax.training import train
 
@@ -32,7 +33,8 @@ def main(argv):
     hook = eval_run.make_training_hook(config, workdir) if config.train.closed_loop_every else None
     result = train.train_and_evaluate(config, workdir, resume=_RESUME.value, allow_config_change=_ALLOW.value,
                                       closed_loop_eval=hook)
-  except (ValueError, train.ConfigMismatchError, FileExistsError, FloatingPointError, FileNotFoundError) as e:
+  except (ValueError, train.ConfigMismatchError, FileExistsError, FloatingPointError, FileNotFoundError,
+          pipeline.DataReadError) as e:
     sys.exit(f"error: {e}")
   metrics = result.metrics
   print(f"done: {workdir} at step {metrics['step']}: " + ", ".join(

@@ -105,3 +105,13 @@ def test_save_and_load_statistics_round_trip(tmp_path):
   path = str(tmp_path / "ckpt" / "dataset_statistics.json")
   statistics.save_statistics(path, {"toy": {"action": key_stats}})
   assert statistics.load_statistics(path) == {"toy": {"action": key_stats}}
+
+
+def test_a_corrupt_statistics_file_is_an_error_that_names_it(tmp_path):
+  path = tmp_path / "stats.json"
+  path.write_text('{"action": {"mean": [0.1, ')  # Truncated mid-write by another tool.
+  with pytest.raises(ValueError, match=f"statistics file {path} is not valid JSON"):
+    statistics.load_statistics(str(path))
+  path.write_text("[1, 2]")
+  with pytest.raises(ValueError, match="holds a list, expected a JSON object"):
+    statistics.load_statistics(str(path))

@@ -220,3 +220,33 @@ def test_two_process_jax_distributed_run_trains_and_agrees(tiny_tabletop_dir, tm
   assert "mesh {'data': 2, 'fsdp': 1}" in outs[0][1] + outs[0][0]
   state = final_params(tmp_path / "dist")
   assert int(state["step"]) == 20
+
+
+@pytest.mark.slow  # Three short training runs of its own (~40 s).
+def test_a_corrupt_tfrecord_is_reported_by_file_and_the_checkpoints_survive(tiny_tabletop_dir, tmp_path):
+  import shutil
+
+  data = tmp_path / "data"
+  shutil.copytree(tiny_tabletop_dir, data)
+  settings = {"train.eval_every": 0, "checkpoint.every": 2, "checkpoint.async_save": False, "train.log_every": 1}
+  first = run_train(tmp_path / "run", data, **settings, **{"train.num_steps": 2})  # Statistics cached in `data`.
+  assert first.returncode == 0, first.stderr[-2000:]
+  shard = sorted(data.glob("*train.tfrecord*"))[0]
+  raw = bytearray(shard.read_bytes())
+  middle = len(raw) // 2
+  raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])  # Same size: same fingerprint.
+  shard.write_bytes(bytes(raw))
+
+  # Mid-training: a fresh run reads the bad record while filling its batches.
+  fresh = run_train(tmp_path / "fresh", data, **settings, **{"train.num_steps": 40})
+  last = fresh.stderr.strip().splitlines()[-1]
+  assert fresh.returncode != 0 and "Traceback" not in fresh.stderr, fresh.stderr[-1500:]
+  assert last.startswith("error: reading training data failed at batch") and shard.name in last, last
+  assert "corrupted record" in last and "the last good checkpoint is none" in last, last
+
+  # Resuming: the sample count on the way in reads it; the run's checkpoint is untouched.
+  resumed = run_train(tmp_path / "run", data, "--allow_config_change", **settings, **{"train.num_steps": 40})
+  last = resumed.stderr.strip().splitlines()[-1]
+  assert resumed.returncode != 0 and "Traceback" not in resumed.stderr, resumed.stderr[-1500:]
+  assert last.startswith("error: reading training data failed while opening") and shard.name in last, last
+  assert int(final_params(tmp_path / "run")["step"]) == 2

@@ -62,6 +62,7 @@ with bounded parallelism, so the pipeline leaves the cores to the trainer once i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -258,7 +259,11 @@ class DatasetSource:
   def _load_or_compute_statistics(self) -> dict[str, Any]:
     path = self.statistics_path()
     if os.path.exists(path):
-      stats = statistics.load_statistics(path)
+      try:
+        stats = statistics.load_statistics(path)
+      except ValueError as e:  # A cache: recompute it rather than stop.
+        log.warning("%s; recomputing it", e)
+        stats = {}
       if stats.get("hash") == self.statistics_hash:
         return stats
     log.info("dataset '%s': computing normalisation statistics (one pass over %s)", self.spec.name,
@@ -438,6 +443,44 @@ def _mixture_choices(weights: Sequence[float], seed: int, start: int) -> tf.data
 # ---- Public entry points. -------------------------------------------------------------------------
 
 
+class DataReadError(RuntimeError):
+  """Reading the datasets' files failed mid-stream: a corrupt TFRecord, or a record whose content
+  (an image, a tensor) does not decode. The message names the datasets and, when it can, the file."""
+
+
+MAX_SCAN_BYTES = 8 << 30  # Checksum-scan datasets up to this size to name a corrupt file (one read).
+
+
+def _corrupt_files(builder_dirs: Sequence[str]) -> tuple[list[str], bool]:
+  """(TFRecord files whose records fail to read — checksums, truncation —, whether all were scanned)."""
+  paths = sorted(p for d in builder_dirs for p in tf.io.gfile.glob(os.path.join(d, "*.tfrecord*")))
+  if sum(tf.io.gfile.stat(p).length for p in paths) > MAX_SCAN_BYTES:
+    return [], False
+  bad = []
+  for path in paths:
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        pass
+    except tf.errors.OpError as e:
+      bad.append(f"{path} ({type(e).__name__}: {str(e.message).splitlines()[0][:120]})")
+  return bad, True
+
+
+def describe_read_error(error: Exception, builder_dirs: dict[str, str], where: str) -> str:
+  """One message for a failed read: what failed, which file (after a checksum scan), what to do."""
+  first = str(getattr(error, "message", error)).strip().splitlines()[0][:200] if str(error).strip() else ""
+  text = f"reading training data failed {where} (datasets {sorted(builder_dirs)}): {type(error).__name__}: {first}"
+  bad, scanned = _corrupt_files(list(builder_dirs.values()))
+  if bad:
+    text += f"; corrupt file(s): {', '.join(bad)} — regenerate the dataset or remove the file"
+  elif scanned:
+    text += ("; every TFRecord file passes its checksums, so a record's content is bad (e.g. an image that "
+             f"does not decode) in {', '.join(builder_dirs.values())}")
+  else:
+    text += f"; the datasets are too large to scan here: check the files under {', '.join(builder_dirs.values())}"
+  return text
+
+
 class DataIterator:
   """Iterator over numpy batches with a small JSON-able position for exact resume.
 
@@ -448,8 +491,9 @@ class DataIterator:
 
   def __init__(self, dataset: tf.data.Dataset, *, config: ml_collections.ConfigDict,
                statistics_by_name: dict[str, dict[str, Any]], batches: int = 0,
-               samples_per_dataset: Sequence[int] | None = None):
+               samples_per_dataset: Sequence[int] | None = None, builder_dirs: dict[str, str] | None = None):
     self.dataset = dataset
+    self.builder_dirs = dict(builder_dirs or {})  # name -> directory, to name a corrupt file.
     self.config = config
     self.statistics = statistics_by_name
     self.dataset_names = dataset_names(config)
@@ -467,7 +511,10 @@ class DataIterator:
     return self
 
   def __next__(self) -> dict[str, Any]:
-    batch = next(self._iterator)
+    try:
+      batch = next(self._iterator)
+    except tf.errors.OpError as e:  # DataLossError (checksum), InvalidArgumentError (decode), ...
+      raise DataReadError(describe_read_error(e, self.builder_dirs, f"at batch {self._batches + 1}")) from None
     if self.encoder is not None:
       batch["task"].update(self.encoder.encode(list(batch["task"].pop("language_instruction"))))
     self._batches += 1
@@ -517,7 +564,7 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
   return int(process_index), int(process_count)
 
 
-def make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, Any] | None = None,
+def _make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, Any] | None = None,
                         statistics_by_name: dict[str, dict[str, Any]] | None = None,
                         process_index: int | None = None, process_count: int | None = None) -> DataIterator:
   """Infinite, shuffled, augmented training batches of the config's dataset mixture.
@@ -557,10 +604,11 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, A
     ds = ds.enumerate(start=batches).map(aug, num_parallel_calls=config.num_parallel_calls)
   ds = ds.prefetch(int(config.prefetch_batches)).with_options(_options(config))
   return DataIterator(ds, config=config, statistics_by_name={s.spec.name: s.statistics for s in sources},
-                      batches=batches, samples_per_dataset=per_dataset)
+                      batches=batches, samples_per_dataset=per_dataset,
+                      builder_dirs={s.spec.name: s.builder_dir for s in sources})
 
 
-def make_val_iterator(config: ml_collections.ConfigDict, *,
+def _make_val_iterator(config: ml_collections.ConfigDict, *,
                       statistics_by_name: dict[str, dict[str, Any]] | None = None,
                       process_index: int | None = None, process_count: int | None = None) -> DataIterator:
   """One ordered pass over every dataset's validation split (no shuffle, no augmentation).
@@ -580,4 +628,34 @@ def make_val_iterator(config: ml_collections.ConfigDict, *,
     samples = samples.concatenate(part)
   ds = samples.batch(int(config.batch_size), drop_remainder=bool(config.val_drop_remainder))
   ds = ds.prefetch(int(config.prefetch_batches)).with_options(_options(config))
-  return DataIterator(ds, config=config, statistics_by_name={s.spec.name: s.statistics for s in sources})
+  return DataIterator(ds, config=config, statistics_by_name={s.spec.name: s.statistics for s in sources},
+                      builder_dirs={s.spec.name: s.builder_dir for s in sources})
+
+
+@contextlib.contextmanager
+def _reading(config: ml_collections.ConfigDict, where: str) -> Iterator[None]:
+  """Turns a TensorFlow read failure (statistics pass, sample counting, ...) into a DataReadError."""
+  try:
+    yield
+  except tf.errors.OpError as e:
+    dirs = {}
+    for name, spec in config.datasets.items():
+      try:
+        dirs[name] = spec_lib.resolve_builder_dir(spec)
+      except (ValueError, FileNotFoundError):
+        pass
+    raise DataReadError(describe_read_error(e, dirs, where)) from None
+
+
+def make_train_iterator(config: ml_collections.ConfigDict, **kwargs: Any) -> DataIterator:
+  """`_make_train_iterator` (infinite, shuffled, augmented batches of the mixture; exact resume
+  from a `state`), with a corrupt file met while opening reported as a `DataReadError`."""
+  with _reading(config, "while opening the datasets"):
+    return _make_train_iterator(config, **kwargs)
+
+
+def make_val_iterator(config: ml_collections.ConfigDict, **kwargs: Any) -> DataIterator:
+  """`_make_val_iterator` (one ordered pass over every validation split), with a corrupt file met
+  while opening reported as a `DataReadError`."""
+  with _reading(config, "while opening the datasets"):
+    return _make_val_iterator(config, **kwargs)

@@ -117,8 +117,15 @@ def save_statistics(path: str, stats: Mapping[str, Any]) -> None:
 
 
 def load_statistics(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
+  """The JSON written by `save_statistics`; ValueError naming the file if it is not such a JSON map."""
+  try:
+    with open(path) as f:
+      stats = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"statistics file {path} is not valid JSON ({e})") from None
+  if not isinstance(stats, dict):
+    raise ValueError(f"statistics file {path} holds a {type(stats).__name__}, expected a JSON object")
+  return stats
 
 
 # ---- Normalisation (numpy, TF-free for evaluation / export / serving). ---------------------------

@@ -214,7 +214,15 @@ def train_and_evaluate(
   last_good = ckpt.latest_step()
   step = start_step
   while step < total_steps:
-    batch = mesh_lib.shard_batch(model_inputs(next(train_iter)), mesh)
+    try:
+      host_batch = next(train_iter)
+    except pipeline.DataReadError as e:
+      ckpt.wait()
+      logger.close()
+      raise pipeline.DataReadError(
+          f"{e}. Stopped at step {step}; the last good checkpoint is "
+          f"{'step ' + str(last_good) if last_good is not None else 'none'} in {ckpt.directory}") from None
+    batch = mesh_lib.shard_batch(model_inputs(host_batch), mesh)
     state, metrics = train_step(state, batch)
     step += 1
     loss = float(metrics["loss"])  # Syncs every step: the NaN guard must see each loss.
