@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from vla_jax.data import rlds
 from vla_jax.envs import tabletop
 from vla_jax.envs.expert import TIGHT_PUSH, PushTolerances, ScriptedExpert
 from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM, TabletopEnv
@@ -196,41 +197,25 @@ def family_schedule(families: Sequence[str], weights: Mapping[str, float] | None
 
 
 def features(image_size: int) -> tfds.features.FeaturesDict:
+  steps = rlds.step_features(
+      images={"image": tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8, encoding_format="png",
+                                           doc="Top-down RGB camera.")},
+      state_key="state", state_dim=STATE_DIM,
+      action=tfds.features.Tensor(shape=(ACTION_DIM,), dtype=np.float32,
+                                  doc="dx, dy in [-1, 1] (x MAX_STEP table units); gripper 1 = close, 0 = open."),
+      num_referents=NUM_REFERENTS,
+      docs={
+          "state": ", ".join(tabletop.STATE_NAMES),
+          "referents/position": (
+              "(x, y) table coordinates in [0, 1] (x right, y down; pixel = u * image size) of "
+              "the instruction's referents in this step's image: 0 = target object, 1 = goal "
+              "(push: reference object, place: region centre). Privileged simulator labels for "
+              "auxiliary losses only, never model inputs."),
+          "referents/valid": "False where a referent does not exist (the goal of 'pick'); its position is 0.",
+          "referents": "Privileged simulator labels for auxiliary losses only, never model inputs.",
+      })
   return tfds.features.FeaturesDict({
-      "steps": tfds.features.Dataset({
-          "observation": tfds.features.FeaturesDict({
-              "image": tfds.features.Image(
-                  shape=(image_size, image_size, 3), dtype=np.uint8, encoding_format="png",
-                  doc="Top-down RGB camera.",
-              ),
-              "state": tfds.features.Tensor(
-                  shape=(STATE_DIM,), dtype=np.float32, doc=", ".join(tabletop.STATE_NAMES),
-              ),
-          }),
-          "action": tfds.features.Tensor(
-              shape=(ACTION_DIM,), dtype=np.float32,
-              doc="dx, dy in [-1, 1] (x MAX_STEP table units); gripper 1 = close, 0 = open.",
-          ),
-          "language_instruction": tfds.features.Text(),
-          "reward": tfds.features.Scalar(dtype=np.float32),
-          "discount": tfds.features.Scalar(dtype=np.float32),
-          "is_first": tfds.features.Scalar(dtype=np.bool_),
-          "is_last": tfds.features.Scalar(dtype=np.bool_),
-          "is_terminal": tfds.features.Scalar(dtype=np.bool_),
-          "referents": tfds.features.FeaturesDict({
-              "position": tfds.features.Tensor(
-                  shape=(NUM_REFERENTS, 2), dtype=np.float32,
-                  doc="(x, y) table coordinates in [0, 1] (x right, y down; pixel = u * image size) of "
-                      "the instruction's referents in this step's image: 0 = target object, 1 = goal "
-                      "(push: reference object, place: region centre). Privileged simulator labels for "
-                      "auxiliary losses only, never model inputs.",
-              ),
-              "valid": tfds.features.Tensor(
-                  shape=(NUM_REFERENTS,), dtype=np.bool_,
-                  doc="False where a referent does not exist (the goal of 'pick'); its position is 0.",
-              ),
-          }, doc="Privileged simulator labels for auxiliary losses only, never model inputs."),
-      }),
+      "steps": tfds.features.Dataset(steps),
       "episode_metadata": tfds.features.FeaturesDict({
           "task_family": tfds.features.Text(),
           "split": tfds.features.Text(),

@@ -83,6 +83,8 @@ def write_synthetic_rlds(
   """
   import tensorflow_datasets as tfds
 
+  from vla_jax.data import rlds  # Local, like tfds: the numpy helpers above need neither.
+
   lengths = episode_lengths or {"train": [5, 1, 8, 3], "val": [4, 6]}
   if oxe_action_fields and action_dim != 7:
     raise ValueError("oxe_action_fields needs action_dim=7")
@@ -99,25 +101,10 @@ def write_synthetic_rlds(
     })
   else:
     action_feature = tfds.features.Tensor(shape=(action_dim,), dtype=np.float32)
-  step_features = {
-      "observation": tfds.features.FeaturesDict({
-          **{cam: tfds.features.Image(shape=(*image_size, 3), encoding_format="png") for cam in cameras},
-          state_key: tfds.features.Tensor(shape=(state_dim,), dtype=np.float32),
-      }),
-      "action": action_feature,
-      "reward": tfds.features.Scalar(dtype=np.float32),
-      "discount": tfds.features.Scalar(dtype=np.float32),
-      "is_first": tfds.features.Scalar(dtype=np.bool_),
-      "is_last": tfds.features.Scalar(dtype=np.bool_),
-      "is_terminal": tfds.features.Scalar(dtype=np.bool_),
-  }
-  if language_level == "step":
-    step_features["language_instruction"] = tfds.features.Text()
-  if num_referents:
-    step_features["referents"] = tfds.features.FeaturesDict({
-        "position": tfds.features.Tensor(shape=(num_referents, 2), dtype=np.float32),
-        "valid": tfds.features.Tensor(shape=(num_referents,), dtype=np.bool_),
-    })
+  step_features = rlds.step_features(
+      images={cam: tfds.features.Image(shape=(*image_size, 3), encoding_format="png") for cam in cameras},
+      state_key=state_key, state_dim=state_dim, action=action_feature, language=language_level == "step",
+      num_referents=num_referents)
   metadata = {"episode_id": tfds.features.Scalar(dtype=np.int64)}
   if language_level == "episode":
     metadata["instruction"] = tfds.features.Text()
