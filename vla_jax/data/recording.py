@@ -313,7 +313,7 @@ def write_episodes(episodes: Sequence[Mapping[str, Any]], data_dir: str | Path, 
     raise FileExistsError(f"{final} already holds a finished dataset; pass overwrite=True to replace it")
   root = Path(data_dir)
   root.mkdir(parents=True, exist_ok=True)
-  tabletop_builder._remove_stale_temp_dirs(root, name)  # Left by a writer that died (same naming).
+  tabletop_builder.remove_stale_temp_dirs(root, name)  # Left by a writer that died (same naming).
   tmp_root = root / f".tmp-{name}-{os.getpid()}-{time.time_ns()}"
   try:
     builder = _builder_class(name)(episodes=episodes, image_size=image_size, metadata=metadata,

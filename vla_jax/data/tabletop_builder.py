@@ -285,7 +285,7 @@ def is_complete(path: Path) -> bool:
   return (Path(path) / "dataset_info.json").is_file()
 
 
-def _remove_stale_temp_dirs(root: Path, name: str) -> None:
+def remove_stale_temp_dirs(root: Path, name: str) -> None:
   for tmp in root.glob(f".tmp-{name}-*"):
     pid = int(tmp.name.rsplit("-", 2)[-2]) if tmp.name.rsplit("-", 2)[-2].isdigit() else -1
     try:
@@ -325,7 +325,7 @@ def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, pr
     raise FileExistsError(f"{final} already holds a finished dataset; pass overwrite=True (--overwrite) to replace it")
   root = Path(config.data_dir)
   root.mkdir(parents=True, exist_ok=True)
-  _remove_stale_temp_dirs(root, config.name)
+  remove_stale_temp_dirs(root, config.name)
   tmp_root = root / f".tmp-{config.name}-{os.getpid()}-{int(time.time())}"
   try:
     builder = builder_class(config.name)(gen_config=config, progress=progress, data_dir=str(tmp_root))
