@@ -238,6 +238,7 @@ def test_cli_bad_config_value_is_one_clear_line(tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith("error: task_family='stack'")
 
 
+@pytest.mark.slow  # The entry point in subprocesses (~10 s).
 def test_cli_generates_summarises_and_then_refuses_to_regenerate(tmp_path):
   args = ["--config", "experiments/configs/tabletop_data.py:tiny", f"--config.data_dir={tmp_path}",
           "--config.num_train_episodes=3", "--config.num_val_episodes=1"]

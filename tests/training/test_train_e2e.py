@@ -81,6 +81,7 @@ def test_run_writes_config_checkpoints_statistics_tensorboard_and_metrics(tiny_r
   assert any("val/action_mae" in r for r in records)
 
 
+@pytest.mark.slow  # Two more entry-point runs (~9 s).
 def test_finished_run_resumes_as_a_no_op_and_a_changed_config_is_refused(tiny_run, tiny_tabletop_dir):
   same = {"train.num_steps": 150, "train.eval_every": 75, "checkpoint.every": 50, "train.log_every": 5}
   before = sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
@@ -96,6 +97,7 @@ def test_finished_run_resumes_as_a_no_op_and_a_changed_config_is_refused(tiny_ru
   assert last.startswith("error:") and "optim.learning_rate" in last and "--allow_config_change" in last
 
 
+@pytest.mark.slow  # Several entry-point runs (~9 s).
 def test_cli_config_errors_are_one_clear_line(tiny_tabletop_dir, tmp_path):
   typo = run_train(tmp_path / "a", tiny_tabletop_dir, **{"train.batch_sise": 4})
   assert typo.returncode != 0
