@@ -151,3 +151,37 @@ def test_eval_config_runs_the_expert_under_delay_with_waits_reported():
   assert summary["conditions"]["seen"]["overall"]["success_rate"] >= 0.8
   for episode in summary["episodes"]:
     assert episode["wait_steps"] == 2 * episode["inferences"] == 2 * episode["length"]
+
+
+def test_a_jax_policy_runs_hard_and_rtc_in_closed_loop_and_hard_keeps_the_frozen_actions():
+  from vla_jax.inference.jax_policy import JaxPolicy
+  from vla_jax.inference.testing import random_bundle
+  from vla_jax.models import model_config
+
+  config = model_config("tiny", "diffusion")
+  config.image_size_px = 32
+  config.head.diffusion.num_sample_steps = 3
+  policy = JaxPolicy(random_bundle(config, seed=0), seed=1)
+  calls = []
+
+  class Recording:
+    action_horizon = policy.action_horizon
+    reset, observe = policy.reset, policy.observe
+
+    def __call__(self, obs, scenes, *, guidance=None, prefix=None, weights=None):
+      chunk = policy(obs, scenes, guidance=guidance, prefix=prefix, weights=weights)
+      calls.append((guidance, prefix, weights, chunk))
+      return chunk
+
+  d = 1
+  for strategy in ("hard", "rtc"):
+    calls.clear()
+    results = rollout.run_episodes(Recording(), [0, 1], family="push", split="train", image_size=32,
+                                   max_episode_steps=8, strategy=strategy, execute_steps=2, delay=d)
+    assert all(r.length == 8 and r.inferences == 4 for r in results)
+    guided = [c for c in calls if c[0] == strategy]
+    assert len(guided) == 3
+    for _, prefix, weights, chunk in guided:
+      assert np.isfinite(chunk).all()
+      if strategy == "hard":  # The d frozen actions come back as they went in (env units, float32).
+        np.testing.assert_allclose(chunk[:, :d], prefix[:, :d], atol=1e-5)
