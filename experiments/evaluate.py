@@ -2,6 +2,8 @@
 
   python -m experiments.evaluate --checkpoint runs/x/checkpoints/3000 [--out DIR] [--eval.episodes_per_family=100]
   python -m experiments.evaluate --workdir runs/x [--all_checkpoints]   # latest (or every) checkpoint
+  python -m experiments.evaluate --workdir runs/tabletop_h16 --eval.execute_steps=8 \
+      --eval.strategy=rtc --eval.delay=4              # inference takes 4 control steps; see eval_config
 
 Writes summary.json, results.md (the table printed here), GIFs, TensorBoard scalars, and with
 several checkpoints a success-vs-step plot.
