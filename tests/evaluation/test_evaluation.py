@@ -136,6 +136,9 @@ class ChunkRecorder:
   def reset(self, instructions, scenes):
     self.queries = 0
 
+  def observe(self, obs):
+    pass
+
   def __call__(self, obs, scenes):
     n = len(obs["state"])
     chunk = np.zeros((n, self.action_horizon, 3), np.float32)

@@ -12,7 +12,6 @@ Conditions (all on the same scene seeds, so they are paired comparisons):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 from vla_jax.envs import tasks
 from vla_jax.evaluation import metrics, rollout
 from vla_jax.evaluation.policies import ChunkPolicy
+from vla_jax.io import write_json_atomic
 
 CONDITIONS: dict[str, dict[str, Any]] = {
     "seen": dict(split="train"),
@@ -157,9 +157,7 @@ def write_artifacts(summary: dict[str, Any], outdir: str | Path, step: int | Non
   outdir.mkdir(parents=True, exist_ok=True)
   paths = {"json": outdir / "summary.json", "markdown": outdir / "results.md", "videos": outdir / "videos"}
   payload = {"step": step, "conditions": summary["conditions"], "episodes": summary["episodes"]}
-  tmp = paths["json"].with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(payload, indent=1))
-  tmp.replace(paths["json"])
+  write_json_atomic(paths["json"], payload)
   paths["markdown"].write_text(markdown_table(summary) + "\n")
   for video in summary["videos"]:
     name = f"{video['condition']}_{video['family']}_{video['seed']}_{'ok' if video['success'] else 'fail'}.gif"

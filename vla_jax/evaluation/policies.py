@@ -22,6 +22,10 @@ class ChunkPolicy(Protocol):
   def reset(self, instructions: Sequence[str], scenes: Sequence[SceneState]) -> None:
     ...
 
+  def observe(self, obs: dict[str, Any]) -> None:
+    """Adds a frame to the policy's observation window without sampling (steps executed from an
+    earlier chunk); policies without a window do nothing."""
+
   def __call__(self, obs: dict[str, Any], scenes: Sequence[SceneState]) -> np.ndarray:
     """obs: image uint8 [N, S, S, 3], state float32 [N, D] -> actions float32 [N, H, A]."""
 
@@ -40,6 +44,9 @@ class ExpertPolicy:
     for i, (expert, scene) in enumerate(zip(self.experts, scenes)):
       expert.reset(scene, seed=self.seed + i)
 
+  def observe(self, obs):
+    pass  # Acts on the privileged scene, not on a window of frames.
+
   def __call__(self, obs, scenes):
     return np.stack([e.act(s) for e, s in zip(self.experts, scenes)])[:, None, :]
 
@@ -53,6 +60,9 @@ class RandomPolicy:
     self.rng = np.random.default_rng(seed)
 
   def reset(self, instructions, scenes):
+    pass
+
+  def observe(self, obs):
     pass
 
   def __call__(self, obs, scenes):

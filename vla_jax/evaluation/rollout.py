@@ -106,7 +106,6 @@ def run_episodes(
                      f"(JaxPolicy, OnnxPolicy); {type(policy).__name__} does not")
   DelaySampler = execution_lib.DelaySampler  # noqa: N806
   DelaySampler(delay, delay_distribution)  # Check the settings before any episode runs.
-  has_window = hasattr(policy, "observe")
   typed = _typed_instructions(instruction_override, len(seeds))
   results: list[EpisodeResult] = []
   for begin in range(0, len(seeds), num_envs):
@@ -135,7 +134,7 @@ def run_episodes(
         # as a robot standing still would see it again.
         chunks.submit(policy(obs, venv.scenes, **request.policy_kwargs()))
         inferences += ~venv.done
-      elif fresh and has_window:
+      elif fresh:
         policy.observe(obs)  # Keep the observation window current between queries.
       action = chunks.act()
       if action is None:

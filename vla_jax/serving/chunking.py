@@ -187,8 +187,7 @@ class LocalSource:
             "state": np.asarray(observation["state"], np.float32)[None]}
 
   def observe(self, observation: dict[str, np.ndarray]) -> None:
-    if hasattr(self.policy, "observe"):
-      self.policy.observe(self._batch(observation))
+    self.policy.observe(self._batch(observation))
 
   def infer(self, observation: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(self.policy(self._batch(observation), None))[0]
