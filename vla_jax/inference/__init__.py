@@ -14,8 +14,9 @@ trial runner, notebooks):
                neither JAX nor TensorFlow (tested).
   artifacts    export directory names and `read_manifest` (JAX-free).
   execution    chunk execution under inference delay — sync, naive_async, ensemble, hard, rtc —
-               for N robots in numpy (JAX-free): the simulator rollout and robot clients share it.
-  testing      synthetic statistics, random bundles and inputs for tests and benchmarks.
+               for N robots in numpy (JAX-free): the simulator rollout uses it (the robot client
+               `serving/chunking.py` does not yet).
+  testing      synthetic statistics and random bundles for tests and benchmarks.
 
 Import the submodules directly: this package's import loads nothing heavy.
 """
