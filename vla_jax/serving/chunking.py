@@ -56,6 +56,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vla_jax.inference.execution import ensemble_mean
 from vla_jax.serving.client import PolicyClient
 
 logger = logging.getLogger(__name__)
@@ -362,14 +363,9 @@ class ChunkExecutor:
     t = self._tick
     self._history.append((t, self._infer_now(observation)))
     self._tick += 1
-    preds, weights = [], []
-    for start, chunk in self._history:
-      age = t - start
-      if 0 <= age < len(chunk):
-        preds.append(chunk[age])
-        weights.append(np.exp(-self.config.ensemble_decay * age))
-    w = np.asarray(weights, np.float32)[:, None]
-    return ((np.stack(preds) * w).sum(0) / w.sum()).astype(np.float32)
+    # The simulator's ensemble (one robot here): the chunk just asked for always covers tick t.
+    mean = ensemble_mean([(start, chunk[None]) for start, chunk in self._history], t, self.config.ensemble_decay)
+    return mean[0].astype(np.float32)
 
   def _check_chunk(self, chunk: Any) -> np.ndarray:
     chunk = np.asarray(chunk)
