@@ -14,10 +14,10 @@ from typing import Any
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-  """Writes `text` to `path` (parents created) via `<path>.tmp` and a rename; returns the path."""
+  """Writes `text` to `path` (parents created) via `<path>.tmp<pid>` and a rename; returns the path."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp")
+  tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # Per process: hosts may write one shared file.
   try:
     tmp.write_text(text)
     os.replace(tmp, path)

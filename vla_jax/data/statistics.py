@@ -32,6 +32,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from vla_jax.io import write_json_atomic
+
 FORMAT = "vla_jax.statistics/1"
 NORMALIZATION_METHODS = ("gaussian", "bounds")
 _EPS = 1e-6
@@ -109,11 +111,7 @@ def dataset_fingerprint(builder_dir: str) -> dict[str, Any]:
 
 def save_statistics(path: str, stats: Mapping[str, Any]) -> None:
   """Writes statistics (one dataset's dict, or {name: dict}) as JSON, atomically."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(stats, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  write_json_atomic(path, stats, indent=1, sort_keys=True)
 
 
 def load_statistics(path: str) -> dict[str, Any]:
