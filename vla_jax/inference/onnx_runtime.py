@@ -80,8 +80,8 @@ def run_fn(session) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
 
 
 def model_path(export_dir: str | Path, model_file: str | None = None) -> Path:
-  """The export's ONNX file to run (default: the ORT-optimised one if present), checked to exist."""
-  artifacts.read_manifest(export_dir)  # "not a vla_jax export" before "no policy.onnx".
+  """The export's ONNX file to run (default: the ORT-optimised one if present), checked to exist.
+  Read the manifest first: "not a vla_jax export" says more than "no policy.onnx"."""
   model_file = model_file or artifacts.default_model_file(export_dir)
   path = Path(export_dir) / model_file
   if not path.is_file():
@@ -106,8 +106,8 @@ class OnnxPolicy:
                optimization: str = "all", noise: str = "numpy", seed: int = 0):
     if noise not in NOISE_SOURCES:
       raise ValueError(f"noise={noise!r} unknown; expected one of {NOISE_SOURCES}")
-    path = model_path(export_dir, model_file)
     manifest = artifacts.read_manifest(export_dir)
+    path = model_path(export_dir, model_file)
     cfg = ml_collections.ConfigDict(manifest["model"]["config"])
     self.export_dir, self.model_file, self.manifest = Path(export_dir), path.name, manifest
     self.language_config = cfg.language
@@ -128,7 +128,10 @@ class OnnxPolicy:
     self._guided_runs: dict[str, Callable] = {}  # guidance → run fn of policy.<guidance>.onnx, shared by sessions.
     self.noise_source, self.seed = noise, int(seed)
     self.noise_specs = {s["name"]: s for s in manifest["inputs"] if s["name"].startswith("noise_")}
-    self._model_config = cfg
+    if noise == "jax":
+      from vla_jax.models.policy import Policy  # Only for paired JAX-vs-ONNX comparisons (imports JAX).
+
+      self._policy = Policy(cfg)
     self._fresh_state()
 
   def _fresh_state(self) -> None:
@@ -136,11 +139,8 @@ class OnnxPolicy:
     self.calls = 0
     self._task: dict[str, np.ndarray] | None = None
     if self.noise_source == "jax":
-      import jax  # Only for paired JAX-vs-ONNX comparisons.
+      import jax
 
-      from vla_jax.models.policy import Policy
-
-      self._policy = Policy(self._model_config)
       self.rng = jax.random.PRNGKey(self.seed)
     else:
       self._np_rng = np.random.default_rng(self.seed)
