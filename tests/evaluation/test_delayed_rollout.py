@@ -11,18 +11,20 @@ import pytest
 
 from vla_jax.evaluation import evaluate as ev
 from vla_jax.evaluation import policies, rollout
+from tests.evaluation.test_evaluation import ChunkRecorder
 from vla_jax.inference.execution import DelaySampler
 
 
-class Recorder:
-  """A chunk policy with an observation window and the guided-sampling arguments of JaxPolicy."""
+class Recorder(ChunkRecorder):
+  """ChunkRecorder's chunks, plus an observation window and the guided-sampling arguments of JaxPolicy."""
 
   def __init__(self, horizon: int):
-    self.action_horizon = horizon
-    self.queries, self.calls, self.pushed = 0, [], []
+    super().__init__(horizon)
+    self.calls, self.pushed = [], []
 
   def reset(self, instructions, scenes):
-    self.queries, self.calls, self.pushed = 0, [], []
+    super().reset(instructions, scenes)
+    self.calls, self.pushed = [], []
 
   def observe(self, obs):
     self.pushed.append(np.array(obs["state"]))
@@ -30,12 +32,7 @@ class Recorder:
   def __call__(self, obs, scenes, *, guidance=None, prefix=None, weights=None):
     self.observe(obs)
     self.calls.append(dict(guidance=guidance, prefix=prefix, weights=weights))
-    n = len(obs["state"])
-    chunk = np.zeros((n, self.action_horizon, 3), np.float32)
-    chunk[..., 0] = self.queries * 0.01
-    chunk[..., 1] = np.arange(self.action_horizon) * 0.01
-    self.queries += 1
-    return chunk
+    return super().__call__(obs, scenes)
 
 
 @pytest.fixture

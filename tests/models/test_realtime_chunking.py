@@ -167,5 +167,12 @@ def test_policy_guided_sampling_runs_the_backbone_once_and_reduces_to_plain(head
   hard2, rtc2 = guided(jnp.int32(2), jnp.int32(1))  # Same compiled function, another delay.
   np.testing.assert_array_equal(hard2[:, :2], prefix[:, :2])
   assert np.all(np.isfinite(rtc2)) and rtc2.shape == plain.shape
+  calls = []
+  embed = policy.embed
+  policy.embed = lambda *args: calls.append(1) or embed(*args)  # Counts backbone runs (traced once).
+  jax.jit(lambda: policy.sample_actions_guided(params, obs, task, noise, prefix,
+                                               realtime.prefix_weights(horizon, 2, 1), mode="rtc"))()
+  assert len(calls) == 1  # Only the head iterates (and is differentiated); the backbone runs once.
+  policy.embed = embed
   with pytest.raises(ValueError, match="prefix has shape"):
     policy.sample_actions_guided(params, obs, task, noise, prefix[:, :1], realtime.prefix_weights(horizon, 1, 1))
