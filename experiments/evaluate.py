@@ -5,6 +5,12 @@
   python -m experiments.evaluate --workdir runs/tabletop_h16 --eval.execute_steps=8 \
       --eval.strategy=rtc --eval.delay=4              # inference takes 4 control steps; see eval_config
 
+Another simulator's suite: pass the experiment config whose `eval` section describes it, and
+override that section through it (the --eval flags then do not apply):
+
+  python -m experiments.evaluate --workdir runs/metaworld --config experiments/configs/metaworld.py \
+      [--config.eval.episodes_per_task=10]
+
 Writes summary.json, results.md (the table printed here), GIFs, TensorBoard scalars, and with
 several checkpoints a success-vs-step plot.
 """
@@ -27,6 +33,9 @@ def _eval_config():
 
 
 _EVAL = config_flags.DEFINE_config_dict("eval", _eval_config(), "Evaluation settings.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "An experiment config whose `eval` section to use instead of --eval (e.g. "
+    "experiments/configs/metaworld.py); override it with --config.eval.<key>=...")
 
 
 def main(argv):
@@ -42,7 +51,8 @@ def main(argv):
   try:
     checkpoints = [Path(_CHECKPOINT.value)] if _CHECKPOINT.value else checkpoint_steps(_WORKDIR.value)
     checkpoints = checkpoints if _ALL.value else checkpoints[-1:]
-    run.evaluate_checkpoints(checkpoints, _EVAL.value, out=_OUT.value)
+    eval_config = _CONFIG.value.eval if _CONFIG.value is not None else _EVAL.value
+    run.evaluate_checkpoints(checkpoints, eval_config, out=_OUT.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 

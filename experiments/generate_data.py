@@ -1,6 +1,9 @@
-"""Generates a scripted-expert RLDS dataset of the built-in tabletop and prints its summary.
+"""Generates a scripted-expert RLDS dataset and prints its summary.
 
   python -m experiments.generate_data --config experiments/configs/tabletop_data.py [--overwrite]
+  python -m experiments.generate_data --config experiments/configs/metaworld_data.py   # Meta-World MT10
+
+The config's `builder` ("tabletop" when absent, or "metaworld") picks the builder module.
 
 A finished dataset written with the same generation config is reused; one written with another
 config (e.g. an older default) is rebuilt, as is any with --overwrite (built in a temporary
@@ -28,7 +31,14 @@ def main(argv):
   from vla_jax.data import tabletop_builder
 
   config = _CONFIG.value
-  path = tabletop_builder.dataset_dir(config)
+  kind = config.get("builder", "tabletop")
+  if kind == "metaworld":
+    from vla_jax.data import metaworld_builder as builder
+  elif kind == "tabletop":
+    builder = tabletop_builder
+  else:
+    sys.exit(f"error: config.builder={kind!r} is not valid; expected 'tabletop' or 'metaworld'")
+  path = builder.dataset_dir(config)
   overwrite = _OVERWRITE.value
   if tabletop_builder.is_complete(path) and not overwrite:
     stale = tabletop_builder.config_differences(path, config)
@@ -41,8 +51,8 @@ def main(argv):
     tfds.disable_progress_bar()  # Our own per-episode bar is more informative.
     start = time.perf_counter()
     try:
-      path = tabletop_builder.write_dataset(config, overwrite=overwrite)
-    except ValueError as e:
+      path = builder.write_dataset(config, overwrite=overwrite)
+    except (ValueError, ImportError, RuntimeError) as e:
       sys.exit(f"error: {e}")
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
   summary = tabletop_builder.load_summary(path)

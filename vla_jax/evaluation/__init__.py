@@ -1,1 +1,1 @@
-"""Closed-loop evaluation in the built-in simulator: rollouts, metrics per family and split, artifacts."""
+"""Closed-loop evaluation: rollouts, metrics per task family (or Meta-World task) and condition, artifacts."""

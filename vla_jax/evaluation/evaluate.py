@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from vla_jax.envs import tasks
-from vla_jax.evaluation import metrics, rollout
+from vla_jax.evaluation import metaworld, metrics, rollout
 from vla_jax.evaluation.policies import ChunkPolicy
 from vla_jax.io import write_json_atomic
 
@@ -62,7 +62,16 @@ def execution_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def evaluate(policy: ChunkPolicy, config: ml_collections.ConfigDict, progress: bool = False) -> dict[str, Any]:
-  """Runs every (condition, family) and returns {"conditions": ..., "episodes": [...]} (JSON-able)."""
+  """Runs every (condition, family) and returns {"conditions": ..., "episodes": [...]} (JSON-able).
+
+  `config.env` picks the simulator: absent or "tabletop" (this module's `eval_config`), or
+  "metaworld" (`evaluation.metaworld.eval_config`; families are then Meta-World tasks).
+  """
+  env = config.get("env", "tabletop")
+  if env == "metaworld":
+    return metaworld.evaluate(policy, config, execution_kwargs(config), progress=progress)
+  if env != "tabletop":
+    raise ValueError(f"eval config env={env!r} is not valid; expected 'tabletop' or 'metaworld'")
   for name in config.conditions:
     if name not in CONDITIONS:
       raise ValueError(f"eval condition {name!r} is unknown; expected some of {list(CONDITIONS)}")
@@ -108,11 +117,16 @@ def scalars(summary: dict[str, Any]) -> dict[str, float]:
     out[f"{condition}/overall/mean_length"] = cond["overall"]["mean_length"]
     for family, s in cond["families"].items():
       out[f"{condition}/{family}/success_rate"] = s["success_rate"]
+    for group, s in cond.get("groups", {}).items():  # Meta-World's difficulty groups.
+      out[f"{condition}/group_{group}/success_rate"] = s["success_rate"]
   return out
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-  """Success % [95 % CI] per family (columns) and condition (rows), plus mean episode length."""
+  """Success % [95 % CI] per family (columns) and condition (rows), plus mean episode length.
+  Meta-World summaries get `evaluation.metaworld.markdown_table` (tasks as rows)."""
+  if summary.get("suite") == "metaworld":
+    return metaworld.markdown_table(summary)
   families = list(next(iter(summary["conditions"].values()))["families"])
   header = "| condition | " + " | ".join(families) + " | overall | mean length |"
   lines = [header, "|" + "---|" * (len(families) + 3)]
@@ -157,6 +171,8 @@ def write_artifacts(summary: dict[str, Any], outdir: str | Path, step: int | Non
   outdir.mkdir(parents=True, exist_ok=True)
   paths = {"json": outdir / "summary.json", "markdown": outdir / "results.md", "videos": outdir / "videos"}
   payload = {"step": step, "conditions": summary["conditions"], "episodes": summary["episodes"]}
+  if "suite" in summary:  # Meta-World; the built-in suite's summary.json keeps its layout.
+    payload = {"suite": summary["suite"], **payload}
   write_json_atomic(paths["json"], payload)
   paths["markdown"].write_text(markdown_table(summary) + "\n")
   for video in summary["videos"]:

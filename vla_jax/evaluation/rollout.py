@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -74,6 +74,7 @@ def run_episodes(
     delay_seed: int = 0,
     instruction_override: str | Sequence[str] | None = None,
     record_frames: int = 0,
+    make_env: Callable[[int], Any] | None = None,
 ) -> list[EpisodeResult]:
   """Runs one episode per seed (in batches of `num_envs`) and returns their results.
 
@@ -90,6 +91,11 @@ def run_episodes(
     seed. Typed text replaces the task it names in each scene (`EpisodeResult.family` and
     `task_instruction` are then the typed task); see `judgeable` and `grounding_note`.
   record_frames: keep the rendered frames of the first this-many episodes (for videos).
+  make_env: `make_env(n)` -> a vector env of n envs for one batch (another simulator, e.g.
+    `envs.metaworld.VectorMetaWorldEnv`, with the same reset/step/done/success/lengths/scenes and
+    reset infos holding "instruction", "judgeable", "grounding_note" and optionally
+    "task_instruction", what success is judged on when the policy is told another text);
+    None = the built-in tabletop of `family` and `split`.
   """
   if strategy is not None and execution is not None:
     raise ValueError(f"strategy={strategy!r} and execution={execution!r} are both given; "
@@ -111,12 +117,12 @@ def run_episodes(
   for begin in range(0, len(seeds), num_envs):
     batch_seeds = list(seeds[begin : begin + num_envs])
     n = len(batch_seeds)
-    venv = VectorTabletopEnv(n, task_family=family, split=split, image_size=image_size,
-                             max_episode_steps=max_episode_steps)
+    venv = make_env(n) if make_env is not None else VectorTabletopEnv(
+        n, task_family=family, split=split, image_size=image_size, max_episode_steps=max_episode_steps)
     options = None if typed is None else [{"instruction": text} for text in typed[begin : begin + num_envs]]
     obs, infos = venv.reset(batch_seeds, options)
-    tasks = [info["instruction"] for info in infos]
-    told = _derange(tasks) if instruction_override == "shuffled" else list(tasks)
+    tasks = [info.get("task_instruction", info["instruction"]) for info in infos]
+    told = _derange(tasks) if instruction_override == "shuffled" else [info["instruction"] for info in infos]
     policy.reset(told, venv.scenes)
     keep = max(0, min(record_frames - begin, n))
     frames = [[obs["image"][i]] for i in range(keep)]

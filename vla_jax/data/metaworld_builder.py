@@ -1,0 +1,246 @@
+"""Writes Meta-World scripted-expert episodes as an RLDS dataset, in the built-in dataset's schema.
+
+Same layout, step convention and tools as `tabletop_builder` (read it first): `<data_dir>/<name>/1.0.0`,
+splits `train` / `val` from disjoint seeds, T + 1 steps per episode (the last holds the final
+observation and a "hold still" action), atomic writes, `tabletop_builder.load_summary` and
+`config_differences` work on it. Each episode:
+
+  steps/observation/image        uint8 [S, S, 3]  PNG, the upright `camera` view (`envs.metaworld`)
+  steps/observation/state        float32 [4]      end-effector x, y, z (m) and gripper opening (0..1)
+  steps/action                   float32 [4]      the expert's dx, dy, dz, grip effort, clipped to [-1, 1]
+  steps/language_instruction     string           a training phrasing of the task (`metaworld_tasks`)
+  steps/reward, discount, is_first, is_last, is_terminal
+  episode_metadata/{task_family (the task, e.g. "push-v3"), difficulty, split: string;
+                    seed, episode_index: int64; success: bool}
+
+Coverage: the executed motion is the expert's plus Gaussian noise (`expert.noise_std`, on dx, dy,
+dz), while the recorded action is the clean expert action — the demos show recovering from the
+small errors a cloned policy makes. Only successful demos are kept (some experts fail now and then,
+more so under noise); each task gets exactly `episodes_per_task` of them.
+
+Episodes are rolled out in `num_workers` spawned processes (MuJoCo and TensorFlow in one forked
+process do not mix) and written in a fixed order, so a config always writes the same dataset.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+
+from vla_jax.data import rlds
+from vla_jax.data.tabletop_builder import is_complete, remove_stale_temp_dirs
+from vla_jax.envs import metaworld_tasks
+
+VERSION = "1.0.0"
+SPLIT_INDEX = {"train": 0, "val": 1}
+ACTION_DIM = STATE_DIM = 4  # As vla_jax.envs.metaworld (not imported here: MuJoCo loads only in workers).
+
+
+def episode_seed(seed: int, split: str, task: str, index: int) -> int:
+  """The env seed of attempt `index` at `task` in `split`: disjoint streams per split, task and attempt."""
+  task_index = metaworld_tasks.MT50.index(task)
+  return int(np.random.SeedSequence([seed, SPLIT_INDEX[split], task_index, index]).generate_state(1, np.uint32)[0])
+
+
+def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: str) -> dict[str, Any]:
+  """Runs the expert for one episode in a `MetaWorldEnv`; returns it in the RLDS layout (numpy)."""
+  rng = np.random.default_rng(seed)
+  obs, info = env.reset(seed, {"phrasing": index})
+  images, states, actions, rewards = [obs["image"]], [obs["state"]], [], []
+  success = False
+  while True:
+    label = np.clip(env.expert_action(), -1.0, 1.0)
+    executed = label.copy()
+    executed[:3] += rng.normal(0.0, noise_std, 3).astype(np.float32)
+    obs, reward, terminated, truncated, _ = env.step(np.clip(executed, -1.0, 1.0))
+    actions.append(label)
+    rewards.append(float(terminated))  # Sparse: 1 on the transition that succeeds (Meta-World's is shaped).
+    images.append(obs["image"])
+    states.append(obs["state"])
+    if terminated or truncated:
+      success = bool(terminated)
+      break
+  actions.append(np.array([0.0, 0.0, 0.0, actions[-1][3]], np.float32))
+  rewards.append(0.0)
+  n = len(images)
+  is_last = np.arange(n) == n - 1
+  is_terminal = is_last & success
+  steps = {
+      "observation": {"image": np.stack(images), "state": np.stack(states).astype(np.float32)},
+      "action": np.stack(actions).astype(np.float32),
+      "language_instruction": [info["instruction"]] * n,
+      "reward": np.asarray(rewards, np.float32),
+      "discount": np.where(is_terminal, 0.0, 1.0).astype(np.float32),
+      "is_first": np.arange(n) == 0,
+      "is_last": is_last,
+      "is_terminal": is_terminal,
+  }
+  metadata = {"task_family": env.task, "difficulty": metaworld_tasks.difficulty(env.task), "split": split,
+              "seed": seed, "episode_index": index, "success": success}
+  return {"steps": steps, "episode_metadata": metadata}
+
+
+_WORKER_ENVS: dict[str, Any] = {}
+_WORKER_CONFIG: dict[str, Any] = {}
+
+
+def _worker_init(env_kwargs: dict[str, Any], noise_std: float) -> None:
+  _WORKER_CONFIG.update(env_kwargs=env_kwargs, noise_std=noise_std)
+
+
+def _worker_rollout(job: tuple[str, str, int, int]) -> dict[str, Any]:
+  """One episode in a worker process; its envs (one per task) are built once and kept."""
+  from vla_jax.envs.metaworld import MetaWorldEnv
+
+  task, split, index, seed = job
+  if task not in _WORKER_ENVS:
+    _WORKER_ENVS[task] = MetaWorldEnv(task, split="train", **_WORKER_CONFIG["env_kwargs"])
+  # Val episodes are told training phrasings too (held-out phrasings are for closed-loop evaluation).
+  return rollout_episode(_WORKER_ENVS[task], seed, _WORKER_CONFIG["noise_std"], index, split)
+
+
+def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: bool = True) -> Iterator[tuple[str, dict]]:
+  """Yields (key, episode): the first `<split>_episodes_per_task` successful demos of each task.
+
+  Attempts run in rounds: each round asks, for every task still short, for its missing count plus
+  a margin; results arrive in submission order, so which attempts are kept does not depend on
+  process timing.
+  """
+  tasks = metaworld_tasks.resolve_tasks(config.tasks)
+  wanted = int(config[f"{split}_episodes_per_task"])
+  kept = {t: 0 for t in tasks}
+  attempts = {t: 0 for t in tasks}
+  workers = int(config.num_workers) or max(1, os.cpu_count() or 1)
+  ctx = multiprocessing.get_context("spawn")
+  with tqdm.tqdm(total=wanted * len(tasks), desc=f"{config.name}/{split}", unit="ep", disable=not progress) as bar, \
+      ctx.Pool(workers, _worker_init, (config.env.to_dict(), float(config.expert.noise_std))) as pool:
+    while any(kept[t] < wanted for t in tasks):
+      jobs = []
+      for t in tasks:
+        missing = wanted - kept[t]
+        if missing <= 0:
+          continue
+        if attempts[t] >= 3 * wanted + 20:
+          raise RuntimeError(f"the {t} expert failed too often: {kept[t]} successes in {attempts[t]} episodes "
+                             f"(config.expert.noise_std={config.expert.noise_std}, "
+                             f"config.env.max_episode_steps={config.env.max_episode_steps})")
+        extra = missing + max(1, missing // 5)
+        jobs += [(t, split, attempts[t] + i, episode_seed(config.seed, split, t, attempts[t] + i)) for i in range(extra)]
+        attempts[t] += extra
+      for (t, _, index, _), episode in zip(jobs, pool.imap(_worker_rollout, jobs)):
+        if kept[t] < wanted and (episode["episode_metadata"]["success"] or config.keep_failures):
+          kept[t] += 1
+          bar.update(1)
+          yield f"{t}_{index}", episode
+      bar.set_postfix(attempts=sum(attempts.values()))
+
+
+def features(image_size: int) -> tfds.features.FeaturesDict:
+  steps = rlds.step_features(
+      images={"image": tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8, encoding_format="png",
+                                           doc="RGB camera (vla_jax.envs.metaworld), upright.")},
+      state_key="state", state_dim=STATE_DIM,
+      action=tfds.features.Tensor(shape=(ACTION_DIM,), dtype=np.float32,
+                                  doc="dx, dy, dz in [-1, 1] (x 1 cm mocap motion); grip effort in [-1, 1], +1 = close."),
+      docs={"state": "end-effector x, y, z (m, world frame), gripper opening (0 closed .. 1 open)"})
+  return tfds.features.FeaturesDict({
+      "steps": tfds.features.Dataset(steps),
+      "episode_metadata": tfds.features.FeaturesDict({
+          "task_family": tfds.features.Text(doc="The Meta-World task, e.g. push-v3."),
+          "difficulty": tfds.features.Text(doc="easy | medium | hard | very_hard (Seo et al. 2022)."),
+          "split": tfds.features.Text(),
+          "seed": tfds.features.Scalar(dtype=np.int64),
+          "episode_index": tfds.features.Scalar(dtype=np.int64, doc="The attempt's index within its task."),
+          "success": tfds.features.Scalar(dtype=np.bool_),
+      }),
+  })
+
+
+class MetaWorld(tfds.core.GeneratorBasedBuilder):
+  """RLDS episodes of Meta-World's scripted experts, from pixels, with language."""
+
+  VERSION = tfds.core.Version(VERSION)
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def _checksums_path(cls):
+    return None  # Nothing is downloaded (see tabletop_builder.Tabletop).
+
+  def __init__(self, *, gen_config: ml_collections.ConfigDict, progress: bool = True, **kwargs):
+    self.gen_config = gen_config
+    self.progress = progress
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self, description=__doc__.split("\n\n")[0], features=features(self.gen_config.env.image_size),
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(generation_config=self.gen_config.to_dict()),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {split: self._generate_examples(split) for split in SPLIT_INDEX}
+
+  def _generate_examples(self, split: str):
+    yield from generate_episodes(self.gen_config, split, progress=self.progress)
+
+
+def builder_class(name: str) -> type[MetaWorld]:
+  with tfds.core.registered.skip_registration():
+    return type(f"MetaWorld_{name}", (MetaWorld,), {"name": name})
+
+
+def dataset_dir(config: ml_collections.ConfigDict) -> Path:
+  return Path(config.data_dir) / config.name / VERSION
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks a generation config before any process starts, with errors that name the key."""
+  for key in ("train_episodes_per_task", "val_episodes_per_task", "num_workers"):
+    if not isinstance(config[key], int) or config[key] < 0:
+      raise ValueError(f"config.{key}={config[key]!r} is not valid; expected an int >= 0")
+  if not config.name or "/" in config.name or config.name.startswith("."):
+    raise ValueError(f"config.name={config.name!r} is not valid; expected a plain directory name")
+  metaworld_tasks.resolve_tasks(config.tasks)
+  if not config.expert.noise_std >= 0:
+    raise ValueError(f"config.expert.noise_std={config.expert.noise_std!r} is not valid; expected >= 0")
+  from vla_jax.envs import metaworld
+
+  metaworld.import_metaworld()  # Fails here, once, if Meta-World or a GL backend is missing.
+  if config.env.camera not in metaworld.CAMERAS:
+    raise ValueError(f"config.env.camera={config.env.camera!r} is not valid; expected one of {metaworld.CAMERAS}")
+
+
+def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, progress: bool = True) -> Path:
+  """Generates the dataset `config` describes (built in a temporary directory, then swapped in)."""
+  validate_config(config)
+  final = dataset_dir(config)
+  if is_complete(final) and not overwrite:
+    raise FileExistsError(f"{final} already holds a finished dataset; pass overwrite=True (--overwrite) to replace it")
+  root = Path(config.data_dir)
+  root.mkdir(parents=True, exist_ok=True)
+  remove_stale_temp_dirs(root, config.name)
+  tmp_root = root / f".tmp-{config.name}-{os.getpid()}-{int(time.time())}"
+  try:
+    builder = builder_class(config.name)(gen_config=config, progress=progress, data_dir=str(tmp_root))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    trash = final.with_name(f".trash-{VERSION}-{os.getpid()}") if final.exists() else None
+    if trash is not None:
+      final.rename(trash)
+    (tmp_root / config.name / VERSION).rename(final)
+    if trash is not None:
+      shutil.rmtree(trash, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp_root, ignore_errors=True)
+  return final

@@ -1,0 +1,425 @@
+"""Meta-World (v3, PyPI `metaworld` 3.1.1) behind the interface the built-in simulator offers evaluation.
+
+`MetaWorldEnv` is one task; `VectorMetaWorldEnv` steps N of them (any mix of tasks) with the
+frozen-when-done semantics of `VectorTabletopEnv`, so `vla_jax.evaluation.rollout` runs either.
+Observations:
+  image        uint8 [S, S, 3]   RGB from `camera` (default "corner4": the whole table, arm and
+                                 objects), rendered upright (Meta-World's corner cameras are mounted
+                                 upside down; see `UPSIDE_DOWN_CAMERAS`)
+  state        float32 [4]       end-effector x, y, z (m, world frame) and the gripper opening
+                                 (0 closed .. 1 open, Meta-World's own normalisation)
+  instruction  str               one of the task's phrasings (`metaworld_tasks`)
+Actions float32 [4]: dx, dy, dz in [-1, 1] (x 1 cm of mocap motion per step) and grip effort in
+[-1, 1] (+1 close). Success is Meta-World's `info["success"]`; an episode terminates on it (the
+usual "success at any step" protocol) or is truncated after `max_episode_steps`.
+
+Object and goal positions are drawn afresh each episode from the task's own random-reset space,
+seeded by the episode seed (`seeded_rand_vec`) — the distribution the benchmark samples its 50
+fixed MT goals from, not those 50 — so a seed reproduces a scene and train/eval seeds never share
+one. The expert (`ENV_POLICY_MAP`) sees Meta-World's 39-d state with the goal (`raw_obs`); the
+policy sees only pixels, proprio and language.
+
+Rendering is headless: `MUJOCO_GL` (default "egl") must name a backend whose system library
+loads, else `MissingGLBackendError` says what to install. Fast settings are applied to every
+model: no multisampling, no shadows, no reflections (~7 ms instead of ~70 ms a frame here).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import dataclasses
+import os
+import warnings
+import weakref
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from vla_jax.envs import metaworld_tasks
+
+ACTION_DIM = 4
+STATE_DIM = 4
+STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper_open")
+ACTION_NAMES = ("dx", "dy", "dz", "grip_effort")
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+# Cameras whose image y axis points down in the world (Meta-World's xyz_base.xml): rotated 180°.
+UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
+MAX_PATH_LENGTH = 500  # Meta-World refuses to step past this.
+
+# MUJOCO_GL value -> (shared libraries, any one of which provides it; what to install on Debian/Ubuntu).
+GL_BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "egl": (("libEGL.so.1", "libEGL.so"), "apt-get install libegl1 libgl1 libegl-mesa0"),
+    "osmesa": (("libOSMesa.so.8", "libOSMesa.so.6", "libOSMesa.so"), "apt-get install libosmesa6"),
+}
+
+
+_LIVE: "weakref.WeakSet[MetaWorldEnv]" = weakref.WeakSet()
+
+
+def _close_all() -> None:
+  # An EGL context freed by the garbage collector after mujoco's exit hook has torn EGL down
+  # prints tracebacks; this hook is (re-)registered after each renderer is made, so after
+  # mujoco's (registered with the first context), and exit hooks run last-in first-out.
+  for env in list(_LIVE):
+    env.close()
+
+
+class MissingGLBackendError(RuntimeError):
+  """MuJoCo cannot render headless here: the one error a user sees, saying what to install."""
+
+
+def gl_error(backend: str, reason: str) -> MissingGLBackendError:
+  return MissingGLBackendError(
+      f"MuJoCo cannot render headless with MUJOCO_GL={backend!r} ({reason}). Install a backend: "
+      f"EGL (`{GL_BACKENDS['egl'][1]}`, then MUJOCO_GL=egl) or OSMesa (`{GL_BACKENDS['osmesa'][1]}`, then "
+      f"MUJOCO_GL=osmesa); `make metaworld-deps` does it. Python packages: `make metaworld-deps` or "
+      f"`pip install -r requirements-metaworld.txt`.")
+
+
+def check_gl_backend(load: Callable[[str], Any] = ctypes.CDLL) -> str:
+  """Sets MUJOCO_GL to "egl" when unset and checks its system library loads; returns the backend.
+
+  Must run before mujoco is first imported (mujoco reads MUJOCO_GL once, at import). `load`
+  opens a shared library by name (injectable so tests can simulate a machine without one).
+  """
+  backend = os.environ.setdefault("MUJOCO_GL", "egl").lower()
+  if backend not in GL_BACKENDS:
+    raise gl_error(backend, f"expected one of {sorted(GL_BACKENDS)} for headless rendering")
+  names, _ = GL_BACKENDS[backend]
+  errors = []
+  for name in names:
+    try:
+      load(name)
+      break
+    except OSError as e:
+      errors.append(str(e))
+  else:
+    raise gl_error(backend, f"none of {', '.join(names)} loads: {errors[-1]}")
+  if backend == "egl":
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+  return backend
+
+
+def import_metaworld():
+  """`metaworld` (and with it mujoco), after the GL check; a clear error when it is not installed."""
+  check_gl_backend()
+  try:
+    import metaworld  # noqa: F401
+    import metaworld.env_dict
+    import metaworld.policies
+    # The experts' gains exceed the action bounds by design (the env clips); the warning repeats per episode.
+    warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
+  except ImportError as e:
+    raise ImportError(f"Meta-World is not installed ({e}); it is an optional extra: `make metaworld-deps` "
+                      "or `pip install -r requirements-metaworld.txt`") from e
+  return metaworld
+
+
+def make_fast(model: Any) -> None:
+  """Turns off what costs render time and a 64-128 px policy cannot see: MSAA, shadows, reflections."""
+  model.vis.quality.offsamples = 0
+  model.light_castshadow[:] = 0
+  model.mat_reflectance[:] = 0
+
+
+def upright(image: np.ndarray, camera: str) -> np.ndarray:
+  """A rendered frame [H, W, ...] as seen with world-up at the top (a copy, C-contiguous)."""
+  return np.ascontiguousarray(image[::-1, ::-1] if camera in UPSIDE_DOWN_CAMERAS else image)
+
+
+@dataclasses.dataclass
+class MetaWorldScene:
+  """What the evaluation harness hands privileged policies (the expert): the task and its raw state."""
+
+  family: str  # The task name, e.g. "push-v3" (named `family` like the tabletop's scenes).
+  raw_obs: np.ndarray  # float64 [39]: Meta-World's state observation, goal included.
+
+
+class MetaWorldEnv:
+  """One Meta-World task with pixel, proprio and language observations (see the module docstring)."""
+
+  def __init__(self, task: str, *, image_size: int = 96, camera: str = "corner4", max_episode_steps: int = 200,
+               split: str = "train"):
+    metaworld_tasks.resolve_tasks([task])
+    if camera not in CAMERAS:
+      raise ValueError(f"camera={camera!r} is not valid; expected one of {CAMERAS}")
+    if not isinstance(image_size, (int, np.integer)) or not 16 <= image_size <= 480:
+      raise ValueError(f"image_size={image_size!r} is not valid; expected an int in [16, 480] (pixels)")
+    if not isinstance(max_episode_steps, (int, np.integer)) or not 1 <= max_episode_steps <= MAX_PATH_LENGTH:
+      raise ValueError(f"max_episode_steps={max_episode_steps!r} is not valid; expected 1..{MAX_PATH_LENGTH}")
+    metaworld_tasks.instructions(task, split)  # Checks the split.
+    metaworld = import_metaworld()
+    import mujoco
+
+    self.task, self.camera, self.split = task, camera, split
+    self.image_size, self.max_episode_steps = int(image_size), int(max_episode_steps)
+    env = metaworld.env_dict.ALL_V3_ENVIRONMENTS[task]()
+    # What `_create_observable_goal_envs` does, minus its frozen goal: a fresh, seeded draw per reset.
+    env._partially_observable = False
+    del env.sawyer_observation_space  # Recomputed for the goal-observable layout.
+    env._set_task_called = True
+    env._freeze_rand_vec = False
+    env.seeded_rand_vec = True
+    env.max_path_length = MAX_PATH_LENGTH
+    self.env = env
+    self.expert = metaworld.policies.ENV_POLICY_MAP[task]()
+    make_fast(env.model)
+    try:
+      self.renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
+    except Exception as e:  # noqa: BLE001 — any GL failure here means the backend does not work.
+      raise gl_error(os.environ.get("MUJOCO_GL", "?"), f"creating the renderer failed: {e}") from e
+    self.raw_obs = np.zeros(39)
+    self.instruction = ""
+    self.steps = 0
+    self._closed = False
+    _LIVE.add(self)
+    atexit.unregister(_close_all)
+    atexit.register(_close_all)
+
+  @property
+  def scene(self) -> MetaWorldScene:
+    return MetaWorldScene(self.task, self.raw_obs.copy())
+
+  def render(self, segmentation: bool = False) -> np.ndarray:
+    """uint8 [S, S, 3] RGB, or with `segmentation` int32 [S, S, 2] (MuJoCo object id, type), upright."""
+    if segmentation:
+      self.renderer.enable_segmentation_rendering()
+    try:
+      self.renderer.update_scene(self.env.data, camera=self.camera)
+      return upright(self.renderer.render(), self.camera)
+    finally:
+      if segmentation:
+        self.renderer.disable_segmentation_rendering()
+
+  def observation(self) -> dict[str, Any]:
+    return {"image": self.render(), "state": self.raw_obs[:STATE_DIM].astype(np.float32),
+            "instruction": self.instruction}
+
+  def reset(self, seed: int, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new scene drawn from `seed`. options: {"instruction": text} tells the policy `text` instead
+    of the task's phrasing (the task, and so success, is unchanged); {"phrasing": i} picks phrasing i."""
+    options = dict(options or {})
+    unknown = set(options) - {"instruction", "phrasing"}
+    if unknown:
+      raise ValueError(f"reset options {sorted(unknown)} are not valid; expected 'instruction' or 'phrasing'")
+    self.env.seed(int(seed))
+    raw, _ = self.env.reset()
+    self.raw_obs = np.asarray(raw, np.float64)
+    self.steps = 0
+    task_instruction = metaworld_tasks.instruction(self.task, self.split, options.get("phrasing", seed))
+    self.instruction = options.get("instruction", task_instruction)
+    info = {"instruction": self.instruction, "task_instruction": task_instruction, "task": self.task,
+            "judgeable": True, "grounding_note": ""}
+    return self.observation(), info
+
+  def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+    action = np.asarray(action, np.float32)
+    if action.shape != (ACTION_DIM,):
+      raise ValueError(f"action has shape {action.shape}; expected ({ACTION_DIM},) = {ACTION_NAMES}")
+    raw, reward, _, _, info = self.env.step(np.clip(action, -1.0, 1.0))
+    self.raw_obs = np.asarray(raw, np.float64)
+    self.steps += 1
+    success = bool(info["success"])
+    return self.observation(), float(reward), success, self.steps >= self.max_episode_steps and not success, info
+
+  def expert_action(self) -> np.ndarray:
+    """Meta-World's scripted expert's action for the current state: float32 [4]."""
+    return np.asarray(self.expert.get_action(self.raw_obs), np.float32)
+
+  def close(self) -> None:
+    if not self._closed:
+      self._closed = True
+      self.renderer.close()
+      self.env.close()
+
+
+class _LocalShard:
+  """Envs stepped in this process (no TensorFlow here: see `VectorMetaWorldEnv`)."""
+
+  def __init__(self, env_kwargs: Sequence[dict[str, Any]]):
+    self.envs = [MetaWorldEnv(**kw) for kw in env_kwargs]
+
+  def reset(self, seeds, options, split):
+    for env in self.envs[:len(seeds)]:
+      env.split = split
+    results = [e.reset(s, o) for e, s, o in zip(self.envs, seeds, options)]
+    return results, [e.scene for e in self.envs[:len(seeds)]]
+
+  def step(self, actions, active):
+    results = [e.step(a) if on else None for e, a, on in zip(self.envs, actions, active)]
+    return results, [e.scene for e in self.envs[:len(actions)]]
+
+  def close(self):
+    for env in self.envs:
+      env.close()
+
+
+def _serve(conn, env_kwargs: Sequence[dict[str, Any]]) -> None:
+  """A worker process: builds its envs, then answers (command, args) until "close"."""
+  try:
+    shard = _LocalShard(env_kwargs)
+    conn.send(("ok", None))
+  except Exception as e:  # noqa: BLE001 — reported to the parent, which raises it.
+    conn.send(("error", e))
+    return
+  while True:
+    command, args = conn.recv()
+    if command == "close":
+      shard.close()
+      conn.send(("ok", None))
+      return
+    try:
+      conn.send(("ok", getattr(shard, command)(*args)))
+    except Exception as e:  # noqa: BLE001
+      conn.send(("error", e))
+
+
+class _RemoteShard:
+  """Envs in a spawned process; `send` and `receive` are split so several shards step in parallel."""
+
+  def __init__(self, env_kwargs: Sequence[dict[str, Any]]):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # A fork would inherit this process's TF and GL state.
+    self.conn, child = ctx.Pipe()
+    self.process = ctx.Process(target=_serve, args=(child, list(env_kwargs)), daemon=True)
+    self.process.start()
+    child.close()
+
+  def send(self, command: str, *args: Any) -> None:
+    self.conn.send((command, args))
+
+  def receive(self) -> Any:
+    try:
+      status, value = self.conn.recv()
+    except EOFError as e:
+      raise RuntimeError(f"a Meta-World env worker (pid {self.process.pid}) died "
+                         f"(exit code {self.process.exitcode})") from e
+    if status == "error":
+      raise value
+    return value
+
+  def close(self) -> None:
+    if self.process.is_alive():
+      try:
+        self.send("close")
+        self.receive()
+      except (OSError, RuntimeError, EOFError):
+        pass
+    self.process.join(timeout=10)
+    if self.process.is_alive():
+      self.process.kill()
+
+
+class VectorMetaWorldEnv:
+  """N `MetaWorldEnv`s stepped together, frozen once done (no auto-reset), like `VectorTabletopEnv`.
+
+  Observations: image uint8 [N, S, S, 3], state float32 [N, 4], instruction list of N str.
+  `tasks`: one task name for all envs, or one per env.
+
+  num_workers: 0 steps the envs in this process; W > 0 splits them over W spawned processes,
+  stepped in parallel. Use workers in any process that has imported TensorFlow (training,
+  `experiments.evaluate`): MuJoCo's EGL rendering through Mesa's llvmpipe segfaults there (an
+  LLVM clash, measured; softpipe avoids it at ~170 ms a frame).
+  `reset` may be given fewer seeds than envs: the first len(seeds) envs then form the batch, so
+  one set of envs (built once, ~0.4 s each) serves batches of any size up to N.
+  """
+
+  def __init__(self, num_envs: int, tasks: str | Sequence[str], *, num_workers: int = 0, **env_kwargs: Any):
+    if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+      raise ValueError(f"num_envs={num_envs!r} is not valid; expected a positive int")
+    if not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
+      raise ValueError(f"num_workers={num_workers!r} is not valid; expected an int >= 0")
+    tasks = [tasks] * num_envs if isinstance(tasks, str) else list(tasks)
+    if len(tasks) != num_envs:
+      raise ValueError(f"VectorMetaWorldEnv got {len(tasks)} tasks for {num_envs} envs; expected one or {num_envs}")
+    kwargs = [dict(task=t, **env_kwargs) for t in tasks]
+    if num_workers == 0:
+      self.shards: list[Any] = [_LocalShard(kwargs)]
+      self.remote = False
+    else:
+      parts = np.array_split(np.arange(num_envs), min(num_workers, num_envs))
+      self.shards = [_RemoteShard([kwargs[i] for i in part]) for part in parts]
+      self.remote = True
+      for shard in self.shards:
+        shard.receive()  # Raises a worker's construction error (e.g. MissingGLBackendError) here.
+    self.shard_sizes = [len(p) for p in np.array_split(np.arange(num_envs), len(self.shards))]
+    self.capacity = int(num_envs)
+    self.num_envs = int(num_envs)
+    self.split = env_kwargs.get("split", "train")
+    self.done = np.ones(num_envs, bool)
+    self.success = np.zeros(num_envs, bool)
+    self.lengths = np.zeros(num_envs, np.int32)
+    self._last: list[dict[str, Any]] = []
+    self._scenes: list[MetaWorldScene] = []
+
+  @property
+  def scenes(self) -> list[MetaWorldScene]:
+    return list(self._scenes)
+
+  def _call(self, command: str, per_env_args: Sequence[Sequence[Any]], *shared: Any) -> tuple[list, list]:
+    """Runs `command` on every shard with its slice of each per-env list; concatenated results, scenes."""
+    slices, begin = [], 0
+    for size in self.shard_sizes:
+      slices.append([arg[begin:begin + size] for arg in per_env_args])
+      begin += size
+    calls = [(shard, args) for shard, args in zip(self.shards, slices) if len(args[0])]
+    if self.remote:
+      for shard, args in calls:
+        shard.send(command, *args, *shared)
+      answers = [shard.receive() for shard, _ in calls]
+    else:
+      answers = [getattr(shard, command)(*args, *shared) for shard, args in calls]
+    return [r for results, _ in answers for r in results], [sc for _, scenes in answers for sc in scenes]
+
+  def reset(self, seeds: int | Sequence[int], options: dict[str, Any] | Sequence[dict] | None = None):
+    """`seeds`: one int (env i gets seed + i), or up to N ints (a batch of the first envs);
+    `options` one dict or one per seed (see `MetaWorldEnv.reset`)."""
+    seed_list = [int(seeds) + i for i in range(self.capacity)] if np.isscalar(seeds) else [int(s) for s in seeds]
+    if not 1 <= len(seed_list) <= self.capacity:
+      raise ValueError(f"reset got {len(seed_list)} seeds for {self.capacity} envs; expected 1..{self.capacity}")
+    n = len(seed_list)
+    opts = list(options) if isinstance(options, (list, tuple)) else [options] * n
+    if len(opts) != n:
+      raise ValueError(f"reset got {len(opts)} option dicts for {n} seeds")
+    self.num_envs = n
+    results, self._scenes = self._call("reset", [seed_list, opts], self.split)
+    self._last = [obs for obs, _ in results]
+    self.done = np.zeros(n, bool)
+    self.success = np.zeros(n, bool)
+    self.lengths = np.zeros(n, np.int32)
+    return self._stack(self._last), [info for _, info in results]
+
+  def step(self, actions: np.ndarray):
+    """actions float32 [N, 4] -> (obs, reward [N], terminated [N], truncated [N], infos)."""
+    actions = np.asarray(actions, np.float32)
+    if actions.shape != (self.num_envs, ACTION_DIM):
+      raise ValueError(f"actions have shape {actions.shape}; expected ({self.num_envs}, {ACTION_DIM})")
+    reward = np.zeros(self.num_envs, np.float32)
+    terminated = self.success.copy()
+    truncated = self.done & ~self.success
+    infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+    results, self._scenes = self._call("step", [list(actions), list(~self.done)])
+    for i, result in enumerate(results):
+      if result is None:
+        continue
+      obs, r, term, trunc, infos[i] = result
+      self._last[i] = obs
+      reward[i], terminated[i], truncated[i] = r, term, trunc
+      self.lengths[i] += 1
+      self.success[i] = term
+      self.done[i] = term or trunc
+    return self._stack(self._last), reward, terminated, truncated, infos
+
+  def close(self) -> None:
+    for shard in self.shards:
+      shard.close()
+
+  @staticmethod
+  def _stack(obs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image": np.stack([o["image"] for o in obs]),
+        "state": np.stack([o["state"] for o in obs]),
+        "instruction": [o["instruction"] for o in obs],
+    }
