@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow test-all quickstart quickstart-export bench bench-quickstart clean-data
+.PHONY: venv test test-slow test-all quickstart quickstart-export bench bench-quickstart clean-data \
+	metaworld-deps gl-libs metaworld test-metaworld bench-metaworld
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-test-nodeps.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,3 +61,41 @@ bench: $(STAMP)
 
 bench-quickstart: $(STAMP)
 	$(PY) benchmarks/quickstart.py --fresh
+
+## ---- Meta-World MT10 from pixels with language (issue 19; optional extra) ----------------------
+## `make metaworld-deps` installs requirements-metaworld.txt into .venv (changing no pin of
+## requirements.txt) and, when missing, the Debian EGL libraries MuJoCo renders headless with.
+MW_STAMP := $(VENV)/.installed-metaworld
+METAWORLD_RUN ?= runs/metaworld
+METAWORLD_TESTS := tests/envs/test_metaworld.py tests/envs/test_metaworld_data.py tests/evaluation/test_metaworld.py
+
+## EGL through Mesa (libEGL.so.1 + the Mesa vendor library); apt-get only when one is missing.
+gl-libs:
+	@if ldconfig -p | grep -q 'libEGL.so.1 ' && ldconfig -p | grep -q 'libEGL_mesa.so.0 '; then \
+	  echo "EGL libraries present (libEGL.so.1, libEGL_mesa.so.0)"; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends libegl1 libegl-mesa0 libgl1; \
+	fi
+
+$(MW_STAMP): $(STAMP) requirements-metaworld.txt
+	@$(MAKE) --no-print-directory gl-libs
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-metaworld.txt
+	@touch $(MW_STAMP)
+
+metaworld-deps: $(MW_STAMP)
+
+## The benchmark's one command: data (if missing) -> train the MT10 policy -> per-task evaluation
+## (runs/metaworld/eval/step_<n>/{results.md,summary.json,videos/}). TRAIN_FLAGS as for quickstart.
+metaworld: $(MW_STAMP)
+	$(PY) -m experiments.generate_data --config experiments/configs/metaworld_data.py
+	$(PY) -m experiments.train --config experiments/configs/metaworld.py --workdir $(METAWORLD_RUN) $(TRAIN_FLAGS)
+	$(PY) -m experiments.evaluate --workdir $(METAWORLD_RUN) --config experiments/configs/metaworld.py
+
+## Meta-World's tests, fast and slow (CI runs them; without the extra they skip in `make test`).
+test-metaworld: $(MW_STAMP)
+	$(PY) -m pytest -q $(METAWORLD_TESTS)
+
+## Env steps/s with rendering, render ms/frame, expert success per task, generation time.
+bench-metaworld: $(MW_STAMP)
+	$(PY) benchmarks/metaworld_env.py

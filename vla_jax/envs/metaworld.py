@@ -30,6 +30,7 @@ import atexit
 import ctypes
 import dataclasses
 import os
+import sys
 import warnings
 import weakref
 from typing import Any, Callable, Sequence
@@ -53,6 +54,9 @@ GL_BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "osmesa": (("libOSMesa.so.8", "libOSMesa.so.6", "libOSMesa.so"), "apt-get install libosmesa6"),
 }
 
+
+# mujoco reads MUJOCO_GL once, when first imported: set the headless default before anyone does.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 _LIVE: "weakref.WeakSet[MetaWorldEnv]" = weakref.WeakSet()
 
@@ -149,6 +153,11 @@ class MetaWorldEnv:
     if not isinstance(max_episode_steps, (int, np.integer)) or not 1 <= max_episode_steps <= MAX_PATH_LENGTH:
       raise ValueError(f"max_episode_steps={max_episode_steps!r} is not valid; expected 1..{MAX_PATH_LENGTH}")
     metaworld_tasks.instructions(task, split)  # Checks the split.
+    if "tensorflow" in sys.modules:
+      raise RuntimeError(
+          "MetaWorldEnv cannot render in a process that has imported TensorFlow (MuJoCo's EGL/OSMesa "
+          "rendering through Mesa's llvmpipe segfaults there); step the envs in worker processes: "
+          "VectorMetaWorldEnv(..., num_workers=1 or more)")
     metaworld = import_metaworld()
     import mujoco
 
