@@ -45,6 +45,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
 
+from vla_jax.data.oxe import features as oxe_features
+from vla_jax.data.oxe import registry as oxe_registry
+
 # The tiny real Bridge dataset shipped beside the repository (../shared), used as a test fixture.
 BRIDGE_DEBUG_DIR = os.path.normpath(os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "datasets", "bridge_debug",
@@ -151,6 +154,61 @@ def tabletop_spec(builder_dir: str = "data/tabletop/1.0.0", **overrides: Any) ->
   )
   kwargs.update(overrides)
   return dataset_spec(**kwargs)
+
+
+def oxe_spec(name: str, data_dir: str, *, check_features: bool = True,
+             **overrides: Any) -> ml_collections.ConfigDict:
+  """Spec for a registered Open X-Embodiment dataset, read from `<data_dir>/<tfds_name>`.
+
+  `name` is a registry name or the dataset's TFDS directory name (`vla_jax/data/oxe/registry.py`
+  lists them, with where each structure came from). The spec reads the dataset through its
+  registered standardisation ("oxe/<name>"), which yields cameras by role (`primary`, `wrist`,
+  ...), `proprio`, a 7-d action (6 end-effector dims + gripper in [0, 1], 1 = close) and the
+  instruction at step level, whatever the dataset's own layout. `image_size_px` is the registered
+  size when all cameras share one, else None (each camera is still checked against the registered
+  structure). Splits default to the dataset's own, or a 95/5 split by episode.
+
+  If the directory exists, its `features.json` is compared with the registered structure now
+  (`check_features=False` skips it): a mismatch raises ValueError naming the first key, the
+  registered expectation and what the dataset has. Keyword overrides replace any spec field
+  (e.g. `weight=2.0`, `train_split="train[:10]"`).
+  """
+  entry = oxe_registry.get(name)
+  oxe_registry.check_entry(entry)
+  sizes = set(oxe_registry.camera_sizes(entry).values())
+  size = next(iter(sizes)) if len(sizes) == 1 else None
+  kwargs: dict[str, Any] = dict(
+      name=entry.name,
+      builder_dir=os.path.join(os.path.expanduser(data_dir), entry.tfds_name),
+      cameras=dict(entry.cameras),
+      image_size_px=size if size is not None and None not in size else None,
+      proprio_key="proprio" if entry.proprio else None,
+      proprio_dim=oxe_registry.proprio_dim(entry),
+      action_key="action",
+      action_dim=7,
+      action_dim_kinds=(entry.eef_kind,) * 6 + ("gripper",),
+      language_key="language_instruction",
+      language_level="step",
+      train_split=entry.train_split,
+      val_split=entry.val_split,
+      standardize_fn=f"oxe/{entry.name}",
+  )
+  kwargs.update(overrides)
+  spec = dataset_spec(**kwargs)
+  if check_features and os.path.isdir(os.path.expanduser(spec.builder_dir)):
+    check_oxe_features(spec, entry.name)
+  return spec
+
+
+def check_oxe_features(spec: ml_collections.ConfigDict, name: str | None = None) -> None:
+  """Compares a dataset directory's `features.json` with the registered OXE structure of `name`
+  (default: the spec's name). Raises ValueError naming the first mismatching key."""
+  entry = oxe_registry.get(name or spec.name)
+  builder_dir = resolve_builder_dir(spec)
+  problem = oxe_features.first_mismatch(entry.flat_features(), oxe_features.read_features_json(builder_dir))
+  if problem:
+    raise ValueError(f"dataset '{spec.name}' at {builder_dir} does not match its registered OXE structure "
+                     f"({entry.tfds_name}): {problem} (registered from {entry.source})")
 
 
 def check_spec_fields(spec: ml_collections.ConfigDict) -> None:

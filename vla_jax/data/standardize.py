@@ -34,6 +34,9 @@ import ml_collections
 import tensorflow as tf
 
 from vla_jax.data import spec as spec_lib
+from vla_jax.data.oxe import grippers as oxe_grippers
+from vla_jax.data.oxe import registry as oxe_registry
+from vla_jax.data.oxe import transforms as oxe_transforms
 
 Episode = dict[str, Any]
 StandardizeFn = Callable[[Episode], Episode]
@@ -102,16 +105,25 @@ def standardize_bridge(episode: Episode) -> Episode:
 
 @register_standardize_fn("oxe_eef_pos_gripper")
 def standardize_oxe_eef(episode: Episode) -> Episode:
-  """Common OXE layout: action = {world_vector [3], rotation_delta [3], gripper_closedness_action [1]}.
+  """RT-1's layout: action = {world_vector [3], rotation_delta [3], gripper_closedness_action [1]}.
 
-  Concatenates to a 7-d `steps/action` and maps gripper from [-1 (open), 1 (close)] to [0, 1].
+  Concatenates to a 7-d `steps/action`. The gripper field is a *relative* command (+1 close,
+  -1 open, 0 keep); it becomes the absolute state in [0, 1] (1 = close), "keep" carrying the last
+  state (it used to become 0.5, a half-closed label on every step without a command). For a
+  named OXE dataset prefer `spec.oxe_spec`, which knows each dataset's own convention.
   """
   steps = dict(episode["steps"])
   fields = steps["action"]
-  gripper = (tf.cast(fields["gripper_closedness_action"], tf.float32) + 1.0) / 2.0
+  gripper = oxe_grippers.relative_to_absolute(fields["gripper_closedness_action"])
   steps["action"] = tf.concat([concat_fields(fields, ["world_vector", "rotation_delta"]),
                                tf.reshape(gripper, [-1, 1])], axis=-1)
   return {**episode, "steps": steps}
+
+
+# Open X-Embodiment datasets by name: "oxe/<name>" for every entry of `vla_jax/data/oxe/registry.py`
+# (used by `spec.oxe_spec`).
+for _entry in oxe_registry.REGISTRY.values():
+  register_standardize_fn(oxe_transforms.standardize_fn_name(_entry))(oxe_transforms.standardize_fn(_entry))
 
 
 # ---- Key mapping. -------------------------------------------------------------------------------
