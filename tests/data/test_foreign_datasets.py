@@ -61,6 +61,26 @@ def test_bridge_batches_match_the_raw_episodes(bridge_available, stats_dir):
     np.testing.assert_array_equal(batch["observation"]["timestep_pad_mask"][:, 0], np.arange(10) >= 1)
 
 
+def test_bridge_by_name_from_the_oxe_registry_reads_the_same_steps(bridge_available, stats_dir):
+  """`spec.oxe_spec("bridge", root)` reads the real Bridge files (checked against the registered
+  structure first): 6 end-effector dims as stored, gripper 1 = open flipped and binarised, the
+  instruction, camera image_0."""
+  root = BRIDGE_DIR.rsplit("/bridge_dataset/", 1)[0]
+  config = _config([spec_lib.oxe_spec("bridge", root)], stats_dir, batch_size=10, window=1, action_horizon=1)
+  it = pipeline.make_val_iterator(config, process_index=0, process_count=1)
+  stats = it.statistics["bridge"]
+  for episode, batch in zip(_bridge_episodes("val")[:2], [next(it) for _ in range(2)]):
+    steps = list(episode["steps"])  # 10 steps: one batch per episode.
+    raw_action = np.stack([s["action"] for s in steps])
+    action = statistics.unnormalize(batch["action"][:, 0], stats["action"], "gaussian")
+    np.testing.assert_allclose(action[:, :6], raw_action[:, :6], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(action[:, 6], (raw_action[:, 6] < 0.5).astype(np.float32))
+    np.testing.assert_array_equal(batch["observation"]["image_primary"][:, 0],
+                                  np.stack([s["observation"]["image_0"] for s in steps]))
+    assert language.detokenize(batch["task"]["language_tokens"]) == [
+        s["language_instruction"].decode()[:64] for s in steps]
+
+
 @pytest.fixture(scope="module")
 def other_robot_dir(tmp_path_factory) -> str:
   return testing.write_synthetic_rlds(

@@ -54,3 +54,11 @@ def test_invert_gripper_and_broadcast_helpers():
   episode = standardize.broadcast_episode_field(
       {"steps": {"action": tf.zeros([3, 2])}, "episode_metadata": {"goal": tf.constant("x")}}, "goal")
   assert episode["steps"]["goal"].numpy().tolist() == [b"x"] * 3
+
+
+def test_oxe_relative_gripper_keep_carries_the_last_state_instead_of_half_closed():
+  """RT-1's gripper_closedness_action is relative: 0 means keep, not 0.5 (the old bug)."""
+  episode = {"steps": {"action": {"world_vector": tf.zeros([5, 3]), "rotation_delta": tf.zeros([5, 3]),
+                                  "gripper_closedness_action": tf.constant([[1.0], [0.0], [0.0], [-1.0], [0.0]])}}}
+  out = standardize.get_standardize_fn("oxe_eef_pos_gripper")(episode)["steps"]["action"].numpy()
+  np.testing.assert_array_equal(out[:, 6], [1, 1, 1, 0, 0])
