@@ -14,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from vla_jax.data import language, pipeline, spec as spec_lib, statistics, testing
-from vla_jax.data.oxe import mixtures, registry
+from vla_jax.data.oxe import features, mixtures, registry
 
 # Written from each dataset's TFDS catalog page, independently of the registry: which observation
 # key is the primary / wrist camera, which 6 numbers are the end-effector action, and whether the
@@ -85,6 +85,15 @@ def _raw_steps(builder_dir: str) -> list[list[dict]]:
 
 def _index(tree: dict, t: int) -> dict:
   return {k: _index(v, t) if isinstance(v, dict) else v[t] for k, v in tree.items()}
+
+
+def test_fixtures_have_exactly_the_registered_structure(oxe_root: str):
+  """The fixture writer wrote every registered key with its dtype and shape, and nothing else."""
+  for name, entry in registry.REGISTRY.items():
+    written = features.read_features_json(os.path.join(oxe_root, entry.tfds_name, "0.1.0"))
+    registered = entry.flat_features()
+    assert set(written) == set(registered), name
+    assert features.first_mismatch(registered, written) is None, name
 
 
 def test_registry_covers_the_octo_and_openvla_training_datasets():

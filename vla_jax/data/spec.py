@@ -31,6 +31,9 @@ conventions. A spec is a small `ml_collections.ConfigDict` that says, for one da
                           raw episode before the keys above are looked up
   weight                  sampling weight in a mixture
 
+Open X-Embodiment datasets have ready-made specs: `oxe_spec("bridge", "/data/oxe")` (registry and
+conventions in `vla_jax/data/oxe/`).
+
 Keys are validated before any data is read (`validate_spec`): a dataset whose keys do not match its
 spec fails at start with one `ValueError` naming every missing key and the keys that do exist.
 Referent keys are required only when referents are requested (`validate_spec(..., num_referents=K)`),

@@ -27,6 +27,7 @@ from vla_jax.data.oxe import grippers
 from vla_jax.data.oxe.registry import OxeDataset, Slice, Zeros
 
 Episode = dict[str, Any]
+Flat = dict[tuple[str, ...], features_lib.Leaf]
 
 # Byte b -> the 1-byte string b (0 -> "", the padding of language_table's instruction codes).
 _BYTE_STRINGS = [b""] + [bytes([i]) for i in range(1, 256)]
@@ -62,18 +63,19 @@ def episode_structure(episode: Episode) -> dict[tuple[str, ...], features_lib.Le
   return out
 
 
-def check_episode(entry: OxeDataset, episode: Episode) -> None:
+def check_episode(entry: OxeDataset, episode: Episode, flat: Flat | None = None) -> None:
   """Raises ValueError naming the first registered key the episode lacks or stores differently."""
-  expected = {path: features_lib.as_read(leaf, path[0] == "steps") for path, leaf in entry.flat_features().items()}
+  flat = flat if flat is not None else entry.flat_features()
+  expected = {path: features_lib.as_read(leaf, path[0] == "steps") for path, leaf in flat.items()}
   problem = features_lib.first_mismatch(expected, episode_structure(episode))
   if problem:
     raise ValueError(f"dataset '{entry.name}' ({entry.tfds_name}) does not match its registered OXE structure: "
                      f"{problem} (registered from {entry.source})")
 
 
-def read_step_field(entry: OxeDataset, steps: dict[str, Any], path: tuple[str, ...]) -> tf.Tensor:
+def read_step_field(flat: Flat, steps: dict[str, Any], path: tuple[str, ...]) -> tf.Tensor:
   """steps/<path> as stored, zlib-compressed tensors decoded to their registered dtype and shape."""
-  leaf = entry.flat_features()[("steps",) + path]
+  leaf = flat[("steps",) + path]
   value = _lookup(steps, path)
   if leaf.zlib:
     raw = tf.io.decode_raw(tf.io.decode_compressed(value, compression_type="ZLIB"), tf.dtypes.as_dtype(leaf.dtype))
@@ -81,11 +83,11 @@ def read_step_field(entry: OxeDataset, steps: dict[str, Any], path: tuple[str, .
   return value
 
 
-def _part(entry: OxeDataset, steps: dict[str, Any], part: Slice | Zeros, length: tf.Tensor) -> tf.Tensor:
+def _part(flat: Flat, steps: dict[str, Any], part: Slice | Zeros, length: tf.Tensor) -> tf.Tensor:
   """float32 [T, k] for one Slice (or k zeros)."""
   if isinstance(part, Zeros):
     return tf.zeros([length, part.size], tf.float32)
-  value = tf.cast(read_step_field(entry, steps, part.path), tf.float32)
+  value = tf.cast(read_step_field(flat, steps, part.path), tf.float32)
   if value.shape.rank == 1:
     return value[:, None]
   return value[:, part.start:part.stop]
@@ -104,19 +106,23 @@ def _instruction(entry: OxeDataset, episode: Episode, length: tf.Tensor) -> tf.T
   return tf.strings.reduce_join(tf.gather(tf.constant(_BYTE_STRINGS), codes), axis=-1)
 
 
-def standardize_episode(entry: OxeDataset, episode: Episode) -> Episode:
-  """Raw OXE episode -> the layout in the module docstring (see `registry.py` for the entry)."""
-  check_episode(entry, episode)
+def standardize_episode(entry: OxeDataset, episode: Episode, flat: Flat | None = None) -> Episode:
+  """Raw OXE episode -> the layout in the module docstring (see `registry.py` for the entry).
+
+  `flat` is `entry.flat_features()`, passed in when already parsed.
+  """
+  flat = flat if flat is not None else entry.flat_features()
+  check_episode(entry, episode, flat)
   steps = episode["steps"]
   length = tf.shape(steps["is_first"])[0]
-  eef = tf.concat([_part(entry, steps, p, length) for p in entry.eef], axis=-1)
+  eef = tf.concat([_part(flat, steps, p, length) for p in entry.eef], axis=-1)
   gripper_value = None
   if entry.gripper is not None:
-    gripper_value = tf.reshape(_part(entry, steps, entry.gripper, length), [-1])
+    gripper_value = tf.reshape(_part(flat, steps, entry.gripper, length), [-1])
   gripper = grippers.to_close_is_1(gripper_value, entry.gripper_convention, length)
   observation = {key: steps["observation"][key] for key in entry.cameras.values()}
   if entry.proprio:
-    observation["proprio"] = tf.concat([_part(entry, steps, p, length) for p in entry.proprio], axis=-1)
+    observation["proprio"] = tf.concat([_part(flat, steps, p, length) for p in entry.proprio], axis=-1)
   out_steps = {
       "observation": observation,
       "action": tf.ensure_shape(tf.concat([eef, gripper[:, None]], axis=-1), [None, 7]),
@@ -135,9 +141,11 @@ def standardize_fn(entry: OxeDataset) -> Callable[[Episode], Episode]:
 
   # Plain TF ops, no Python control flow on tensors: AutoGraph conversion would only cost time
   # (it was ~0.2 s per trace, and tf.data traces each dataset's function several times).
+  flat = entry.flat_features()
+
   @tf.autograph.experimental.do_not_convert
   def standardize(episode: Episode) -> Episode:
-    return standardize_episode(entry, episode)
+    return standardize_episode(entry, episode, flat)
 
   standardize.__name__ = f"standardize_oxe_{entry.name}"
   return standardize
