@@ -33,6 +33,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "berkeley_cable_routing": dict(cameras={"primary": "image", "wrist": "wrist45_image"}, eef=_wv_rd, language=False,
                                    gripper=1),
     "roboturk": dict(cameras={"primary": "front_rgb"}, eef=_wv_rd, language=False),
+    "nyu_door_opening": dict(cameras={"wrist": "image"}, eef=_wv_rd, language=False),
     "viola": dict(cameras={"primary": "agentview_rgb", "wrist": "eye_in_hand_rgb"}, eef=_wv_rd, language=False),
     "berkeley_autolab_ur5": dict(cameras={"primary": "image", "wrist": "hand_image"}, eef=_wv_rd, language=True),
     "toto": dict(cameras={"primary": "image"}, eef=_wv_rd, language=False),

@@ -24,21 +24,21 @@ import ml_collections
 from vla_jax.data import spec as spec_lib
 from vla_jax.data.oxe import registry
 
-# Octo's OXE_MAGIC_SOUP; not yet registered here (so left out): nyu_door_opening_surprising_effectiveness,
-# furniture_bench, iamlab_cmu_pickup_insert, utaustin_mutex, berkeley_fanuc_manipulation, cmu_stretch.
+# Octo's OXE_MAGIC_SOUP; not yet registered here (so left out): furniture_bench, iamlab_cmu_pickup_insert,
+# utaustin_mutex, berkeley_fanuc_manipulation, cmu_stretch.
 OCTO_MAGIC_SOUP: tuple[tuple[str, float], ...] = (
     ("fractal20220817_data", 0.54087122203), ("kuka", 0.8341046294), ("bridge", 1.0), ("taco_play", 2.0),
-    ("jaco_play", 1.0), ("berkeley_cable_routing", 1.0), ("roboturk", 2.0), ("viola", 2.0),
-    ("berkeley_autolab_ur5", 2.0), ("toto", 1.0), ("language_table", 0.1), ("stanford_hydra", 2.0),
+    ("jaco_play", 1.0), ("berkeley_cable_routing", 1.0), ("roboturk", 2.0), ("nyu_door_opening", 1.0),
+    ("viola", 2.0), ("berkeley_autolab_ur5", 2.0), ("toto", 1.0), ("language_table", 0.1), ("stanford_hydra", 2.0),
     ("austin_buds", 1.0), ("nyu_franka_play", 3.0), ("ucsd_kitchen", 2.0), ("austin_sailor", 1.0),
     ("austin_sirius", 1.0), ("bc_z", 0.2), ("dlr_edan_shared_control", 1.0),
 )
 
-# Octo's RT_X_MIX (the RT-X paper's datasets); nyu_door_opening_surprising_effectiveness left out.
+# Octo's RT_X_MIX (the RT-X paper's datasets).
 RTX: tuple[tuple[str, float], ...] = (
     ("fractal20220817_data", 0.54087122203), ("kuka", 0.8341046294), ("bridge", 1.0), ("taco_play", 2.0),
-    ("jaco_play", 2.0), ("berkeley_cable_routing", 3.0), ("roboturk", 1.0), ("viola", 2.0),
-    ("berkeley_autolab_ur5", 1.0), ("toto", 1.0),
+    ("jaco_play", 2.0), ("berkeley_cable_routing", 3.0), ("roboturk", 1.0), ("nyu_door_opening", 5.0),
+    ("viola", 2.0), ("berkeley_autolab_ur5", 1.0), ("toto", 1.0),
 )
 
 MIXTURES: dict[str, tuple[tuple[str, float], ...]] = {
@@ -85,8 +85,9 @@ def mixture_specs(mixture: str | Sequence[tuple[str, float]], data_dir: str, *, 
 def pipeline_overrides(specs: Sequence[ml_collections.ConfigDict]) -> dict[str, Any]:
   """`pipeline_config` keywords a mixture of OXE specs needs: every action is 7-d; proprio sizes
   differ, so all are zero-padded to the largest (at least 1: tf.data's unbatch crashes on a
-  zero-size proprio, TF 2.21); cameras = primary, plus wrist when any has one."""
-  cameras = ("primary", "wrist") if any("wrist" in s.cameras for s in specs) else ("primary",)
+  zero-size proprio, TF 2.21); cameras = primary and wrist, each when any dataset has it (a
+  dataset without one gets black frames)."""
+  cameras = tuple(c for c in ("primary", "wrist") if any(c in s.cameras for s in specs))
   return {"action_dim": 7, "proprio_dim": max([1] + [int(s.proprio_dim) for s in specs]), "cameras": cameras}
 
 

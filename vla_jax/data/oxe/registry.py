@@ -221,6 +221,19 @@ _ENTRIES: tuple[OxeDataset, ...] = (
         gripper_convention="close_is_1", gripper=Slice(("action", "gripper_closedness_action")),
         proprio=(), language_level="step", language_path=_OBS_LANG, keep_language=False),
     OxeDataset(
+        name="nyu_door_opening", tfds_name="nyu_door_opening_surprising_effectiveness",
+        source=_CATALOG.format("nyu_door_opening_surprising_effectiveness") + "; Octo nyu_door_opening_dataset_transform",
+        features={"steps": _rtx_steps(
+            action={"gripper_closedness_action": "f32(1)", "rotation_delta": "f32(3)", "terminate_episode": "f32()",
+                    "world_vector": "f32(3)"},
+            observation={"image": "image(720,960)", "natural_language_embedding": "f32(512)",
+                         "natural_language_instruction": "str()"})},
+        # The only camera is on the Hello Stretch's gripper (Octo maps it to its wrist slot).
+        cameras={"wrist": "image"}, eef=_WV_RD, eef_kind="relative",
+        gripper_convention="relative", gripper=Slice(("action", "gripper_closedness_action")),
+        proprio=(), language_level="step", language_path=_OBS_LANG, keep_language=False,
+        train_split="train", val_split="test"),
+    OxeDataset(
         name="viola", tfds_name="viola",
         source=_CATALOG.format("viola") + "; Octo viola_dataset_transform",
         features={"steps": _rtx_steps(
