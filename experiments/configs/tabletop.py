@@ -78,6 +78,15 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   config.train.ema_decay = {"tiny": 0.9, "small": 0.998, "base": 0.9999}[variant]
   config.train.grad_accum_steps = 1
   config.train.compute_dtype = "float32"  # "bfloat16" on GPU/TPU (fp32 master weights).
+  # Parameters that do not train (optimizer-masked: no update, no optimizer state): glob patterns
+  # over parameter paths ("backbone/*") and/or presets "head_only" (= "backbone/*") / "full".
+  config.train.frozen = ()
+
+  # Fine-tuning: a run directory or checkpoint to start from. Every parameter whose path and shape
+  # match is copied (a table of copied / new / shape-changed / dropped ones is printed and written
+  # to <workdir>/init_from.json); statistics are always this run's data's own.
+  config.init_from = config_dict.placeholder(str)
+  config.init_params = "ema_params"  # "ema_params" (what was evaluated) or "params".
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 3e-4 if variant == "base" else 1e-3

@@ -10,7 +10,9 @@ import ml_collections
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-  """variant: "default" (the quickstart dataset) or "tiny" (a few episodes, for tests)."""
+  """variant: "default" (the quickstart dataset), "tiny" (a few episodes, for tests), or the
+  few-demo transfer study's (benchmarks/finetune_transfer.py): "place_pick" (pretraining data
+  without any push) and "push" (1 000 push demos; runs read its first 100 / 300 / 1 000)."""
   config = ml_collections.ConfigDict()
   config.name = "tabletop"  # Written to <data_dir>/<name>/1.0.0.
   config.data_dir = "data"
@@ -61,6 +63,16 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.name = "tabletop_tiny"
     config.num_train_episodes = 12
     config.num_val_episodes = 3
+  elif variant == "place_pick":
+    config.name = "tabletop_place_pick"
+    config.num_train_episodes = 6000
+    config.family_weights = ml_collections.ConfigDict(dict(place=1.0, push=0.0, pick=1.0))
+  elif variant == "push":
+    config.name = "tabletop_push"
+    config.seed = 1  # Scenes of their own: none is shared with the pretraining data.
+    config.num_train_episodes = 1000
+    config.family_weights = ml_collections.ConfigDict(dict(place=0.0, push=1.0, pick=0.0))
   elif variant != "default":
-    raise ValueError(f"unknown variant {variant!r} of tabletop_data; expected 'default' or 'tiny'")
+    raise ValueError(f"unknown variant {variant!r} of tabletop_data; expected 'default', 'tiny', "
+                     "'place_pick' or 'push'")
   return config

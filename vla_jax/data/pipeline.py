@@ -33,6 +33,9 @@ Output batch (numpy; B = batch_size, T = window, H = action_horizon, L = max_lan
   action                          float32 [B, H, A]   normalised (gripper dims kept in [0, 1])
   action_pad_mask                 bool    [B, H]      False past the episode end; those entries
                                           repeat the episode's last action, never the next episode
+  action_dim_mask                 bool    [B, A]      True on the first `spec.action_dim` dims of the
+                                          sample's dataset: a mixture pads every robot's actions to
+                                          A = config.action_dim, and the padding is not a label
   dataset_index                   int32   [B]         index into `dataset_names(config)`, i.e. the
                                           config's dataset names in sorted order (ConfigDict sorts)
   aux/referent_xy                 float32 [B, K, 2]   only with config.num_referents = K > 0: (x, y)
@@ -75,6 +78,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vla_jax.data import language, obs_transforms, spec as spec_lib, standardize, statistics, traj_transforms
+from vla_jax.data import synthetic_robots  # noqa: F401  (registers the "arm7" robot's standardisation)
 
 log = logging.getLogger(__name__)
 
@@ -503,6 +507,10 @@ class DataIterator:
       from vla_jax.language.encoder import get_encoder  # Local: TF-only tools need not load JAX.
 
       self.encoder = get_encoder("minilm", int(config.max_language_tokens))
+    # Row d: True on the action dims dataset d really has (the rest is zero padding).
+    width = _resolved_dim(config, "action_dim")
+    self._action_dims = np.asarray([np.arange(width) < int(config.datasets[n].action_dim)
+                                    for n in self.dataset_names], bool)
     self._batches = batches
     self._per_dataset = np.asarray(samples_per_dataset if samples_per_dataset is not None
                                    else [0] * len(config.datasets), np.int64)
@@ -517,6 +525,7 @@ class DataIterator:
       raise DataReadError(describe_read_error(e, self.builder_dirs, f"at batch {self._batches + 1}")) from None
     if self.encoder is not None:
       batch["task"].update(self.encoder.encode(list(batch["task"].pop("language_instruction"))))
+    batch["action_dim_mask"] = self._action_dims[batch["dataset_index"]]
     self._batches += 1
     self._per_dataset += np.bincount(batch["dataset_index"], minlength=len(self._per_dataset))
     return batch
@@ -528,7 +537,8 @@ class DataIterator:
   @property
   def element_spec(self) -> Any:
     """The numpy batches' structure as `tf.TensorSpec`s (with encoder features, not strings)."""
-    spec = self.dataset.element_spec
+    spec = {**self.dataset.element_spec,
+            "action_dim_mask": tf.TensorSpec([None, self._action_dims.shape[1]], tf.bool)}
     if self.encoder is None:
       return spec
     task = dict(spec["task"])

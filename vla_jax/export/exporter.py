@@ -125,8 +125,9 @@ def _export_into(bundle: PolicyBundle, tmp: Path, config: ml_collections.ConfigD
     clock = now
 
   policy = bundle.policy
-  specs = policy_fn_lib.input_specs(policy)
-  outputs = policy_fn_lib.output_specs(policy)
+  dims = policy_fn_lib.io_dims(bundle)
+  specs = policy_fn_lib.input_specs(policy, dims=dims)
+  outputs = policy_fn_lib.output_specs(policy, dims)
   serve = policy_fn_lib.make_policy_fn(bundle)
   norm = policy_fn_lib.normalisation(bundle)
 
@@ -197,7 +198,7 @@ def _export_into(bundle: PolicyBundle, tmp: Path, config: ml_collections.ConfigD
   for mode in config.get("guided_samplers", ()):
     guided_results[mode] = _export_guided(bundle, mode, tmp, config, sizes, norm["action"], log)
     artifacts[f"onnx_{mode}"] = {**_onnx_file_info(tmp / GUIDED_FILES[mode]),
-                                 "inputs": [s.to_json() for s in policy_fn_lib.input_specs(policy, mode)]}
+                                 "inputs": [s.to_json() for s in policy_fn_lib.input_specs(policy, mode, policy_fn_lib.io_dims(bundle))]}
   if guided_results:
     lap("guided")
 
@@ -247,7 +248,7 @@ def _export_guided(bundle: PolicyBundle, mode: str, tmp: Path, config: ml_collec
                    sizes: tuple[int, ...], action_norm, log) -> dict[str, Any]:
   """policy.<mode>.onnx: the real-time chunking sampler (`make_policy_fn(bundle, guidance=mode)`),
   converted like the plain one and parity-checked against its jitted JAX twin; fails the export."""
-  specs = policy_fn_lib.input_specs(bundle.policy, mode)
+  specs = policy_fn_lib.input_specs(bundle.policy, mode, policy_fn_lib.io_dims(bundle))
   fn = policy_fn_lib.make_policy_fn(bundle, guidance=mode)
   log(f"guided sampler {mode}: jax2tf + tf2onnx")
   module = convert.tf_module(fn, bundle.params, specs, output_name="actions")

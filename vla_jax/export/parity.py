@@ -17,7 +17,7 @@ import numpy as np
 from vla_jax.data import statistics as stats_lib
 from vla_jax.export.convert import ExportError
 from vla_jax.inference.bundle import PolicyBundle
-from vla_jax.inference.policy_fn import Affine, input_specs, normalisation
+from vla_jax.inference.policy_fn import Affine, embodiment_index, input_specs, io_dims, normalisation
 from vla_jax.models.backbone import language_input_keys
 from vla_jax.models.heads import realtime
 
@@ -75,11 +75,17 @@ def reference_actions(bundle: PolicyBundle, inputs: dict[str, np.ndarray]) -> np
   observation = {f"image_{c}": inputs[f"image_{c}"] for c in cfg.cameras}
   observation["timestep_pad_mask"] = inputs["timestep_pad_mask"]
   if cfg.use_proprio:
-    observation["proprio"] = stats_lib.normalize(inputs["proprio"], bundle.proprio_stats, bundle.normalization)
+    proprio = stats_lib.normalize(inputs["proprio"], bundle.proprio_stats, bundle.normalization)
+    pad = int(cfg.proprio_dim) - proprio.shape[-1]  # A multi-embodiment model's smaller robot.
+    observation["proprio"] = np.pad(proprio, [(0, 0), (0, 0), (0, pad)]) if pad else proprio
   task = {k: inputs[k] for k in language_input_keys(cfg.language)}
+  embodiment = embodiment_index(bundle)
+  if embodiment is not None:
+    task["embodiment"] = np.full(inputs["timestep_pad_mask"].shape[:1], embodiment, np.int32)
   noise = {name: inputs[f"noise_{name}"] for name in policy.noise_shapes(1)}
-  actions = jax.jit(policy.sample_actions_from_noise)(bundle.params, observation, task, noise)
-  return stats_lib.unnormalize(np.asarray(actions), bundle.action_stats, bundle.normalization)
+  actions = np.asarray(jax.jit(policy.sample_actions_from_noise)(bundle.params, observation, task, noise))
+  actions = actions[..., :io_dims(bundle)["action"]]
+  return stats_lib.unnormalize(actions, bundle.action_stats, bundle.normalization)
 
 
 def random_inputs(bundle: PolicyBundle, batch_size: int, seed: int = 0,
@@ -89,7 +95,7 @@ def random_inputs(bundle: PolicyBundle, batch_size: int, seed: int = 0,
   rng = np.random.default_rng(seed)
   out: dict[str, np.ndarray] = {}
   norm = normalisation(bundle)
-  for spec in input_specs(bundle.policy, guidance):
+  for spec in input_specs(bundle.policy, guidance, io_dims(bundle)):
     shape = spec.concrete(batch_size)
     if spec.name.startswith("image_"):
       out[spec.name] = rng.integers(0, 256, shape, dtype=np.uint8)

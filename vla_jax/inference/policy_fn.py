@@ -42,6 +42,7 @@ import numpy as np
 from vla_jax.data import statistics as stats_lib
 from vla_jax.inference.bundle import PolicyBundle
 from vla_jax.models.backbone import language_input_keys
+from vla_jax.models.config import embodiment_names
 from vla_jax.models.policy import Policy
 
 Params = Any
@@ -81,14 +82,38 @@ def noise_batch_axes(policy: Policy) -> dict[str, int]:
   return axes
 
 
-def input_specs(policy: Policy, guidance: str | None = None) -> list[TensorSpec]:
-  """The exported model's inputs, in a fixed order (also the ONNX / SavedModel input order)."""
+def embodiment_index(bundle: PolicyBundle) -> int | None:
+  """A multi-embodiment model's index of the bundle's dataset (the robot it acts for), else None."""
+  names = embodiment_names(bundle.model_config)
+  if not names:
+    return None
+  dataset = bundle.source.get("dataset")
+  if dataset not in names:
+    raise ValueError(f"the policy serves embodiments {list(names)}; the bundle's statistics are of "
+                     f"dataset {dataset!r}, which is none of them (choose one with dataset=... / --dataset)")
+  return names.index(dataset)
+
+
+def io_dims(bundle: PolicyBundle) -> dict[str, int]:
+  """{"proprio": D, "action": A} in the bundle's embodiment's own units: the model's dims, or for a
+  multi-embodiment model that robot's dims (its statistics'), not the mixture's padded ones."""
+  cfg = bundle.model_config
+  if embodiment_index(bundle) is None:
+    return {"proprio": int(cfg.proprio_dim), "action": int(cfg.action_dim)}
+  proprio = len(bundle.proprio_stats["mask"]) if bundle.proprio_stats is not None else int(cfg.proprio_dim)
+  return {"proprio": proprio, "action": len(bundle.action_stats["mask"])}
+
+
+def input_specs(policy: Policy, guidance: str | None = None, dims: dict[str, int] | None = None) -> list[TensorSpec]:
+  """The exported model's inputs, in a fixed order (also the ONNX / SavedModel input order).
+  dims: `io_dims(bundle)` for a multi-embodiment model (default: the model's own)."""
   cfg = policy.config
+  dims = dims or {"proprio": int(cfg.proprio_dim), "action": int(cfg.action_dim)}
   t, px = int(cfg.window_size), int(cfg.image_size_px)
   specs = [TensorSpec(f"image_{c}", (None, t, px, px, 3), "uint8", 0,
                       f"camera {c!r}, RGB, the last T frames (oldest first)") for c in cfg.cameras]
   if cfg.use_proprio:
-    specs.append(TensorSpec("proprio", (None, t, int(cfg.proprio_dim)), "float32", 0,
+    specs.append(TensorSpec("proprio", (None, t, dims["proprio"]), "float32", 0,
                             "proprioceptive state in env units (normalised inside the model)"))
   specs.append(TensorSpec("timestep_pad_mask", (None, t), "bool", 0,
                           "True where the window holds a real frame, False for start-of-episode padding"))
@@ -116,7 +141,7 @@ def input_specs(policy: Policy, guidance: str | None = None) -> list[TensorSpec]
     specs.append(TensorSpec(f"noise_{name}", shape, "float32", ax,
                             f"standard-normal noise {name!r} of the {cfg.head.kind} head"))
   if guidance is not None:
-    h, a = int(cfg.action_horizon), int(cfg.action_dim)
+    h, a = int(cfg.action_horizon), dims["action"]
     specs.append(TensorSpec("prefix_actions", (None, h, a), "float32", 0,
                             "the previous chunk aligned to this one's steps, env units (real-time chunking)"))
     specs.append(TensorSpec("prefix_weights", (None, h), "float32", 0,
@@ -124,9 +149,10 @@ def input_specs(policy: Policy, guidance: str | None = None) -> list[TensorSpec]
   return specs
 
 
-def output_specs(policy: Policy) -> list[TensorSpec]:
+def output_specs(policy: Policy, dims: dict[str, int] | None = None) -> list[TensorSpec]:
   cfg = policy.config
-  return [TensorSpec("actions", (None, int(cfg.action_horizon), int(cfg.action_dim)), "float32", 0,
+  a = dims["action"] if dims else int(cfg.action_dim)
+  return [TensorSpec("actions", (None, int(cfg.action_horizon), a), "float32", 0,
                      "action chunk in env units (un-normalised inside the model), oldest step first")]
 
 
@@ -202,21 +228,31 @@ def make_policy_fn(bundle: PolicyBundle, guidance: str | None = None
   cfg = policy.config
   norm = normalisation(bundle)
   noise_names = sorted(policy.noise_shapes(1))
+  # A multi-embodiment model acts as the bundle's embodiment: its index is a constant of the graph,
+  # its proprio / prefix are zero-padded to the mixture's sizes (as in training) and only its own
+  # action dims come out — the padded ones were never trained and are never emitted.
+  embodiment = embodiment_index(bundle)
+  dims = io_dims(bundle)
+
+  def pad_to(x: jnp.ndarray, size: int) -> jnp.ndarray:
+    return x if x.shape[-1] == size else jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, size - x.shape[-1])])
 
   def policy_fn(params: Params, inputs: dict[str, jnp.ndarray]) -> jnp.ndarray:
     observation = {f"image_{c}": inputs[f"image_{c}"] for c in cfg.cameras}
     observation["timestep_pad_mask"] = inputs["timestep_pad_mask"]
     if cfg.use_proprio:
-      observation["proprio"] = normalize(inputs["proprio"], norm["proprio"])
+      observation["proprio"] = pad_to(normalize(inputs["proprio"], norm["proprio"]), int(cfg.proprio_dim))
     task = {key: inputs[key] for key in language_input_keys(cfg.language)}
+    if embodiment is not None:
+      task["embodiment"] = jnp.full(inputs["timestep_pad_mask"].shape[:1], embodiment, jnp.int32)
     noise = {name: inputs[f"noise_{name}"] for name in noise_names}
     if guidance is None:
       actions = policy.sample_actions_from_noise(params, observation, task, noise)
     else:
-      prefix = normalize(inputs["prefix_actions"], norm["action"])
+      prefix = pad_to(normalize(inputs["prefix_actions"], norm["action"]), int(cfg.action_dim))
       actions = policy.sample_actions_guided(params, observation, task, noise, prefix, inputs["prefix_weights"],
                                              mode=guidance)
-    return unnormalize(actions, norm["action"])
+    return unnormalize(actions[..., :dims["action"]], norm["action"])
 
   return policy_fn
 

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from vla_jax.models import tokenizers
+from vla_jax.models.config import embodiment_names
 from vla_jax.models.transformer import Transformer
 
 Array = jnp.ndarray
@@ -137,6 +138,16 @@ class Backbone(nn.Module):
           # Configs saved before these keys existed had a position embedding and no dropout.
           feature_position_embedding=lang.get("feature_position_embedding", True),
           token_dropout=lang.get("token_dropout", 0.0), name="language_tokenizer")(task, train)
+    embodiments = embodiment_names(cfg)
+    if embodiments and cfg.embodiment.get("token", True):
+      # One learned token per embodiment (robot / dataset), first among the task tokens: every
+      # observation token and readout sees which robot's units and cameras it is reading.
+      index = require_key(task, "embodiment", "task")
+      chex.assert_shape(index, (b,))
+      table = self.param("embodiment_embedding", nn.initializers.normal(0.02), (len(embodiments), width))
+      task_tokens = jnp.concatenate([table[index][:, None], task_tokens], axis=1)
+      task_mask = jnp.concatenate([jnp.ones((b, 1), bool), task_mask.astype(bool)], axis=1)
+    if lang.mode != "none":
       film_condition = None
       if cfg.image.film:
         # Layer-normed because FiLM bypasses the transformer's own norms and the tokens start at

@@ -30,6 +30,9 @@ Main keys (`config.<key>`):
   transformer.*             width, depth, num_heads, mlp_dim, dropout_rate.
   head.kind                 "diffusion" | "flow" | "l1" | "mse" | "discrete" — one key to compare heads.
   head.denoiser.*, head.diffusion.*, head.flow.*, head.regression.*, head.discrete.*
+  embodiment.*              names (multi-embodiment models: `task/embodiment` int32 [B] indexes
+                            them), token (a learned embodiment token), separate_heads (one action
+                            head per embodiment); names=() is a single-robot model.
   referent_loss.*           auxiliary localisation loss (weight 0 = off): the first K learned-token
                             attention maps of `camera` are trained towards Gaussian heatmaps at the
                             batch's `aux/referent_xy` (simulator labels of the objects the
@@ -166,8 +169,24 @@ def model_config(size: str = "small", head: str = "diffusion",
           transformer=transformer_config(size),
           head=head_config(size, head),
           referent_loss=referent_loss_config(),
+          embodiment=embodiment_config(),
       )
   )
+
+
+def embodiment_config(names: tuple[str, ...] = (), token: bool = True,
+                      separate_heads: bool = False) -> ml_collections.ConfigDict:
+  """Multi-embodiment conditioning. names: the embodiments (dataset names) the model serves, in
+  `task/embodiment` index order; () = a single-embodiment model (no such input). token: a learned
+  embodiment token among the task tokens; separate_heads: one action head per embodiment."""
+  return ml_collections.ConfigDict(dict(names=tuple(names), token=token, separate_heads=separate_heads))
+
+
+def embodiment_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The embodiments a multi-embodiment model knows (`task/embodiment` indexes them); () = one.
+  Configs saved before the key existed are single-embodiment."""
+  emb = config.get("embodiment")
+  return tuple(emb.names) if emb is not None and emb.get("names") else ()
 
 
 def minilm_language(language: ml_collections.ConfigDict, mode: str = "tokens") -> None:

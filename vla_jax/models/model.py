@@ -7,15 +7,22 @@ iterates). `policy.Policy` wraps them as pure functions over explicit params.
 
 from __future__ import annotations
 
+import chex
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from vla_jax.models import referents
 from vla_jax.models.backbone import Backbone
+from vla_jax.models.config import embodiment_names
 from vla_jax.models.heads import make_head
 
 Array = jnp.ndarray
+
+
+def separate_heads(config: ml_collections.ConfigDict) -> bool:
+  return bool(embodiment_names(config)) and bool(config.embodiment.get("separate_heads", False))
 
 
 class VLAModel(nn.Module):
@@ -23,20 +30,56 @@ class VLAModel(nn.Module):
 
   def setup(self):
     self.backbone = Backbone(self.config, name="backbone")
-    self.head = make_head(self.config, name="head")
+    if separate_heads(self.config):
+      # One head per embodiment ("head_<name>"): each robot's action distribution gets its own
+      # denoiser, sharing the backbone. Every head runs on the whole batch and each example keeps
+      # its own embodiment's output (heads are small; this keeps shapes static for export).
+      self.heads = [make_head(self.config, name=f"head_{n}") for n in embodiment_names(self.config)]
+    else:
+      self.head = make_head(self.config, name="head")
+
+  def _per_embodiment(self, embodiment: Array | None, outputs: list[Array]) -> Array:
+    """outputs[e] [B, ...] of head e → each example's own embodiment's row."""
+    if embodiment is None:
+      raise ValueError("a model with embodiment.separate_heads needs task/embodiment to pick its head")
+    one_hot = jax.nn.one_hot(embodiment, len(outputs), dtype=outputs[0].dtype)  # [B, E]
+    stacked = jnp.stack(outputs, axis=1)  # [B, E, ...]
+    return jnp.einsum("be,be...->b...", one_hot, stacked)
+
+  def _head_loss(self, readouts: Array, actions: Array, loss_mask: Array, rng: Array, train: bool,
+                 embodiment: Array | None) -> tuple[Array, dict[str, Array]]:
+    if not separate_heads(self.config):
+      return self.head(readouts, actions, loss_mask, rng, train)
+    if embodiment is None:
+      raise ValueError("a model with embodiment.separate_heads needs task/embodiment in training batches")
+    total, metrics, count = 0.0, {}, 0.0
+    for e, head in enumerate(self.heads):  # Each head: the mean over its own embodiment's entries.
+      mine = embodiment == e
+      mask = loss_mask & mine.reshape(mine.shape + (1,) * (loss_mask.ndim - 1))
+      n = mask.astype(jnp.float32).sum()
+      loss, m = head(readouts, actions, mask, rng, train)
+      total, count = total + loss * n, count + n
+      metrics.update({f"{k}/{head.name}": v for k, v in m.items()})
+    return total / jnp.maximum(count, 1.0), metrics
 
   def __call__(self, observation: dict, task: dict, actions: Array, action_pad_mask: Array,
                rng: Array, train: bool = False,
-               aux: dict | None = None) -> tuple[Array, dict[str, Array]]:
+               aux: dict | None = None, action_dim_mask: Array | None = None) -> tuple[Array, dict[str, Array]]:
     """Training loss (also what `init` traces, so every parameter is created).
 
     aux: optional labels {"referent_xy" [B, K, 2], "referent_valid" [B, K]}; with
     `referent_loss.weight` > 0 they add the referent loss (see `referents.py`).
+    action_dim_mask: optional bool [B, A], False on the action dims an example's dataset does not
+    have (mixtures pad every robot's actions to one size): those entries get no loss.
     """
     ref_cfg = self.config.get("referent_loss")
     use_referents = aux is not None and ref_cfg is not None and ref_cfg.weight > 0
     out = self.backbone(observation, task, train, readouts_only=True, token_maps=use_referents)
-    loss, metrics = self.head(out["readout"], actions, action_pad_mask, rng, train)
+    loss_mask = action_pad_mask
+    if action_dim_mask is not None:
+      chex.assert_shape(action_dim_mask, (actions.shape[0], actions.shape[-1]))
+      loss_mask = action_pad_mask[:, :, None] & action_dim_mask[:, None, :].astype(bool)
+    loss, metrics = self._head_loss(out["readout"], actions, loss_mask, rng, train, task.get("embodiment"))
     if use_referents:
       if ref_cfg.camera not in out["token_maps"]:
         raise ValueError(f"referent_loss.camera={ref_cfg.camera!r} is not one of the model's cameras "
@@ -56,14 +99,19 @@ class VLAModel(nn.Module):
     """All backbone token outputs (task / observation / readout), for inspection and tests."""
     return self.backbone(observation, task, False)
 
-  def sample_from_readouts(self, readouts: Array, noise: dict[str, Array]) -> Array:
+  def sample_from_readouts(self, readouts: Array, noise: dict[str, Array],
+                           embodiment: Array | None = None) -> Array:
     """readouts [B, R, D] + noise dict → actions float32 [B, H, A]."""
+    if separate_heads(self.config):
+      return self._per_embodiment(embodiment, [h.sample(readouts, noise) for h in self.heads])
     return self.head.sample(readouts, noise)
 
-  def head_predict(self, readouts: Array, *args) -> Array:
+  def head_predict(self, readouts: Array, *args, embodiment: Array | None = None) -> Array:
     """One call of the head's network (one denoising / integration step for iterative heads)."""
+    if separate_heads(self.config):
+      return self._per_embodiment(embodiment, [h.predict(readouts, *args) for h in self.heads])
     return self.head.predict(readouts, *args)
 
   def sample(self, observation: dict, task: dict, noise: dict[str, Array]) -> Array:
     """Backbone once, then the head's fixed-count sampling loop → actions float32 [B, H, A]."""
-    return self.sample_from_readouts(self.embed(observation, task, False), noise)
+    return self.sample_from_readouts(self.embed(observation, task, False), noise, task.get("embodiment"))

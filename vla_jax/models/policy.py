@@ -13,7 +13,9 @@ Batch layout (see the input-pipeline contract): `observation` {`image_<camera>` 
 {`language_tokens` int32 [B, L] (learned bytes), or `language_features` float32 [B, L, F] +
 `language_mask` bool [B, L] (frozen MiniLM), and/or `language_embedding` float32 [B, E]}, `action` float32
 [B, H, A] (normalised), `action_pad_mask` bool [B, H], optionally `aux` {`referent_xy` float32
-[B, K, 2], `referent_valid` bool [B, K]} (training labels only, see `referents.py`). Input shapes are validated against the
+[B, K, 2], `referent_valid` bool [B, K]} (training labels only, see `referents.py`), optionally
+`action_dim_mask` bool [B, A] (False on action dims the example's robot lacks: no loss there).
+Multi-embodiment models (`config.embodiment.names`) also take `task/embodiment` int32 [B]. Input shapes are validated against the
 config in Python (at trace time) so a mismatch fails with the key, the shape and what was expected.
 """
 
@@ -27,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from vla_jax.models import heads
+from vla_jax.models.config import embodiment_names
 from vla_jax.models.heads import realtime
 from vla_jax.models.model import VLAModel
 
@@ -85,6 +88,13 @@ class Policy:
     elif mode == "embedding":
       _check_shape("task/language_embedding", _require(task, "language_embedding", "task"),
                    (b, cfg.language.embedding_dim))
+    if embodiment_names(cfg):
+      index = _require(task, "embodiment", "task")
+      _check_shape("task/embodiment", index, (b,))
+      dtype = np.dtype(index.dtype) if hasattr(index, "dtype") else np.asarray(index).dtype
+      if not np.issubdtype(dtype, np.integer):
+        raise ValueError(f"task/embodiment has dtype {dtype}, expected an integer index into "
+                         f"{embodiment_names(cfg)}")
     return b
 
   def check_batch(self, batch: dict) -> int:
@@ -92,6 +102,8 @@ class Policy:
     chunk = (b, self.config.action_horizon, self.config.action_dim)
     _check_shape("batch/action", _require(batch, "action", "batch"), chunk)
     _check_shape("batch/action_pad_mask", _require(batch, "action_pad_mask", "batch"), chunk[:2])
+    if "action_dim_mask" in batch:
+      _check_shape("batch/action_dim_mask", batch["action_dim_mask"], (b, self.config.action_dim))
     if "aux" in batch:
       aux = batch["aux"]
       xy = _require(aux, "referent_xy", "batch/aux")
@@ -122,7 +134,8 @@ class Policy:
     head_rng, dropout_rng = jax.random.split(rng)
     return self.model.apply(
         {"params": params}, batch["observation"], batch["task"], batch["action"],
-        batch["action_pad_mask"], head_rng, train, batch.get("aux"), rngs={"dropout": dropout_rng})
+        batch["action_pad_mask"], head_rng, train, batch.get("aux"), batch.get("action_dim_mask"),
+        rngs={"dropout": dropout_rng})
 
   def noise_shapes(self, batch_size: int) -> dict[str, tuple]:
     """Shapes of the noise arrays `sample_actions_from_noise` takes (may be empty)."""
@@ -162,7 +175,8 @@ class Policy:
     _check_shape("noise/initial", _require(noise, "initial", "noise"), self.noise_shapes(b)["initial"])
     _check_shape("prefix", prefix, (b, self.config.action_horizon, self.config.action_dim))
     readouts = self.embed(params, observation, task)
-    predict = lambda x, t: self.head_predict(params, readouts, x, t)  # noqa: E731
+    embodiment = task.get("embodiment")
+    predict = lambda x, t: self.head_predict(params, readouts, x, t, embodiment=embodiment)  # noqa: E731
     return realtime.guided_sample(self.config, predict, noise["initial"], prefix, weights, mode=mode,
                                   max_guidance=max_guidance)
 
@@ -173,14 +187,17 @@ class Policy:
     self.check_inputs(observation, task)
     return self.model.apply({"params": params}, observation, task, method=VLAModel.embed)
 
-  def sample_from_readouts(self, params: Params, readouts: Array, noise: dict) -> Array:
-    """Head only (all sampling steps) → actions float32 [B, H, A]."""
-    return self.model.apply({"params": params}, readouts, noise,
+  def sample_from_readouts(self, params: Params, readouts: Array, noise: dict,
+                           embodiment: Array | None = None) -> Array:
+    """Head only (all sampling steps) → actions float32 [B, H, A]. embodiment: int [B], needed
+    only by a model with one head per embodiment."""
+    return self.model.apply({"params": params}, readouts, noise, embodiment,
                             method=VLAModel.sample_from_readouts)
 
-  def head_predict(self, params: Params, readouts: Array, *args) -> Array:
+  def head_predict(self, params: Params, readouts: Array, *args, embodiment: Array | None = None) -> Array:
     """One call of the head's network (one diffusion / flow step)."""
-    return self.model.apply({"params": params}, readouts, *args, method=VLAModel.head_predict)
+    return self.model.apply({"params": params}, readouts, *args, embodiment=embodiment,
+                            method=VLAModel.head_predict)
 
   def backbone_outputs(self, params: Params, observation: dict, task: dict) -> dict[str, Array]:
     """All backbone outputs {task [B, Lt, D], observation [B, T, N, D], readout [B, R, D]}."""
@@ -223,6 +240,9 @@ def example_batch(config: ml_collections.ConfigDict, batch_size: int = 1,
     e = config.language.embedding_dim
     task["language_embedding"] = (rng.normal(size=(b, e)) if random
                                   else np.zeros((b, e))).astype(np.float32)
+  if embodiment_names(config):
+    task["embodiment"] = (rng.integers(0, len(embodiment_names(config)), (b,)) if random
+                          else np.zeros((b,))).astype(np.int32)
   action = (rng.uniform(-1, 1, (b, h, a)) if random else np.zeros((b, h, a))).astype(np.float32)
   return {"observation": obs, "task": task, "action": action,
           "action_pad_mask": np.ones((b, h), bool)}

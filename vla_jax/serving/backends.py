@@ -50,10 +50,21 @@ def normalization_info(method: str, action_stats: dict, proprio_stats: dict | No
   return {"method": method, "sha256": hashlib.sha256(canonical.encode()).hexdigest()}
 
 
-def _spec_from_model_config(cfg) -> protocol.PolicySpec:
-  return protocol.PolicySpec(image_size_px=int(cfg.image_size_px), state_dim=int(cfg.proprio_dim),
-                             action_horizon=int(cfg.action_horizon), action_dim=int(cfg.action_dim),
+def _spec_from_model_config(cfg, dims: dict[str, int] | None = None) -> protocol.PolicySpec:
+  """dims: the embodiment's own {"proprio", "action"} sizes (`policy_fn.io_dims`) when they differ
+  from the model's (a multi-embodiment model pads to the largest robot's)."""
+  dims = dims or {"proprio": int(cfg.proprio_dim), "action": int(cfg.action_dim)}
+  return protocol.PolicySpec(image_size_px=int(cfg.image_size_px), state_dim=dims["proprio"],
+                             action_horizon=int(cfg.action_horizon), action_dim=dims["action"],
                              window_size=int(cfg.window_size), camera=str(cfg.cameras[0]))
+
+
+def _manifest_dims(manifest: dict[str, Any]) -> dict[str, int]:
+  """The exported graph's own proprio / action sizes, read from its input/output specs."""
+  inputs = {i["name"]: i["shape"] for i in manifest["inputs"]}
+  cfg = manifest["model"]["config"]
+  return {"proprio": int(inputs["proprio"][-1]) if "proprio" in inputs else int(cfg["proprio_dim"]),
+          "action": int(manifest["outputs"][0]["shape"][-1])}
 
 
 def _params_sha256(params) -> str:
@@ -169,9 +180,11 @@ class Session:
 
 def from_jax_policy(policy, *, model_id: str = "in-memory", source: dict[str, Any] | None = None) -> ServedPolicy:
   """Serves a `vla_jax.inference.jax_policy.JaxPolicy` built in this process (tests, notebooks)."""
+  from vla_jax.inference.policy_fn import io_dims  # Local: the ONNX backend needs no JAX.
+
   bundle = policy.bundle
   return ServedPolicy(
-      policy=policy, spec=_spec_from_model_config(bundle.model_config), backend="jax", model_id=model_id,
+      policy=policy, spec=_spec_from_model_config(bundle.model_config, io_dims(bundle)), backend="jax", model_id=model_id,
       normalization=normalization_info(bundle.normalization, bundle.action_stats, bundle.proprio_stats),
       source=source or bundle.source or {"kind": "in-memory"}, artifact_sha256=_params_sha256(bundle.params))
 
@@ -231,7 +244,7 @@ def from_export(export_dir: str | Path, *, model_file: str | None = None, thread
   cfg = ml_collections.ConfigDict(manifest["model"]["config"])
   path = policy.export_dir / policy.model_file
   return ServedPolicy(
-      policy=policy, spec=_spec_from_model_config(cfg), backend="onnxruntime",
+      policy=policy, spec=_spec_from_model_config(cfg, _manifest_dims(manifest)), backend="onnxruntime",
       model_id=f"{policy.export_dir.resolve().name}/{policy.model_file}",
       normalization=normalization_info(norm["method"], norm["statistics"]["action"], norm["statistics"]["proprio"]),
       source=manifest["source"], artifact_sha256=hashlib.sha256(path.read_bytes()).hexdigest())

@@ -26,17 +26,30 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.
   )
 
 
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                   labels: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW + clipping; with `labels` (a params-shaped tree of "trainable" / "frozen", see
+  `training.finetune.frozen_labels`) frozen leaves get a zero update and no optimizer state, and
+  the clipping norm counts trainable gradients only."""
   schedule = make_schedule(config, total_steps)
   decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)  # noqa: E731
   tx = optax.chain(
       optax.clip_by_global_norm(config.grad_clip_norm),
       optax.adamw(schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay, mask=decay_mask),
   )
+  if labels is not None and any(v == "frozen" for v in jax.tree.leaves(labels)):
+    tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, schedule
 
 
-def ema_update(ema: Any, params: Any, step: jax.Array, decay: float) -> Any:
-  """EMA with a warm-up (decay grows as (1 + t) / (10 + t)) so early averages are not stale."""
+def ema_update(ema: Any, params: Any, step: jax.Array, decay: float, labels: Any = None) -> Any:
+  """EMA with a warm-up (decay grows as (1 + t) / (10 + t)) so early averages are not stale.
+
+  labels: optional "trainable" / "frozen" tree; frozen leaves keep their EMA as is (the average of a
+  constant is that constant, but d·e + (1 − d)·e rounds in its last bit).
+  """
   d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
-  return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
+  update = lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype)  # noqa: E731
+  if labels is None:
+    return jax.tree.map(update, ema, params)
+  return jax.tree.map(lambda e, p, label: e if label == "frozen" else update(e, p), ema, params, labels)

@@ -47,7 +47,11 @@ def make_train_step(
     ema_decay: float,
     grad_accum_steps: int = 1,
     compute_dtype: str = "float32",
+    labels: Any = None,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+  """labels: optional params-shaped tree of "trainable" / "frozen" (`training.finetune`); frozen
+  leaves' gradients are zeroed here, so XLA drops their computation and `grad_norm` counts only
+  what trains (the optimizer gives them no update and no state)."""
   if compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"config.train.compute_dtype={compute_dtype!r} is not valid; expected one of {list(COMPUTE_DTYPES)}")
   dtype = COMPUTE_DTYPES[compute_dtype]
@@ -58,6 +62,8 @@ def make_train_step(
       return loss.astype(jnp.float32), jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
     (loss, metrics), grads = jax.value_and_grad(compute, has_aux=True)(params)
+    if labels is not None:
+      grads = jax.tree.map(lambda g, label: jnp.zeros_like(g) if label == "frozen" else g, grads, labels)
     return loss, metrics, cast_floating(grads, jnp.float32)
 
   def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -80,7 +86,7 @@ def make_train_step(
         step=state.step + 1,
         params=params,
         opt_state=opt_state,
-        ema_params=ema_update(state.ema_params, params, state.step, ema_decay),
+        ema_params=ema_update(state.ema_params, params, state.step, ema_decay, labels),
     )
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
     return new_state, metrics
@@ -98,8 +104,11 @@ def make_eval_step(loss_fn: LossFn, sample_fn: Callable[[Any, Any, jax.Array], j
     if sample_fn is not None:
       actions = sample_fn(state.ema_params, batch, rng)
       mask = batch["action_pad_mask"][..., None].astype(jnp.float32)
+      if "action_dim_mask" in batch:  # Padded action dims of a mixture are not errors.
+        mask = mask * batch["action_dim_mask"][:, None, :].astype(jnp.float32)
+      mask = jnp.broadcast_to(mask, actions.shape)
       err = jnp.abs(actions - batch["action"]) * mask
-      out["action_mae"] = err.sum() / jnp.maximum(mask.sum() * actions.shape[-1], 1.0)
+      out["action_mae"] = err.sum() / jnp.maximum(mask.sum(), 1.0)
     return out
 
   return eval_step

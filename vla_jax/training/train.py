@@ -23,9 +23,10 @@ import numpy as np
 
 from vla_jax.data import pipeline
 from vla_jax.io import write_json_atomic
+from vla_jax.models.config import embodiment_names
 from vla_jax.models.policy import Policy, count_params
 from vla_jax.training import checkpoint as checkpoint_lib
-from vla_jax.training import distributed, mesh as mesh_lib, optimizer as optimizer_lib, step as step_lib
+from vla_jax.training import distributed, finetune, mesh as mesh_lib, optimizer as optimizer_lib, step as step_lib
 from vla_jax.training.logger import MetricsLogger
 from vla_jax.training.state import TrainState, create_state
 
@@ -92,9 +93,28 @@ def zeros_like_batches(element_spec: Any, batch_size: int) -> Any:
   return jax.tree.map(lambda s: np.zeros((batch_size, *s.shape[1:]), s.dtype.as_numpy_dtype), element_spec)
 
 
-def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-  """Drops pipeline bookkeeping (e.g. `dataset_index`) the model does not take."""
-  return {k: batch[k] for k in ("observation", "task", "action", "action_pad_mask", "aux") if k in batch}
+def embodiment_lookup(config: ml_collections.ConfigDict) -> np.ndarray | None:
+  """int32 [num_datasets]: the model's embodiment index of each `dataset_index` (None for a
+  single-embodiment model). Every dataset of the mixture must be one of the model's embodiments."""
+  names = embodiment_names(config.model)
+  if not names:
+    return None
+  datasets = pipeline.dataset_names(config.data)
+  unknown = [d for d in datasets if d not in names]
+  if unknown:
+    raise ValueError(f"datasets {unknown} are not embodiments of the model: config.model.embodiment.names="
+                     f"{list(names)}; add them (each dataset is one embodiment)")
+  return np.asarray([names.index(d) for d in datasets], np.int32)
+
+
+def model_inputs(batch: dict[str, Any], embodiments: np.ndarray | None = None) -> dict[str, Any]:
+  """The model's inputs: drops pipeline bookkeeping and, for a multi-embodiment model, turns
+  `dataset_index` into `task/embodiment` (see `embodiment_lookup`)."""
+  out = {k: batch[k] for k in ("observation", "task", "action", "action_pad_mask", "action_dim_mask", "aux")
+         if k in batch}
+  if embodiments is not None:
+    out["task"] = {**out["task"], "embodiment": embodiments[np.asarray(batch["dataset_index"])]}
+  return out
 
 
 def evaluate_validation(eval_step: Callable, state: TrainState, config: ml_collections.ConfigDict,
@@ -106,7 +126,8 @@ def evaluate_validation(eval_step: Callable, state: TrainState, config: ml_colle
   for i, batch in enumerate(val_iter):
     if i >= config.train.val_batches:
       break
-    metrics = jax.device_get(eval_step(state, mesh_lib.shard_batch(model_inputs(batch), mesh)))
+    inputs = model_inputs(batch, embodiment_lookup(config))
+    metrics = jax.device_get(eval_step(state, mesh_lib.shard_batch(inputs, mesh)))
     for k, v in metrics.items():
       totals[k] = totals.get(k, 0.0) + float(v)
     count += 1
@@ -120,6 +141,36 @@ def _host_params(params: Any) -> Any:
 
     return multihost_utils.process_allgather(params, tiled=True)
   return jax.device_get(params)
+
+
+INIT_REPORT_FILE = "init_from.json"
+
+
+def _init_from_checkpoint(state: TrainState, state_sharding: Any, config: ml_collections.ConfigDict,
+                          workdir: Path) -> tuple[TrainState, finetune.MergeReport]:
+  """Fresh `state` with every parameter that `config.init_from`'s checkpoint has at the same path
+  and shape copied in (params and EMA alike); prints the merge table and writes it to the workdir.
+
+  The normalisation statistics are not taken from that checkpoint: the pipeline computed this
+  run's for this run's data (another robot's units would be silently wrong).
+  """
+  source, directory, source_config = finetune.load_init_params(
+      config.init_from, config.get("init_params", "ema_params"))
+  merged, report = finetune.merge_params(_host_params(state.params), source, where=f"checkpoint {directory}")
+
+  def place(x: np.ndarray, sharding: Any) -> jax.Array:
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  params = jax.tree.map(place, merged, state_sharding.params)
+  ema = jax.tree.map(place, merged, state_sharding.ema_params)
+  table = finetune.format_report(report, str(directory))
+  if jax.process_index() == 0:
+    print(table, flush=True)
+    source_datasets = sorted(source_config.get("data", {}).get("datasets", {}))
+    write_json_atomic(workdir / INIT_REPORT_FILE, {
+        "checkpoint": str(directory.resolve()), "params": config.get("init_params", "ema_params"),
+        "source_datasets": source_datasets, **report.to_json()}, indent=2)
+  return state.replace(params=params, ema_params=ema), report
 
 
 def train_and_evaluate(
@@ -164,15 +215,23 @@ def train_and_evaluate(
 
   # Policy and state, created directly in their shardings (never materialised on one device).
   policy = Policy(config.model)
-  init_batch = model_inputs(zeros_like_batches(train_iter.element_spec, 1))
-  tx, schedule = optimizer_lib.make_optimizer(config.optim, total_steps)
+  embodiments = embodiment_lookup(config)
+  init_batch = model_inputs(zeros_like_batches(train_iter.element_spec, 1), embodiments)
   init_fn = lambda rng: policy.init(rng, init_batch)  # noqa: E731
-  make_state = lambda rng: create_state(init_fn, tx, rng)  # noqa: E731
   rng = jax.random.PRNGKey(config.seed)
+  frozen = config.train.get("frozen", ())
+  labels = finetune.frozen_labels(jax.eval_shape(init_fn, rng), frozen) if frozen else None
+  tx, schedule = optimizer_lib.make_optimizer(config.optim, total_steps, labels)
+  make_state = lambda rng: create_state(init_fn, tx, rng)  # noqa: E731
   abstract_state = jax.eval_shape(make_state, rng)
   state_sharding = mesh_lib.state_shardings(abstract_state, mesh, config.mesh.strategy, config.mesh.fsdp_min_size)
   if start_step is None:
     state = jax.jit(make_state, out_shardings=state_sharding)(rng)
+    report = None
+    if config.get("init_from"):
+      state, report = _init_from_checkpoint(state, state_sharding, config, workdir)
+    if labels is not None:
+      finetune.check_frozen_were_copied(labels, report)
     start_step = 0
   else:
     abstract = jax.tree.map(
@@ -187,6 +246,7 @@ def train_and_evaluate(
       step_lib.make_train_step(
           loss_fn, tx, schedule, ema_decay=config.train.ema_decay,
           grad_accum_steps=config.train.grad_accum_steps, compute_dtype=config.train.compute_dtype,
+          labels=labels,
       ),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, replicated),
@@ -222,7 +282,7 @@ def train_and_evaluate(
       raise pipeline.DataReadError(
           f"{e}. Stopped at step {step}; the last good checkpoint is "
           f"{'step ' + str(last_good) if last_good is not None else 'none'} in {ckpt.directory}") from None
-    batch = mesh_lib.shard_batch(model_inputs(host_batch), mesh)
+    batch = mesh_lib.shard_batch(model_inputs(host_batch, embodiments), mesh)
     state, metrics = train_step(state, batch)
     step += 1
     loss = float(metrics["loss"])  # Syncs every step: the NaN guard must see each loss.

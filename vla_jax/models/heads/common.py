@@ -16,14 +16,15 @@ def pool_readouts(readouts: Array) -> Array:
 
 
 def masked_mean(values: Array, action_pad_mask: Array) -> Array:
-  """Mean of values [B, H, ...] over entries whose action_pad_mask [B, H] is True.
+  """Mean of values [B, H, ...] over entries whose mask — action_pad_mask [B, H], or [B, H, A]
+  with the action dims a dataset really has — is True.
 
-  Padded steps (past the episode end) carry no supervision; the max(…, 1) keeps an all-padding
-  batch from dividing by zero.
+  Padded steps (past the episode end) and padded action dims (a 3-D robot in a 7-D mixture) carry
+  no supervision; the max(…, 1) keeps an all-padding batch from dividing by zero.
   """
-  chex.assert_equal_shape_prefix([values, action_pad_mask], 2)
+  chex.assert_equal_shape_prefix([values, action_pad_mask], action_pad_mask.ndim)
   weights = action_pad_mask.astype(jnp.float32).reshape(
-      action_pad_mask.shape + (1,) * (values.ndim - 2))
+      action_pad_mask.shape + (1,) * (values.ndim - action_pad_mask.ndim))
   weights = jnp.broadcast_to(weights, values.shape)
   return (values * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 

@@ -50,7 +50,8 @@ class DiscreteHead(nn.Module):
   def __call__(self, readouts: Array, actions: Array, action_pad_mask: Array, rng: Array,
                train: bool = False) -> tuple[Array, dict[str, Array]]:
     del rng, train
-    chex.assert_rank([readouts, actions, action_pad_mask], [3, 3, 2])
+    chex.assert_rank([readouts, actions], 3)
+    chex.assert_rank(action_pad_mask, {2, 3})  # [B, H], or [B, H, A] with an action-dim mask.
     cfg = self.config
     logits = self.logits(readouts)
     targets = actions_to_bins(actions, cfg.head.discrete.num_bins, cfg.action_clip)

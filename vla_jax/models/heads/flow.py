@@ -39,7 +39,8 @@ class FlowHead(nn.Module):
                train: bool = False) -> tuple[Array, dict[str, Array]]:
     """Flow-matching loss. actions: float32 [B, H, A]; action_pad_mask: bool [B, H]."""
     del train
-    chex.assert_rank([readouts, actions, action_pad_mask], [3, 3, 2])
+    chex.assert_rank([readouts, actions], 3)
+    chex.assert_rank(action_pad_mask, {2, 3})  # [B, H], or [B, H, A] with an action-dim mask.
     n = self.config.head.flow.num_noise_samples
     readouts, actions, action_pad_mask = (
         common.repeat_for_noise_samples(x, n) for x in (readouts, actions, action_pad_mask))

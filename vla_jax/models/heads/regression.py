@@ -39,7 +39,8 @@ class RegressionHead(nn.Module):
   def __call__(self, readouts: Array, actions: Array, action_pad_mask: Array, rng: Array,
                train: bool = False) -> tuple[Array, dict[str, Array]]:
     del rng, train
-    chex.assert_rank([readouts, actions, action_pad_mask], [3, 3, 2])
+    chex.assert_rank([readouts, actions], 3)
+    chex.assert_rank(action_pad_mask, {2, 3})  # [B, H], or [B, H, A] with an action-dim mask.
     err = self.predict(readouts) - actions
     kind = self.config.head.kind
     per_entry = jnp.abs(err) if kind == "l1" else jnp.square(err)
