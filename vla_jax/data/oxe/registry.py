@@ -177,7 +177,8 @@ _ENTRIES: tuple[OxeDataset, ...] = (
         cameras={"primary": "rgb_static", "wrist": "rgb_gripper"},
         eef=(Slice(("action", "rel_actions_world"), 0, 6),), eef_kind="relative",
         # The catalog text says "-1 is open gripper, 1 is close", but TACO-Play is recorded with CALVIN,
-        # whose gripper action is 1 = open, -1 = close, and Octo/OpenVLA train on that reading.
+        # whose relative action's gripper_action is "1 (open) or -1 (close)" (CALVIN's env code), and
+        # Octo/OpenVLA train on that reading (they use it as 1 = open after clipping to [0, 1]).
         gripper_convention="open_is_1", gripper=Slice(("action", "rel_actions_world"), 6, 7),
         # robot_obs = EE position (3), EE euler (3), gripper width (1), joints (7), gripper action (1).
         proprio=(Slice(("observation", "robot_obs"), 0, 7),),
