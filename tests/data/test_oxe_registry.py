@@ -21,8 +21,15 @@ def test_entry_is_consistent_and_gives_a_7d_spec(name):
   registry.check_entry(entry)
   spec = spec_lib.oxe_spec(name, "/nonexistent/oxe")
   assert spec.action_dim == 7 and tuple(spec.action_dim_kinds)[6] == "gripper"
-  assert spec.standardize_fn == f"oxe/{name}" and spec.builder_dir.endswith(entry.tfds_name)
+  assert spec.standardize_fn.startswith(f"oxe/{name}@") and spec.builder_dir.endswith(entry.tfds_name)
   assert entry.source  # Every structure says where it came from.
+
+
+def test_editing_an_entry_changes_its_standardize_fn_name_and_so_the_statistics_key():
+  entry = registry.get("viola")
+  edited = dataclasses.replace(entry, proprio=(Slice(("observation", "joint_states")),))
+  assert registry.standardize_fn_name(entry) != registry.standardize_fn_name(edited)
+  assert registry.standardize_fn_name(entry) == registry.standardize_fn_name(registry.get("viola"))
 
 
 def test_tfds_directory_names_resolve_to_the_same_entry():

@@ -165,7 +165,7 @@ def oxe_spec(name: str, data_dir: str, *, check_features: bool = True,
 
   `name` is a registry name or the dataset's TFDS directory name (`vla_jax/data/oxe/registry.py`
   lists them, with where each structure came from). The spec reads the dataset through its
-  registered standardisation ("oxe/<name>"), which yields cameras by role (`primary`, `wrist`,
+  registered standardisation ("oxe/<name>@<entry digest>"), which yields cameras by role (`primary`, `wrist`,
   ...), `proprio`, a 7-d action (6 end-effector dims + gripper in [0, 1], 1 = close) and the
   instruction at step level, whatever the dataset's own layout. `image_size_px` is the registered
   size when all cameras share one, else None (each camera is still checked against the registered
@@ -194,7 +194,7 @@ def oxe_spec(name: str, data_dir: str, *, check_features: bool = True,
       language_level="step",
       train_split=entry.train_split,
       val_split=entry.val_split,
-      standardize_fn=f"oxe/{entry.name}",
+      standardize_fn=oxe_registry.standardize_fn_name(entry),
   )
   kwargs.update(overrides)
   spec = dataset_spec(**kwargs)

@@ -120,10 +120,12 @@ def standardize_oxe_eef(episode: Episode) -> Episode:
   return {**episode, "steps": steps}
 
 
-# Open X-Embodiment datasets by name: "oxe/<name>" for every entry of `vla_jax/data/oxe/registry.py`
-# (used by `spec.oxe_spec`).
+# Open X-Embodiment datasets by name: every entry of `vla_jax/data/oxe/registry.py`, as
+# "oxe/<name>@<entry digest>" (what `spec.oxe_spec` names) and "oxe/<name>".
 for _entry in oxe_registry.REGISTRY.values():
-  register_standardize_fn(oxe_transforms.standardize_fn_name(_entry))(oxe_transforms.standardize_fn(_entry))
+  _fn = oxe_transforms.standardize_fn(_entry)
+  register_standardize_fn(oxe_registry.standardize_fn_name(_entry))(_fn)
+  register_standardize_fn(f"oxe/{_entry.name}")(_fn)
 
 
 # ---- Key mapping. -------------------------------------------------------------------------------

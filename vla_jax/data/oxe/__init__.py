@@ -9,7 +9,7 @@ project's layout, so a user names the dataset and gets correct batches.
                   proprio parts, 6 end-effector dims, gripper field + convention, instruction location
   features.py     the structure notation, `features.json` parsing, "first mismatching key" checks
   grippers.py     gripper conventions -> absolute [0, 1], 1 = close (relative, inverted, binarised)
-  transforms.py   an entry -> its standardisation function ("oxe/<name>", registered in standardize.py)
+  transforms.py   an entry -> its standardisation function (registered in standardize.py)
   mixtures.py     named mixtures with Octo's weights -> lists of weighted specs for `pipeline_config`
 
 Modules are imported directly (`from vla_jax.data.oxe import mixtures`); this file imports

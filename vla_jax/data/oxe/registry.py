@@ -23,6 +23,7 @@ crowds out real instructions in a mixture. The key is still checked to exist.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Mapping
 
 from vla_jax.data.oxe import features as features_lib
@@ -401,6 +402,14 @@ def get(name: str) -> OxeDataset:
     raise ValueError(f"OXE dataset {name!r} is not registered; registered: {sorted(REGISTRY)} "
                      "(see vla_jax/data/oxe/registry.py to add one)")
   return entry
+
+
+def standardize_fn_name(entry: OxeDataset) -> str:
+  """"oxe/<name>@<digest of the entry>": the spec's `standardize_fn`. The digest puts the entry's
+  content into the statistics cache key and the iterator-state fingerprint (both hash the spec), so
+  editing an entry recomputes statistics instead of reusing stale ones. "oxe/<name>" is registered
+  too, for hand-written specs."""
+  return f"oxe/{entry.name}@{hashlib.sha256(repr(entry).encode()).hexdigest()[:10]}"
 
 
 def check_entry(entry: OxeDataset) -> None:

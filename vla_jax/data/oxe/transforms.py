@@ -1,8 +1,8 @@
 """One standardisation function per registered OXE dataset, built from its registry entry.
 
-The function (registered in `standardize.py` as "oxe/<name>") takes the raw RLDS episode the
-pipeline reads (step tensors [T, ...], images still encoded) and returns the layout every OXE
-spec (`spec.oxe_spec`) names:
+The function (registered in `standardize.py` as "oxe/<name>@<entry digest>" and "oxe/<name>")
+takes the raw RLDS episode the pipeline reads (step tensors [T, ...], images still encoded) and
+returns the layout every OXE spec (`spec.oxe_spec`) names:
 
   steps/observation/<camera keys>   the registered cameras, untouched (decoded later, once)
   steps/observation/proprio         float32 [T, D]   the entry's proprio parts concatenated
@@ -31,10 +31,6 @@ Flat = dict[tuple[str, ...], features_lib.Leaf]
 
 # Byte b -> the 1-byte string b (0 -> "", the padding of language_table's instruction codes).
 _BYTE_STRINGS = [b""] + [bytes([i]) for i in range(1, 256)]
-
-
-def standardize_fn_name(entry: OxeDataset) -> str:
-  return f"oxe/{entry.name}"
 
 
 def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
