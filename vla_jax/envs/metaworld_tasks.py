@@ -161,11 +161,11 @@ def difficulty(task: str) -> str:
 
 
 def resolve_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
-  """A suite name ("MT10", "MT50") or a list of task names -> the checked task names, in order."""
+  """A suite name ("MT10", "MT50"), task names ("push-v3,reach-v3" or a list) -> the checked names, in order."""
   if isinstance(tasks, str):
     if tasks in SUITES:
       return SUITES[tasks]
-    tasks = (tasks,)
+    tasks = tuple(t.strip() for t in tasks.split(","))
   tasks = tuple(tasks)
   unknown = [t for t in tasks if t not in INSTRUCTIONS]
   if unknown or not tasks:
