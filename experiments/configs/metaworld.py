@@ -17,9 +17,17 @@ Variants differ from the tabletop's `small` where Meta-World differs:
   * no referent loss (no privileged referent labels in this dataset).
 
 The `gpu` variant (MT50, `base` model, 128 px, batch 256, random-crop augmentation, bfloat16,
-100 k steps): expected cost ~6-8 GPU-hours on one A100-class GPU, not measured (the training loop
-has not yet run on GPU hardware here); its data (50 demos x 50 tasks at 128 px) takes ~1 CPU-hour
-to generate, measured per episode by benchmarks/metaworld_env.py.
+100 k steps) is not run here. Expected cost, estimated from FLOPs (not measured: the training
+loop has not yet run on GPU hardware): ~560 tokens per sample (2 frames x 256 patches + language +
+readout) through the 8 x 512 transformer is ~0.1 TFLOP per sample for forward + backward, ~22 TFLOP
+per batch-256 step; at 40 % of an A100's bf16 peak that is ~0.2 s a step, ~5-6 GPU-hours for
+100 k steps. Its data (`metaworld_data.py:mt50` with `--config.env.image_size=128
+--config.name=metaworld_mt50_128px`: 2 600 episodes) takes ~1 h on 2 CPU cores at the measured
+~1.4 s per episode (benchmarks/results/metaworld_env.json).
+
+CPU budget of `mt10` (issue 19: <= 3 h wall on this 2-core machine, data + training + evaluation):
+data ~13 min (measured, 530 episodes), training 10 000 steps at the pilot's 1.2-1.8 steps/s
+(machine shared with other jobs) ~1.5-2.3 h, evaluation 1 500 episodes ~30-45 min (estimated).
 """
 
 import ml_collections
@@ -76,9 +84,8 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   config.model.language.max_len = config.data.get_ref("max_language_tokens")
 
   config.train = ml_collections.ConfigDict()
-  # mt10: the documented CPU budget (<= 3 h wall for data + training + evaluation on 2 cores) is
-  # an estimate until the full run is made; see the README's Meta-World section.
-  config.train.num_steps = {"mt10": 20000, "mt50": 40000, "gpu": 100000, "tiny": 20}[variant]
+  # mt10: sized for the CPU budget in the module docstring (an estimate until the full run is made).
+  config.train.num_steps = {"mt10": 10000, "mt50": 40000, "gpu": 100000, "tiny": 20}[variant]
   config.train.batch_size = {"mt10": 32, "mt50": 32, "gpu": 256, "tiny": 4}[variant]
   config.train.log_every = {"tiny": 10}.get(variant, 100)
   config.train.eval_every = {"tiny": 10, "gpu": 5000}.get(variant, 1000)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from vla_jax.envs import metaworld_tasks
 
 pytest.importorskip("metaworld", reason="Meta-World is an optional extra: make metaworld-deps")
 
@@ -35,8 +36,7 @@ def test_builder_writes_successful_demos_of_each_task_in_the_rlds_schema(tiny_me
   assert summary["splits"]["val"]["families"] == {"reach-v3": 1, "drawer-close-v3": 1}
   assert summary["splits"]["train"]["success_rate"] == 1.0
   assert set(summary["splits"]["train"]["example_instructions"]) <= {
-      p for t in ("reach-v3", "drawer-close-v3") for p in __import__(
-          "vla_jax.envs.metaworld_tasks", fromlist=["x"]).instructions(t, "train")}
+      p for t in ("reach-v3", "drawer-close-v3") for p in metaworld_tasks.instructions(t, "train")}
 
 
 @pytest.mark.slow
