@@ -58,6 +58,17 @@ def test_batch_has_the_documented_keys_shapes_and_dtypes(toy_spec, stats_dir):
   assert batch["action"].shape == (8, 5, 3) and batch["action"].dtype == np.float32
   assert batch["action_pad_mask"].shape == (8, 5) and batch["action_pad_mask"].dtype == bool
   assert batch["dataset_index"].shape == (8,) and batch["dataset_index"].dtype == np.int32
+  assert batch["action_dim_mask"].shape == (8, 3) and batch["action_dim_mask"].all()
+
+
+def test_a_dataset_without_proprio_gives_empty_proprio_and_the_same_samples(toy_spec, stats_dir):
+  no_proprio = spec_lib.dataset_spec(**{**toy_spec.to_dict(), "proprio_key": None, "proprio_dim": 0,
+                                        "cameras": dict(toy_spec.cameras)})
+  without = next(_train(_config([no_proprio], stats_dir)))
+  with_proprio = next(_train(_config([toy_spec], stats_dir)))
+  assert without["observation"]["proprio"].shape == (8, 2, 0)
+  np.testing.assert_array_equal(_ids(without)[0], _ids(with_proprio)[0])
+  np.testing.assert_array_equal(without["action"], with_proprio["action"])
 
 
 def test_every_sample_respects_episode_boundaries(toy_spec, stats_dir):

@@ -398,7 +398,12 @@ def _samples_from_trajectories(trajs: tf.data.Dataset, config: ml_collections.Co
       traj = traj_transforms.relabel_goal_uniform(traj, cameras[0], seed)
     return traj_transforms.window_and_chunk(traj, config.window, config.action_horizon)
 
-  return trajs.enumerate().map(transform, num_parallel_calls=config.num_parallel_calls).unbatch()
+  windows = trajs.enumerate().map(transform, num_parallel_calls=config.num_parallel_calls)
+  if _resolved_dim(config, "proprio_dim") == 0:
+    # TF 2.21's unbatch segfaults on a zero-size [T, W, 0] proprio tensor (datasets without
+    # proprio); slicing yields the same samples in the same order.
+    return windows.flat_map(tf.data.Dataset.from_tensor_slices)
+  return windows.unbatch()
 
 
 def sample_stream(source: DatasetSource, dataset_index: int, *, start_sample: int = 0,

@@ -84,11 +84,10 @@ def mixture_specs(mixture: str | Sequence[tuple[str, float]], data_dir: str, *, 
 
 def pipeline_overrides(specs: Sequence[ml_collections.ConfigDict]) -> dict[str, Any]:
   """`pipeline_config` keywords a mixture of OXE specs needs: every action is 7-d; proprio sizes
-  differ, so all are zero-padded to the largest (at least 1: tf.data's unbatch crashes on a
-  zero-size proprio, TF 2.21); cameras = primary and wrist, each when any dataset has it (a
-  dataset without one gets black frames)."""
+  differ, so all are zero-padded to the largest; cameras = primary and wrist, each when any
+  dataset has it (a dataset without one gets black frames)."""
   cameras = tuple(c for c in ("primary", "wrist") if any(c in s.cameras for s in specs))
-  return {"action_dim": 7, "proprio_dim": max([1] + [int(s.proprio_dim) for s in specs]), "cameras": cameras}
+  return {"action_dim": 7, "proprio_dim": max(int(s.proprio_dim) for s in specs), "cameras": cameras}
 
 
 def registered_names() -> list[str]:
