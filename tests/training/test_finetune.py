@@ -239,6 +239,29 @@ def test_finetune_from_a_run_into_a_new_horizon_with_a_frozen_backbone(tiny_tabl
   assert saved["dataset_statistics"]["tabletop"]["action"]["mean"] != [0.0] * 3
 
 
+def test_finetune_a_tabletop_run_to_a_robot_with_another_action_and_state_size(tiny_tabletop_dir, tmp_path):
+  from tests.conftest import write_untrained_checkpoint
+  from vla_jax.data import synthetic_robots
+  from vla_jax.training.train import train_and_evaluate
+
+  base = _train_config(tiny_tabletop_dir)
+  write_untrained_checkpoint(tmp_path / "pretrained", base, {"tabletop": {"action": {"mean": [0.0] * 3}}})
+  config = _train_config(tiny_tabletop_dir, steps=4)
+  config.data.datasets = ml_collections.ConfigDict({"arm7": synthetic_robots.arm7_spec(str(tiny_tabletop_dir))})
+  config.model.action_dim, config.model.proprio_dim = 7, 6
+  config.eval_dataset = "arm7"
+  config.init_from = str(tmp_path / "pretrained")
+  config.train.frozen = ("head_only",)  # The proprio tokenizer changed shape: freezing it is refused.
+  with pytest.raises(ValueError, match="proprio_tokenizer"):
+    train_and_evaluate(config, tmp_path / "frozen")
+  config.train.frozen = ()
+  result = train_and_evaluate(config, tmp_path / "arm7")
+  report = json.loads((tmp_path / "arm7" / "init_from.json").read_text())
+  assert {p.split("/")[1] for p in report["mismatched"]} == {"denoiser", "proprio_tokenizer"}
+  assert np.isfinite(result.metrics["train/loss"])
+  assert result.state.params["head"]["denoiser"]["output"]["bias"].shape == (4 * 7,)
+
+
 def test_the_arm7_robot_reads_the_tabletop_episodes_in_its_own_frame(tiny_tabletop_dir):
   from vla_jax.data import pipeline, spec, statistics, synthetic_robots
 
