@@ -22,7 +22,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # 0.011 image widths at step 4 000), i.e. it memorised scenes.
   config.num_train_episodes = 10000
   config.num_val_episodes = 60
-  # Episode shares per task family (vla_jax/data/tabletop_builder.family_schedule). Push gets
+  # Episode shares per task family (vla_jax/data/tabletop_episodes.family_schedule). Push gets
   # twice the share: its closed-fist steering is what a cloned policy learns last (at step 4 000
   # its median action-direction error on expert states was 14 deg while pushing, against 7-10 deg
   # for the other phases), and place / pick keep about the 2 667 episodes each they had.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_jax.data.tabletop_builder import rollout_episode
+from vla_jax.data.tabletop_episodes import rollout_episode
 from vla_jax.envs import ScriptedExpert, TabletopEnv
 from vla_jax.envs.tasks import FAMILIES
 

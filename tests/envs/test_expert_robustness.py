@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vla_jax.data import tabletop_builder
+from vla_jax.data import tabletop_episodes
 from vla_jax.envs import TabletopEnv
 from vla_jax.envs.expert import TIGHT_PUSH, PushTolerances, ScriptedExpert
 
@@ -65,14 +65,14 @@ def _generation_config(**push) -> ml_collections.ConfigDict:
 
 
 def test_config_without_push_keys_rebuilds_the_tight_expert_of_older_datasets():
-  assert tabletop_builder.make_expert(_generation_config()).push == TIGHT_PUSH
+  assert tabletop_episodes.make_expert(_generation_config()).push == TIGHT_PUSH
 
 
 def test_config_push_keys_set_the_tolerances():
   tol = dict(close_within=0.03, keep_within=0.1, keep_cos=0.5, depth=0.04)
-  assert tabletop_builder.make_expert(_generation_config(**tol)).push == PushTolerances(**tol)
+  assert tabletop_episodes.make_expert(_generation_config(**tol)).push == PushTolerances(**tol)
 
 
 def test_unknown_push_key_is_rejected_with_the_expected_keys():
   with pytest.raises(ValueError, match=r"config.expert.push has keys .*expected"):
-    tabletop_builder.make_expert(_generation_config(close_within=0.03, stiffness=1.0))
+    tabletop_episodes.make_expert(_generation_config(close_within=0.03, stiffness=1.0))

@@ -105,7 +105,7 @@ def test_nothing_that_generates_training_data_can_draw_a_paraphrase():
   for family in tasks.FAMILIES:
     assert not set(tasks.templates_for(family, "train")) & set(tasks.TEMPLATES[family].paraphrase)
   config = tabletop_data.get_config("default")
-  env = TabletopEnv(**config.env.to_dict())  # As tabletop_builder.generate_episodes builds it ...
+  env = TabletopEnv(**config.env.to_dict())  # As tabletop_episodes.generate_episodes builds it ...
   for seed in range(600):
     family = tasks.FAMILIES[seed % 3]
     obs, _ = env.reset(seed=seed, options={"task_family": family})  # ... and rollout_episode resets it.

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from experiments.configs import tabletop_data
 from tests.conftest import REPO
-from vla_jax.data import tabletop_builder
+from vla_jax.data import tabletop_builder, tabletop_episodes
 from vla_jax.envs import render, tabletop, tasks
 
 
@@ -97,8 +97,8 @@ def test_episode_is_reproducible_from_its_metadata_seed(tiny_tabletop_dir):
   ep = read_episodes(tiny_tabletop_dir, "val")[1]
   meta = ep["meta"]
   config = tabletop_data.get_config("tiny")
-  replay = tabletop_builder.rollout_episode(
-      TabletopEnv(**config.env.to_dict()), tabletop_builder.make_expert(config),
+  replay = tabletop_episodes.rollout_episode(
+      TabletopEnv(**config.env.to_dict()), tabletop_episodes.make_expert(config),
       int(meta["seed"]), int(meta["expert_seed"]), meta["task_family"].decode(),
   )
   np.testing.assert_array_equal(replay["steps"]["observation"]["image"], ep["steps"]["image"])
@@ -114,7 +114,7 @@ def test_referents_describe_the_scene_each_frame_was_rendered_from(tiny_tabletop
   for ep in episodes[:len(tasks.FAMILIES)]:  # One of each family (written in turn).
     meta, s = ep["meta"], ep["steps"]
     env = TabletopEnv(**config.env.to_dict())
-    expert = tabletop_builder.make_expert(config)  # With the dataset's recovery perturbations.
+    expert = tabletop_episodes.make_expert(config)  # With the dataset's recovery perturbations.
     obs, _ = env.reset(seed=int(meta["seed"]), options={"task_family": meta["task_family"].decode()})
     expert.reset(env.scene, seed=int(meta["expert_seed"]))
     for t in range(len(s["action"])):
@@ -154,7 +154,7 @@ def test_training_episodes_never_contain_heldout_phrasings_or_combos():
   config.num_train_episodes = 300
   heldout_names = {tasks.object_name(*c) for c in tasks.HELDOUT_COMBOS}
   families = set()
-  for _, ep in tabletop_builder.generate_episodes(config, "train", progress=False):
+  for _, ep in tabletop_episodes.generate_episodes(config, "train", progress=False):
     instruction = ep["steps"]["language_instruction"][0]
     family, kind, _, _ = tasks.parse_instruction(instruction)
     assert kind == "train", instruction
@@ -165,8 +165,8 @@ def test_training_episodes_never_contain_heldout_phrasings_or_combos():
 
 
 def test_train_and_val_use_disjoint_seeds():
-  train = {tabletop_builder.episode_seeds(0, "train", i)[0] for i in range(2000)}
-  val = {tabletop_builder.episode_seeds(0, "val", i)[0] for i in range(2000)}
+  train = {tabletop_episodes.episode_seeds(0, "train", i)[0] for i in range(2000)}
+  val = {tabletop_episodes.episode_seeds(0, "val", i)[0] for i in range(2000)}
   assert not train & val
 
 
@@ -265,16 +265,16 @@ def test_config_differences_name_what_makes_a_finished_dataset_stale(tiny_tablet
 def test_equal_family_weights_give_the_plain_cycle_of_older_datasets():
   families = ("place", "push", "pick")
   plain = [families[i % 3] for i in range(10)]
-  assert tabletop_builder.family_schedule(families, None, 10) == plain
-  assert tabletop_builder.family_schedule(families, {"place": 2, "push": 2, "pick": 2}, 10) == plain
+  assert tabletop_episodes.family_schedule(families, None, 10) == plain
+  assert tabletop_episodes.family_schedule(families, {"place": 2, "push": 2, "pick": 2}, 10) == plain
 
 
 def test_family_weights_set_the_share_of_every_prefix_of_the_dataset():
-  schedule = tabletop_builder.family_schedule(("place", "push", "pick"), {"place": 1, "push": 2, "pick": 1}, 400)
+  schedule = tabletop_episodes.family_schedule(("place", "push", "pick"), {"place": 1, "push": 2, "pick": 1}, 400)
   assert [schedule.count(f) for f in ("place", "push", "pick")] == [100, 200, 100]
   for n in (8, 40, 123):  # Interleaved, not blocks: a prefix holds the same mix, within one episode.
     assert abs(schedule[:n].count("push") - n / 2) <= 1
-  only_push = tabletop_builder.family_schedule(("place", "push", "pick"), {"push": 1.0}, 5)
+  only_push = tabletop_episodes.family_schedule(("place", "push", "pick"), {"push": 1.0}, 5)
   assert only_push == ["push"] * 5
 
 

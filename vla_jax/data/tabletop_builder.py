@@ -26,176 +26,32 @@ task was solved — `is_terminal` with discount 0. Episodes therefore have T + 1
 `referents` are privileged simulator labels (`tabletop.referents`) of the scene that step's image
 shows, for auxiliary training losses only — never model inputs.
 
+Episodes themselves (expert rollouts, seeds, family shares, the generation config's checks) come
+from `tabletop_episodes.py`, which is numpy only; this module is the TFDS writer and reader.
+
 Writing is atomic: TFDS builds into a temporary directory that is renamed only once complete, so
 a crash never leaves a dataset that looks finished.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
-import tqdm
 
 from vla_jax.data import rlds
+from vla_jax.data.tabletop_episodes import SPLIT_INDEX, generate_episodes, validate_config
 from vla_jax.envs import tabletop
-from vla_jax.envs.expert import TIGHT_PUSH, PushTolerances, ScriptedExpert
-from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM, TabletopEnv
+from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM
 
 VERSION = "1.0.0"
-SPLIT_INDEX = {"train": 0, "val": 1}
-
-
-def episode_seeds(seed: int, split: str, index: int) -> tuple[int, int]:
-  """(env seed, expert seed) of episode `index` of a split: disjoint streams per split and index."""
-  words = np.random.SeedSequence([seed, SPLIT_INDEX[split], index]).generate_state(2, np.uint32)
-  return int(words[0]), int(words[1])
-
-
-def rollout_episode(
-    env: TabletopEnv, expert: ScriptedExpert, env_seed: int, expert_seed: int, family: str
-) -> dict[str, Any]:
-  """Runs the expert for one episode and returns it in the RLDS layout (numpy, T + 1 steps)."""
-  obs, info = env.reset(seed=env_seed, options={"task_family": family})
-  expert.reset(env.scene, seed=expert_seed)
-  images, states, actions, rewards = [obs["image"]], [obs["state"]], [], []
-  # Labels of the scene each image was rendered from (taken right after reset / step, like obs).
-  referents = [tabletop.referents(env.scene)]
-  success = False
-  perturbation_step = slip_step = -1
-  while True:
-    action = expert.act(env.scene)  # The label: what the expert means to do here.
-    executed = expert.perturb(env.scene, action)
-    if expert.last_perturbation == "close":
-      perturbation_step = len(actions)
-    elif expert.last_perturbation == "slip" and slip_step < 0:
-      slip_step = len(actions)
-    obs, reward, terminated, truncated, _ = env.step(executed)
-    actions.append(action)
-    rewards.append(reward)
-    images.append(obs["image"])
-    states.append(obs["state"])
-    referents.append(tabletop.referents(env.scene))
-    if terminated or truncated:
-      success = bool(terminated)
-      break
-  hold = np.array([0.0, 0.0, actions[-1][2]], np.float32)
-  actions.append(hold)
-  rewards.append(0.0)
-  n = len(images)
-  is_last = np.zeros(n, bool)
-  is_last[-1] = True
-  is_terminal = is_last & success
-  steps = {
-      "observation": {"image": np.stack(images), "state": np.stack(states).astype(np.float32)},
-      "action": np.stack(actions).astype(np.float32),
-      "language_instruction": [info["instruction"]] * n,
-      "reward": np.asarray(rewards, np.float32),
-      "discount": np.where(is_terminal, 0.0, 1.0).astype(np.float32),
-      "is_first": np.arange(n) == 0,
-      "is_last": is_last,
-      "is_terminal": is_terminal,
-      "referents": {
-          "position": np.stack([p for p, _ in referents]).astype(np.float32),
-          "valid": np.stack([v for _, v in referents]),
-      },
-  }
-  metadata = {
-      "task_family": family,
-      "split": env.split,
-      "scene_objects": info["scene_objects"],
-      "seed": env_seed,
-      "expert_seed": expert_seed,
-      "perturbation_step": perturbation_step,
-      "slip_step": slip_step,
-      "success": success,
-  }
-  return {"steps": steps, "episode_metadata": metadata}
-
-
-SLIP_KEYS = ("slip_prob", "slip_steps", "slip_angle", "slip_after")  # Absent in older configs: no slips.
-
-
-def make_expert(config: ml_collections.ConfigDict) -> ScriptedExpert:
-  """The generation config's expert. Configs of older datasets lack `mistake_*` (no recovery demos)
-  and `push` (the tight push strategy, `TIGHT_PUSH`): they get the expert that wrote them."""
-  e = config.expert
-  push = TIGHT_PUSH
-  if "push" in e:
-    known = {f.name for f in dataclasses.fields(PushTolerances)}
-    if set(e.push) != known:
-      raise ValueError(f"config.expert.push has keys {sorted(e.push)}; expected {sorted(known)}")
-    push = PushTolerances(**e.push.to_dict())
-  return ScriptedExpert(noise_std=e.noise_std, speed_range=tuple(e.speed_range),
-                        mistake_prob=e.get("mistake_prob", 0.0),
-                        mistake_distance=tuple(e.get("mistake_distance", (0.06, 0.3))), push=push,
-                        **{k: e[k] for k in SLIP_KEYS if k in e})
-
-
-def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: bool = True) -> Iterator[tuple[int, dict]]:
-  """Yields (key, episode) for a split: `num_<split>_episodes` successful expert demos.
-
-  Families follow `family_schedule` (equal shares by cycling through them, unless the config's
-  `family_weights` say otherwise). Failed demos (rare) are skipped unless `keep_failures`, so the
-  dataset holds exactly the requested number of episodes.
-  """
-  count = config[f"num_{split}_episodes"]
-  env = TabletopEnv(**config.env.to_dict())
-  expert = make_expert(config)
-  schedule = family_schedule(env.families, config.get("family_weights"), count)
-  written, index = 0, 0
-  with tqdm.tqdm(total=count, desc=f"{config.name}/{split}", unit="ep", disable=not progress) as bar:
-    while written < count:
-      if index >= 10 * count + 100:
-        raise RuntimeError(f"the expert failed too often: {written} successes in {index} episodes")
-      env_seed, expert_seed = episode_seeds(config.seed, split, index)
-      family = schedule[written]
-      episode = rollout_episode(env, expert, env_seed, expert_seed, family)
-      episode["episode_metadata"]["episode_index"] = index
-      index += 1
-      if episode["episode_metadata"]["success"] or config.keep_failures:
-        yield index - 1, episode
-        written += 1
-        bar.update(1)
-
-
-def family_schedule(families: Sequence[str], weights: Mapping[str, float] | None, count: int) -> list[str]:
-  """The task family of each of `count` episodes: shares proportional to `weights` (None = equal).
-
-  Deterministic and interleaved (each next episode goes to the family furthest below its share),
-  so any prefix of a dataset has the intended mix, and equal weights give the plain cycle
-  place, push, pick, place, … of datasets written before the weights existed.
-  """
-  if weights is None:
-    weights = {f: 1.0 for f in families}
-  weights = dict(weights.to_dict() if hasattr(weights, "to_dict") else weights)
-  unknown = sorted(set(weights) - set(families))
-  if unknown:
-    raise ValueError(f"config.family_weights names {unknown}, which config.env.task_family does not "
-                     f"generate; expected keys among {list(families)}")
-  for f, w in weights.items():
-    if not isinstance(w, (int, float)) or not w >= 0:
-      raise ValueError(f"config.family_weights.{f}={w!r} is not valid; expected a number >= 0")
-  active = [f for f in families if weights.get(f, 0) > 0]
-  if not active:
-    raise ValueError(f"config.family_weights={weights} gives no family a positive weight")
-  done = {f: 0 for f in active}
-  schedule = []
-  for _ in range(count):
-    family = min(active, key=lambda f: (done[f] + 1) / weights[f])  # Ties: the env's family order.
-    done[family] += 1
-    schedule.append(family)
-  return schedule
-
-
 def features(image_size: int) -> tfds.features.FeaturesDict:
   steps = rlds.step_features(
       images={"image": tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8, encoding_format="png",
@@ -342,21 +198,6 @@ def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, pr
   finally:
     shutil.rmtree(tmp_root, ignore_errors=True)
   return final
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks a generation config before any work, with errors that name the key."""
-  for key in ("num_train_episodes", "num_val_episodes"):
-    if not isinstance(config[key], int) or config[key] < 0:
-      raise ValueError(f"config.{key}={config[key]!r} is not valid; expected an int >= 0")
-  if not config.name or "/" in config.name or config.name.startswith("."):
-    raise ValueError(f"config.name={config.name!r} is not valid; expected a plain directory name")
-  # Building the env and expert validates their arguments (and names the bad one).
-  env = TabletopEnv(**config.env.to_dict())
-  make_expert(config)
-  family_schedule(env.families, config.get("family_weights"), 0)
-  if config.env.max_episode_steps > 100:
-    raise ValueError(f"config.env.max_episode_steps={config.env.max_episode_steps} is not valid; episodes are <= 100 steps")
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:
