@@ -33,9 +33,11 @@ def _eval_config():
 
 
 _EVAL = config_flags.DEFINE_config_dict("eval", _eval_config(), "Evaluation settings.")
+# Used only when given on the command line; the default is there because every config flag must
+# load (experiments.cli checks them all before running).
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "An experiment config whose `eval` section to use instead of --eval (e.g. "
-    "experiments/configs/metaworld.py); override it with --config.eval.<key>=...")
+    "config", "experiments/configs/tabletop.py", "An experiment config whose `eval` section to use instead of "
+    "--eval (e.g. experiments/configs/metaworld.py); override it with --config.eval.<key>=...")
 
 
 def main(argv):
@@ -51,7 +53,9 @@ def main(argv):
   try:
     checkpoints = [Path(_CHECKPOINT.value)] if _CHECKPOINT.value else checkpoint_steps(_WORKDIR.value)
     checkpoints = checkpoints if _ALL.value else checkpoints[-1:]
-    eval_config = _CONFIG.value.eval if _CONFIG.value is not None else _EVAL.value
+    if not flags.FLAGS["config"].present and any(a.startswith("--config.") for a in sys.argv):
+      sys.exit("error: --config.<key> overrides need --config <file> (e.g. experiments/configs/metaworld.py)")
+    eval_config = _CONFIG.value.eval if flags.FLAGS["config"].present else _EVAL.value
     run.evaluate_checkpoints(checkpoints, eval_config, out=_OUT.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
