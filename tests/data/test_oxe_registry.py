@@ -58,7 +58,7 @@ def test_notation_parses_to_leaves():
     features.parse_leaf("float(3)")
 
 
-def test_the_bridge_entry_matches_the_real_bridge_features_json():
+def test_the_bridge_entry_matches_the_real_bridge_features_json(bridge_available):
   """Octo's real Bridge files (shared/datasets/bridge_debug), not a fixture of ours."""
   root = spec_lib.BRIDGE_DEBUG_DIR.rsplit("/bridge_dataset/", 1)[0]
   spec = spec_lib.oxe_spec("bridge", root)  # Compares features.json; raises on a mismatch.

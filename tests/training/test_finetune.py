@@ -1,8 +1,8 @@
 """Fine-tuning and multi-embodiment training (issue 20): merge by path and shape, freezing by
 optimizer masking, action-dim masks in the loss, the embodiment input, and what a mixture exports.
 
-Unit tests use tiny random policies; the end-to-end ones train a few steps on the built-in tiny
-dataset (and a synthetic 7-D robot) in-process.
+Unit tests use tiny random policies; the end-to-end ones (slow) train a few steps on the built-in
+tiny dataset and on "arm7", the same episodes in a 7-D robot's frame, in-process.
 """
 
 import json
@@ -126,7 +126,8 @@ def test_frozen_parameters_are_bit_identical_and_have_no_optimizer_state():
 # ---- Action-dim masks and the embodiment input. ----------------------------------------------------
 
 
-@pytest.mark.parametrize("head", ["diffusion", "flow", "l1", "discrete"])
+@pytest.mark.parametrize("head", ["diffusion", "l1", pytest.param("flow", marks=pytest.mark.slow),
+                                  pytest.param("discrete", marks=pytest.mark.slow)])
 def test_padded_action_dims_get_no_loss_and_no_gradient(head):
   config = model_config("tiny", head=head)
   config.action_dim = 5
@@ -202,6 +203,7 @@ def _train_config(dataset_dir: Path, steps: int = 6) -> ml_collections.ConfigDic
   return config
 
 
+@pytest.mark.slow  # Two in-process training runs (~20 s).
 def test_finetune_from_a_run_into_a_new_horizon_with_a_frozen_backbone(tiny_tabletop_dir, tmp_path):
   from tests.conftest import write_untrained_checkpoint
   from vla_jax.training.checkpoint import restore_for_inference
@@ -239,6 +241,7 @@ def test_finetune_from_a_run_into_a_new_horizon_with_a_frozen_backbone(tiny_tabl
   assert saved["dataset_statistics"]["tabletop"]["action"]["mean"] != [0.0] * 3
 
 
+@pytest.mark.slow  # Two in-process training runs (~30 s).
 def test_finetune_a_tabletop_run_to_a_robot_with_another_action_and_state_size(tiny_tabletop_dir, tmp_path):
   from tests.conftest import write_untrained_checkpoint
   from vla_jax.data import synthetic_robots
@@ -315,7 +318,8 @@ def test_a_mixture_batch_masks_each_robots_padded_action_dims(tiny_tabletop_dir)
   assert set(names[i] for i in batch["dataset_index"]) == {"tabletop", "arm7"}
 
 
-@pytest.mark.parametrize("separate_heads", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # A mixture training run per variant (~25 s each).
+@pytest.mark.parametrize("separate_heads", [False, True])
 def test_a_two_robot_mixture_trains_and_acts_in_each_robots_units(tiny_tabletop_dir, tmp_path, separate_heads):
   from vla_jax.inference import bundle as bundle_lib
   from vla_jax.inference.jax_policy import JaxPolicy
