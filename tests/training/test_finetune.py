@@ -71,7 +71,7 @@ def test_a_checkpoint_with_nothing_in_common_is_refused():
 
 
 def test_frozen_patterns_presets_and_their_errors():
-  params = _init(_tiny())
+  params = jax.eval_shape(lambda: _init(_tiny()))  # Labels need only the structure.
   labels = finetune.flatten(finetune.frozen_labels(params, ("head_only",)))
   assert {p for p, v in labels.items() if v == "trainable"} == {p for p in labels if p.startswith("head/")}
   assert set(finetune.flatten(finetune.frozen_labels(params, ("full",))).values()) == {"trainable"}
@@ -85,10 +85,10 @@ def test_frozen_patterns_presets_and_their_errors():
   labels = finetune.frozen_labels(params, ("backbone/*",))
   with pytest.raises(ValueError, match="no config.init_from is set"):
     finetune.check_frozen_were_copied(labels, None)
-  _, report = finetune.merge_params(_init(_tiny(cameras=("primary", "wrist"))), params)
+  two_cameras = _init(_tiny(cameras=("primary", "wrist")))
+  _, report = finetune.merge_params(two_cameras, _init(_tiny()))
   with pytest.raises(ValueError, match="image_tokenizer_wrist"):
-    finetune.check_frozen_were_copied(
-        finetune.frozen_labels(_init(_tiny(cameras=("primary", "wrist"))), ("backbone/*",)), report)
+    finetune.check_frozen_were_copied(finetune.frozen_labels(two_cameras, ("backbone/*",)), report)
 
 
 def test_frozen_parameters_are_bit_identical_and_have_no_optimizer_state():
@@ -103,7 +103,7 @@ def test_frozen_parameters_are_bit_identical_and_have_no_optimizer_state():
   optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, final_lr_ratio=1.0,
                                          weight_decay=0.1, b1=0.9, b2=0.999, grad_clip_norm=1.0))
   tx, schedule = optimizer_lib.make_optimizer(optim, 10, labels)
-  state = create_state(init_fn, tx, jax.random.key(0))
+  state = jax.jit(lambda rng: create_state(init_fn, tx, rng))(jax.random.key(0))
   before = finetune.flatten(jax.device_get(state.params))
   train_step = jax.jit(step_lib.make_train_step(policy.loss, tx, schedule, ema_decay=0.9, labels=labels))
   for _ in range(3):
@@ -136,22 +136,26 @@ def test_padded_action_dims_get_no_loss_and_no_gradient(head):
   params = _init(config)
   batch["action_dim_mask"] = np.array([[True, True, True, False, False]] * 4)
 
-  def loss_with(actions):
-    return policy.loss(params, {**batch, "action": actions}, jax.random.key(1))[0]
+  @jax.jit
+  def loss_and_grads(params, actions, dim_mask):
+    def loss(p, a):
+      inputs = {**batch, "action": a, "action_dim_mask": dim_mask}
+      return policy.loss(p, inputs, jax.random.key(1))[0]
+    return jax.value_and_grad(loss, argnums=(0, 1))(params, actions)
 
+  masked, (param_grads, action_grads) = loss_and_grads(params, batch["action"], batch["action_dim_mask"])
   # The labels' padded dims do not enter the loss (for diffusion / flow they still enter the
   # network's input as noise, as at sampling time — but are never a target).
-  grad = jax.grad(loss_with)(jnp.asarray(batch["action"]))
   if head in ("l1", "discrete"):
-    np.testing.assert_array_equal(np.asarray(grad[..., 3:]), 0.0)
+    np.testing.assert_array_equal(np.asarray(action_grads[..., 3:]), 0.0)
   # The output layer's weights that produce the padded dims get exactly zero gradient.
-  grads = finetune.flatten(jax.grad(lambda p: policy.loss(p, batch, jax.random.key(1))[0])(params))
+  grads = finetune.flatten(param_grads)
   out_kernel = next(k for k in grads if k.startswith("head/") and k.endswith("output/kernel"))
   per_dim = np.asarray(grads[out_kernel]).reshape(grads[out_kernel].shape[0], config.action_horizon, 5, -1)
   np.testing.assert_array_equal(per_dim[:, :, 3:], 0.0)
   assert np.abs(per_dim[:, :, :3]).sum() > 0
-  unmasked = policy.loss(params, {k: v for k, v in batch.items() if k != "action_dim_mask"}, jax.random.key(1))[0]
-  assert float(unmasked) != float(loss_with(jnp.asarray(batch["action"])))
+  unmasked, _ = loss_and_grads(params, batch["action"], np.ones_like(batch["action_dim_mask"]))
+  assert float(unmasked) != float(masked)
 
 
 def test_embodiment_token_conditions_the_policy_and_is_required():
@@ -161,7 +165,8 @@ def test_embodiment_token_conditions_the_policy_and_is_required():
   batch = example_batch(config, 2, seed=0)
   params = _init(config)
   assert params["backbone"]["embodiment_embedding"].shape == (2, config.transformer.width)
-  readouts = {e: policy.embed(params, batch["observation"], {**batch["task"], "embodiment": np.full(2, e, np.int32)})
+  embed = jax.jit(policy.embed)
+  readouts = {e: embed(params, batch["observation"], {**batch["task"], "embodiment": np.full(2, e, np.int32)})
               for e in (0, 1)}
   assert not np.allclose(readouts[0], readouts[1])
   task = {k: v for k, v in batch["task"].items() if k != "embodiment"}
@@ -177,16 +182,16 @@ def test_separate_heads_train_only_on_their_own_embodiment():
   batch["task"]["embodiment"] = np.zeros(4, np.int32)  # Only the first robot in this batch.
   params = _init(config)
   assert {"head_tabletop", "head_arm7"} <= set(params) and "head" not in params
-  grads = jax.grad(lambda p: policy.loss(p, batch, jax.random.key(0))[0])(params)
+  grads = jax.jit(jax.grad(lambda p, b: policy.loss(p, b, jax.random.key(0))[0]))(params, batch)
   assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["head_arm7"]))
   assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads["head_tabletop"]))
   # Sampling: each example gets its own embodiment's head.
   noise = policy.make_noise(jax.random.key(3), 4)
   mixed = {**batch["task"], "embodiment": np.array([0, 1, 0, 1], np.int32)}
-  out = policy.sample_actions_from_noise(params, batch["observation"], mixed, noise)
+  sample = jax.jit(policy.sample_actions_from_noise)
+  out = sample(params, batch["observation"], mixed, noise)
   for e in (0, 1):
-    alone = policy.sample_actions_from_noise(params, batch["observation"],
-                                             {**batch["task"], "embodiment": np.full(4, e, np.int32)}, noise)
+    alone = sample(params, batch["observation"], {**batch["task"], "embodiment": np.full(4, e, np.int32)}, noise)
     np.testing.assert_allclose(np.asarray(out)[e::2], np.asarray(alone)[e::2], atol=1e-6)
 
 
