@@ -150,6 +150,7 @@ def test_eval_config_runs_the_expert_under_delay_with_waits_reported():
     assert episode["wait_steps"] == 2 * episode["inferences"] == 2 * episode["length"]
 
 
+@pytest.mark.slow  # Closed-loop episodes with a jitted guided sampler (~12 s).
 def test_a_jax_policy_runs_hard_and_rtc_in_closed_loop_and_hard_keeps_the_frozen_actions():
   from vla_jax.inference.jax_policy import JaxPolicy
   from vla_jax.inference.testing import random_bundle

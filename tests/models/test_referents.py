@@ -93,6 +93,7 @@ def _colour_scene(rng: np.random.Generator, batch_size: int, config) -> dict:
   return batch
 
 
+@pytest.mark.slow  # A small training loop (~11 s).
 def test_referent_loss_teaches_the_tokenizer_to_find_the_named_object(make_tiny_config, train_steps, jit):
   """Two squares, one named: only reading the instruction *and* the image finds it. The map of
   token 0 must end on the named square (error well under the squares' separation)."""

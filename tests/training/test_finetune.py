@@ -126,8 +126,7 @@ def test_frozen_parameters_are_bit_identical_and_have_no_optimizer_state():
 # ---- Action-dim masks and the embodiment input. ----------------------------------------------------
 
 
-@pytest.mark.parametrize("head", ["diffusion", "l1", pytest.param("flow", marks=pytest.mark.slow),
-                                  pytest.param("discrete", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("head", ["diffusion", *(pytest.param(h, marks=pytest.mark.slow) for h in ("l1", "flow", "discrete"))])
 def test_padded_action_dims_get_no_loss_and_no_gradient(head):
   config = model_config("tiny", head=head)
   config.action_dim = 5
@@ -174,6 +173,7 @@ def test_embodiment_token_conditions_the_policy_and_is_required():
     policy.embed(params, batch["observation"], task)
 
 
+@pytest.mark.slow  # Three compilations (~9 s); the mixture end-to-end test trains both variants.
 def test_separate_heads_train_only_on_their_own_embodiment():
   config = _tiny()
   config.embodiment = embodiment_config(("tabletop", "arm7"), token=False, separate_heads=True)
