@@ -69,21 +69,8 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
     if terminated or truncated:
       success = bool(terminated)
       break
-  actions.append(np.array([0.0, 0.0, 0.0, actions[-1][3]], np.float32))
-  rewards.append(0.0)
-  n = len(images)
-  is_last = np.arange(n) == n - 1
-  is_terminal = is_last & success
-  steps = {
-      "observation": {"image": np.stack(images), "state": np.stack(states).astype(np.float32)},
-      "action": np.stack(actions).astype(np.float32),
-      "language_instruction": [info["instruction"]] * n,
-      "reward": np.asarray(rewards, np.float32),
-      "discount": np.where(is_terminal, 0.0, 1.0).astype(np.float32),
-      "is_first": np.arange(n) == 0,
-      "is_last": is_last,
-      "is_terminal": is_terminal,
-  }
+  steps = rlds.episode_steps(images, states, actions, rewards, np.array([0.0, 0.0, 0.0, actions[-1][3]], np.float32),
+                             info["instruction"], success)
   metadata = {"task_family": env.task, "difficulty": metaworld_tasks.difficulty(env.task), "split": split,
               "seed": seed, "episode_index": index, "success": success}
   return {"steps": steps, "episode_metadata": metadata}

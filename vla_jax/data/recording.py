@@ -60,7 +60,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vla_jax.data import spec as spec_lib
-from vla_jax.data import tabletop_builder
+from vla_jax.data import rlds, tabletop_builder
 from vla_jax.envs import tabletop
 from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM
 
@@ -164,22 +164,11 @@ class EpisodeRecorder:
     """
     if not self.actions:
       raise ValueError("an episode needs at least one executed action")
-    hold = np.array([0.0, 0.0, self.actions[-1][2]], np.float32)  # As the built-in dataset's last step.
-    n = len(self.images)
-    is_last = np.arange(n) == n - 1
-    is_terminal = is_last & bool(success)
-    steps = {
-        "observation": {"image": np.stack(self.images), "state": np.stack(self.states)},
-        "action": np.stack(self.actions + [hold]),
-        "language_instruction": [self.instruction] * n,
-        "reward": np.asarray(self.rewards + [0.0], np.float32),
-        "discount": np.where(is_terminal, 0.0, 1.0).astype(np.float32),
-        "is_first": np.arange(n) == 0,
-        "is_last": is_last,
-        "is_terminal": is_terminal,
-        "referents": {"position": np.stack([p for p, _ in self.referents]).astype(np.float32),
-                      "valid": np.stack([v for _, v in self.referents])},
-    }
+    steps = rlds.episode_steps(self.images, self.states, self.actions, self.rewards,
+                               np.array([0.0, 0.0, self.actions[-1][2]], np.float32),  # As the built-in dataset's.
+                               self.instruction, bool(success))
+    steps["referents"] = {"position": np.stack([p for p, _ in self.referents]).astype(np.float32),
+                          "valid": np.stack([v for _, v in self.referents])}
     meta = {"expert_seed": -1, "perturbation_step": -1, "slip_step": -1, **metadata, "success": bool(success)}
     return {"steps": steps, "episode_metadata": {**meta, "trial": complete_trial_fields(trial)}}
 

@@ -8,14 +8,39 @@ are read by one input pipeline; only cameras, dimensions and documentation diffe
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 
-def step_features(*, images: Mapping[str, tfds.features.Image], state_key: str, state_dim: int,
-                  action: tfds.features.FeatureConnector, language: bool = True, num_referents: int = 0,
+def episode_steps(images: Sequence[np.ndarray], states: Sequence[np.ndarray], actions: Sequence[np.ndarray],
+                  rewards: Sequence[float], hold: np.ndarray, instruction: str, success: bool) -> dict[str, Any]:
+  """The `steps` of one episode (numpy) in this schema's step convention.
+
+  images / states: the T + 1 observations o_0 … o_T; actions / rewards: the T transitions. Step t
+  holds o_t, a_t and r_t; the last step holds o_T with the `hold` action ("keep still"), reward 0,
+  `is_last`, and — when the task was solved — `is_terminal` with discount 0.
+  """
+  n = len(images)
+  if len(states) != n or len(actions) != n - 1 or len(rewards) != n - 1:
+    raise ValueError(f"episode_steps: {n} images need {n} states and {n - 1} actions and rewards; got "
+                     f"{len(states)}, {len(actions)}, {len(rewards)}")
+  is_last = np.arange(n) == n - 1
+  is_terminal = is_last & bool(success)
+  return {
+      "observation": {"image": np.stack(images), "state": np.stack(states).astype(np.float32)},
+      "action": np.stack([*actions, hold]).astype(np.float32),
+      "language_instruction": [instruction] * n,
+      "reward": np.asarray([*rewards, 0.0], np.float32),
+      "discount": np.where(is_terminal, 0.0, 1.0).astype(np.float32),
+      "is_first": np.arange(n) == 0,
+      "is_last": is_last,
+      "is_terminal": is_terminal,
+  }
+
+
+def step_features(*, images: Mapping[str, Any], state_key: str, state_dim: int,
+                  action: Any, language: bool = True, num_referents: int = 0,
                   docs: Mapping[str, str] | None = None) -> dict[str, Any]:
   """The `steps` feature dict (wrap it in `tfds.features.Dataset`).
 
@@ -29,6 +54,8 @@ def step_features(*, images: Mapping[str, tfds.features.Image], state_key: str, 
     docs: optional documentation per feature: "state", "referents", "referents/position",
       "referents/valid".
   """
+  import tensorflow_datasets as tfds  # Local: writing episodes (above) needs no TFDS.
+
   docs = docs or {}
   features: dict[str, Any] = {
       "observation": tfds.features.FeaturesDict({

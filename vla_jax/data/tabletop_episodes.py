@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from vla_jax.data import rlds
 from vla_jax.envs import tabletop
 from vla_jax.envs.expert import TIGHT_PUSH, PushTolerances, ScriptedExpert
 from vla_jax.envs.tabletop import TabletopEnv
@@ -57,27 +58,14 @@ def rollout_episode(
     if terminated or truncated:
       success = bool(terminated)
       break
-  hold = np.array([0.0, 0.0, actions[-1][2]], np.float32)
-  actions.append(hold)
-  rewards.append(0.0)
-  n = len(images)
-  is_last = np.zeros(n, bool)
-  is_last[-1] = True
-  is_terminal = is_last & success
-  steps = {
-      "observation": {"image": np.stack(images), "state": np.stack(states).astype(np.float32)},
-      "action": np.stack(actions).astype(np.float32),
-      "language_instruction": [info["instruction"]] * n,
-      "reward": np.asarray(rewards, np.float32),
-      "discount": np.where(is_terminal, 0.0, 1.0).astype(np.float32),
-      "is_first": np.arange(n) == 0,
-      "is_last": is_last,
-      "is_terminal": is_terminal,
+  steps = rlds.episode_steps(images, states, actions, rewards, np.array([0.0, 0.0, actions[-1][2]], np.float32),
+                             info["instruction"], success)
+  steps.update({
       "referents": {
           "position": np.stack([p for p, _ in referents]).astype(np.float32),
           "valid": np.stack([v for _, v in referents]),
       },
-  }
+  })
   metadata = {
       "task_family": family,
       "split": env.split,
