@@ -68,6 +68,8 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   config.data.action_horizon = 8 if variant != "tiny" else 4
   config.data.normalization = "bounds"
   config.data.augmentation.enabled = variant == "gpu"
+  # Set by training from config.train.batch_size (the one batch knob; another value is refused).
+  config.data.batch_size = config_dict.placeholder(int)
 
   config.model = model_config(size, head="diffusion")
   config.model.image_size_px = image_px
@@ -137,7 +139,4 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   config.distributed.num_processes = config_dict.placeholder(int)
   config.distributed.process_id = config_dict.placeholder(int)
   config.distributed.auto = False
-
-  if variant == "tiny":
-    config.data.batch_size = 4
   return config

@@ -42,6 +42,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # The camera is fixed and the task is about colours and places: random crops and colour jitter
   # change what the actions mean. Kept for `base` (real-robot-like mixtures), off for the CPU runs.
   config.data.augmentation.enabled = variant == "base"
+  # Set by training from config.train.batch_size (the one batch knob; another value is refused).
+  config.data.batch_size = config_dict.placeholder(int)
 
   config.model = model_config(variant, head="diffusion")
   if variant == "small":
@@ -126,7 +128,6 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
 
   if variant == "tiny":
     config.data.datasets.tabletop.builder_dir = "data/tabletop_tiny/1.0.0"
-    config.data.batch_size = 8
     config.data.augmentation.enabled = False
   if long_chunk:
     long_chunk_variant(config)

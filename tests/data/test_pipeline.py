@@ -242,3 +242,9 @@ def test_in_memory_cache_does_not_change_the_batches(toy_spec, stats_dir):
     _assert_equal_batches(next(a), next(b))
   state = a.state()
   _assert_equal_batches(next(_train(streaming, state=state)), next(a))
+
+
+def test_a_pipeline_read_alone_without_a_batch_size_says_which_key_to_set(toy_spec, stats_dir):
+  config = _config([toy_spec], stats_dir, batch_size=None)
+  with pytest.raises(ValueError, match=r"config.batch_size of the data pipeline is None"):
+    _train(config)

@@ -47,8 +47,9 @@ def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir):
   config = metaworld.get_config("tiny")
   config.data.datasets.metaworld.builder_dir = str(tiny_metaworld_dir)
   config.data.statistics_dir = str(tiny_metaworld_dir.parent / "stats")
+  config.data.batch_size = b = 4
   batch = next(iter(pipeline.make_train_iterator(config.data, process_index=0, process_count=1)))
-  b, t, h = config.data.batch_size, config.data.window, config.data.action_horizon
+  t, h = config.data.window, config.data.action_horizon
   assert batch["observation"]["image_primary"].shape == (b, t, 64, 64, 3)
   assert batch["observation"]["proprio"].shape == (b, t, 4)
   assert batch["action"].shape[0] == b and batch["action"].shape[-2:] == (h, 4)

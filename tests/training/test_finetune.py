@@ -311,8 +311,10 @@ def _mixture_config(tiny_tabletop_dir: Path, **embodiment) -> ml_collections.Con
 def test_a_mixture_batch_masks_each_robots_padded_action_dims(tiny_tabletop_dir):
   from vla_jax.data import pipeline
 
+  from vla_jax.training.train import data_config_for_process
+
   config = _mixture_config(tiny_tabletop_dir)
-  it = pipeline.make_train_iterator(config.data)
+  it = pipeline.make_train_iterator(data_config_for_process(config))
   batch = next(it)
   names = pipeline.dataset_names(config.data)
   for row, index in enumerate(batch["dataset_index"]):

@@ -138,3 +138,22 @@ def test_prepare_workdir_refuses_a_different_config(tmp_path):
     train.prepare_workdir(tmp_path, changed, allow_config_change=False)
   train.prepare_workdir(tmp_path, changed, allow_config_change=True)
   assert json.loads((tmp_path / "config.json").read_text())["train"]["batch_size"] == 16
+
+
+def test_the_training_batch_size_is_the_one_knob_and_a_disagreeing_data_batch_size_is_refused(tmp_path):
+  from experiments.configs import tabletop
+  from vla_jax.training import train
+
+  config = tabletop.get_config("tiny")
+  assert config.data.batch_size is None
+  assert train.data_config_for_process(config).batch_size == config.train.batch_size
+  config.data.batch_size = config.train.batch_size  # Agreeing: accepted.
+  assert train.data_config_for_process(config).batch_size == config.train.batch_size
+  config.data.batch_size = config.train.batch_size + 1
+  with pytest.raises(ValueError, match=r"config.data.batch_size=9 disagrees with config.train.batch_size=8"):
+    train.data_config_for_process(config)
+  # A run saved when the derived value was written out still resumes under the new convention.
+  saved = tabletop.get_config("tiny")
+  saved.data.batch_size = 64
+  train.prepare_workdir(tmp_path, saved, allow_config_change=False)
+  train.prepare_workdir(tmp_path, tabletop.get_config("tiny"), allow_config_change=False)

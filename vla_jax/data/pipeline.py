@@ -93,7 +93,7 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   """Pipeline config over one or more dataset specs (`spec.dataset_spec`, `bridge_spec`, ...).
 
   Every field below can be overridden by keyword or on the command line
-  (`--config.data.batch_size=32`, `--config.data.datasets.bridge.weight=0.5`).
+  (`--config.data.window=3`, `--config.data.datasets.bridge.weight=0.5`).
   """
   c = ml_collections.ConfigDict()
   c.datasets = ml_collections.ConfigDict({s.name: s for s in datasets})  # name -> spec (with weight).
@@ -101,7 +101,8 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   c.image_size_px = (64, 64)       # Output (height, width); frames are resized once when decoded.
   c.window = 2                     # Observation history T.
   c.action_horizon = 4             # Action chunk H.
-  c.batch_size = 64                # Per process.
+  c.batch_size = 64                # Per process. Training configs leave it None: training sets it
+                                   # (config.train.batch_size / processes) and refuses another value.
   c.language = "tokens"            # "tokens" | "embedding" | "both" | "none" | "minilm" (frozen
                                    # pretrained encoder features, see vla_jax/language/).
   c.max_language_tokens = 64       # L: bytes ("tokens") or WordPiece tokens ("minilm").
@@ -579,6 +580,13 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
   return int(process_index), int(process_count)
 
 
+def _batch_size(config: ml_collections.ConfigDict) -> int:
+  if config.get("batch_size") is None:
+    raise ValueError("config.batch_size of the data pipeline is None: set it when reading the pipeline alone "
+                     "(training fills it from config.train.batch_size via train.data_config_for_process)")
+  return int(config.batch_size)
+
+
 def _make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, Any] | None = None,
                         statistics_by_name: dict[str, dict[str, Any]] | None = None,
                         process_index: int | None = None, process_count: int | None = None) -> DataIterator:
@@ -610,9 +618,9 @@ def _make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, 
     weights = [float(s.spec.weight) for s in sources]
     if sum(weights) <= 0:
       raise ValueError(f"mixture weights {weights} must have a positive sum")
-    choices = _mixture_choices(weights, int(config.seed), batches * int(config.batch_size))
+    choices = _mixture_choices(weights, int(config.seed), batches * _batch_size(config))
     samples = tf.data.Dataset.choose_from_datasets(streams, choices)
-  ds = samples.batch(int(config.batch_size), drop_remainder=True)
+  ds = samples.batch(_batch_size(config), drop_remainder=True)
   if config.augmentation.enabled:
     cameras = _resolved_cameras(config)
     aug = lambda i, b: obs_transforms.augment_batch(b, i, int(config.seed), config.augmentation, cameras[0])
@@ -641,7 +649,7 @@ def _make_val_iterator(config: ml_collections.ConfigDict, *,
   samples = parts[0]
   for part in parts[1:]:
     samples = samples.concatenate(part)
-  ds = samples.batch(int(config.batch_size), drop_remainder=bool(config.val_drop_remainder))
+  ds = samples.batch(_batch_size(config), drop_remainder=bool(config.val_drop_remainder))
   ds = ds.prefetch(int(config.prefetch_batches)).with_options(_options(config))
   return DataIterator(ds, config=config, statistics_by_name={s.spec.name: s.statistics for s in sources},
                       builder_dirs={s.spec.name: s.builder_dir for s in sources})

@@ -58,6 +58,11 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
   return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
+# Keys whose saved value says nothing about the run: training derives them from other keys (older
+# runs saved the derived value, newer ones None), so a difference in them never blocks a resume.
+DERIVED_KEYS = ("data.batch_size",)
+
+
 def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict, allow_config_change: bool) -> None:
   """Writes config.json; refuses a workdir whose saved config differs (unless allowed)."""
   workdir.mkdir(parents=True, exist_ok=True)
@@ -65,7 +70,7 @@ def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict, allow_conf
   saved_path = workdir / CONFIG_FILE
   if saved_path.exists():
     saved = json.loads(saved_path.read_text())
-    changes = _diff(saved, current)
+    changes = [c for c in _diff(saved, current) if c.split(":")[0] not in DERIVED_KEYS]
     if changes and not allow_config_change:
       raise ConfigMismatchError(
           f"workdir {workdir} holds a run with a different config ({'; '.join(changes[:5])}"
@@ -76,14 +81,25 @@ def prepare_workdir(workdir: Path, config: ml_collections.ConfigDict, allow_conf
 
 
 def data_config_for_process(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The pipeline config with this process's share of the global batch."""
+  """The pipeline config with this process's share of the global batch.
+
+  `config.train.batch_size` is the one batch-size knob of a training run; `config.data.batch_size`
+  is derived from it (None in the experiment configs). A value set there that disagrees is refused
+  rather than silently replaced, so `--config.data.batch_size=32` cannot look as if it took effect.
+  """
   data = ml_collections.ConfigDict(config.data.to_dict())
   global_batch = config.train.batch_size
   if global_batch % jax.process_count():
     raise ValueError(
         f"config.train.batch_size={global_batch} is not divisible by the {jax.process_count()} processes"
     )
-  data.batch_size = global_batch // jax.process_count()
+  per_process = global_batch // jax.process_count()
+  if data.get("batch_size") is not None and int(data.batch_size) != per_process:
+    raise ValueError(
+        f"config.data.batch_size={data.batch_size} disagrees with config.train.batch_size={global_batch} "
+        f"({per_process} per process over {jax.process_count()} processes); training sets the "
+        "pipeline's batch size itself: set config.train.batch_size and leave config.data.batch_size=None")
+  data.batch_size = per_process
   return data
 
 
