@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
@@ -28,7 +28,7 @@ def main(argv):
   del argv
   import tensorflow_datasets as tfds  # Heavy imports after flag parsing: --help stays fast.
 
-  from vla_jax.data import tabletop_builder
+  from vla_jax.data import rlds_writer, tabletop_builder
 
   config = _CONFIG.value
   kind = config.get("builder", "tabletop")
@@ -40,14 +40,14 @@ def main(argv):
     sys.exit(f"error: config.builder={kind!r} is not valid; expected 'tabletop' or 'metaworld'")
   path = builder.dataset_dir(config)
   overwrite = _OVERWRITE.value
-  if tabletop_builder.is_complete(path) and not overwrite:
+  if rlds_writer.is_complete(path) and not overwrite:
     stale = tabletop_builder.config_differences(path, config)
     if stale:  # Written with another generation config (e.g. an older default): rebuild it.
       print(f"{path} was written with a different generation config ({', '.join(stale)}); rebuilding it.")
       overwrite = True
     else:
       print(f"{path} already exists; not regenerating (pass --overwrite to rebuild it).")
-  if overwrite or not tabletop_builder.is_complete(path):
+  if overwrite or not rlds_writer.is_complete(path):
     tfds.disable_progress_bar()  # Our own per-episode bar is more informative.
     start = time.perf_counter()
     try:

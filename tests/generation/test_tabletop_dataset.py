@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from experiments.configs import tabletop_data
 from tests.conftest import REPO
-from vla_jax.data import tabletop_builder, tabletop_episodes
+from vla_jax.data import rlds_writer, tabletop_builder, tabletop_episodes
 from vla_jax.envs import render, tabletop, tasks
 
 
@@ -200,7 +200,20 @@ def test_a_crash_mid_write_leaves_no_finished_dataset_and_keeps_the_old_one(tmp_
   fresh = tiny_config(tmp_path / "fresh", num_train_episodes=4, num_val_episodes=1)
   with pytest.raises(KeyboardInterrupt):
     tabletop_builder.write_dataset(fresh, progress=False)
-  assert not tabletop_builder.is_complete(tabletop_builder.dataset_dir(fresh))
+  assert not rlds_writer.is_complete(tabletop_builder.dataset_dir(fresh))
+
+
+def test_a_dead_writers_temp_dir_is_removed_and_a_live_writers_is_kept(tmp_path):
+  import os
+
+  dead = tmp_path / ".tmp-tabletop-999999999-1"   # No such process.
+  live = tmp_path / f".tmp-tabletop-{os.getpid()}-2"
+  garbled = tmp_path / ".tmp-tabletop-x-3"
+  other = tmp_path / ".tmp-tabletop_tiny-999999999-4"  # Another dataset's: not ours to touch.
+  for d in (dead, live, garbled, other):
+    d.mkdir()
+  rlds_writer.remove_stale_temp_dirs(tmp_path, "tabletop")
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
 
 
 def test_bad_generation_config_values_name_the_key(tmp_path):

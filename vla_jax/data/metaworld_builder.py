@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,8 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from vla_jax.data import rlds
-from vla_jax.data.tabletop_builder import is_complete, remove_stale_temp_dirs
+from vla_jax.data import rlds, rlds_writer
 from vla_jax.envs import metaworld_tasks
 
 VERSION = "1.0.0"
@@ -152,15 +149,10 @@ def features(image_size: int) -> tfds.features.FeaturesDict:
   })
 
 
-class MetaWorld(tfds.core.GeneratorBasedBuilder):
+class MetaWorld(rlds_writer.GeneratedBuilder):
   """RLDS episodes of Meta-World's scripted experts, from pixels, with language."""
 
   VERSION = tfds.core.Version(VERSION)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def _checksums_path(cls):
-    return None  # Nothing is downloaded (see tabletop_builder.Tabletop).
 
   def __init__(self, *, gen_config: ml_collections.ConfigDict, progress: bool = True, **kwargs):
     self.gen_config = gen_config
@@ -180,11 +172,6 @@ class MetaWorld(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str):
     yield from generate_episodes(self.gen_config, split, progress=self.progress)
-
-
-def builder_class(name: str) -> type[MetaWorld]:
-  with tfds.core.registered.skip_registration():
-    return type(f"MetaWorld_{name}", (MetaWorld,), {"name": name})
 
 
 def dataset_dir(config: ml_collections.ConfigDict) -> Path:
@@ -211,23 +198,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, progress: bool = True) -> Path:
   """Generates the dataset `config` describes (built in a temporary directory, then swapped in)."""
   validate_config(config)
-  final = dataset_dir(config)
-  if is_complete(final) and not overwrite:
-    raise FileExistsError(f"{final} already holds a finished dataset; pass overwrite=True (--overwrite) to replace it")
-  root = Path(config.data_dir)
-  root.mkdir(parents=True, exist_ok=True)
-  remove_stale_temp_dirs(root, config.name)
-  tmp_root = root / f".tmp-{config.name}-{os.getpid()}-{int(time.time())}"
-  try:
-    builder = builder_class(config.name)(gen_config=config, progress=progress, data_dir=str(tmp_root))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    trash = final.with_name(f".trash-{VERSION}-{os.getpid()}") if final.exists() else None
-    if trash is not None:
-      final.rename(trash)
-    (tmp_root / config.name / VERSION).rename(final)
-    if trash is not None:
-      shutil.rmtree(trash, ignore_errors=True)
-  finally:
-    shutil.rmtree(tmp_root, ignore_errors=True)
-  return final
+  builder = rlds_writer.named(MetaWorld, config.name)
+  return rlds_writer.write_atomically(
+      lambda tmp_dir: builder(gen_config=config, progress=progress, data_dir=tmp_dir),
+      config.data_dir, config.name, VERSION, overwrite)

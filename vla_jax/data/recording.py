@@ -43,15 +43,12 @@ than in a side file that can drift from the data.
 Dataset-level metadata (`metadata.json` beside the data) holds what is common to the whole trial:
 the runner's config and the server's metadata.
 
-Writing is atomic (a temporary directory renamed once complete, as `tabletop_builder` does), and
+Writing is atomic (`rlds_writer.write_atomically`, as for every generated dataset), and
 an existing dataset is replaced only with `overwrite=True`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -60,7 +57,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vla_jax.data import spec as spec_lib
-from vla_jax.data import rlds, tabletop_builder
+from vla_jax.data import rlds, rlds_writer, tabletop_builder
 from vla_jax.envs import tabletop
 from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM
 
@@ -227,15 +224,10 @@ def check_episode(episode: Mapping[str, Any], image_size: int, index: int = 0) -
 # ---- Writing a dataset. ----------------------------------------------------------------------------
 
 
-class TabletopTrials(tfds.core.GeneratorBasedBuilder):
+class TabletopTrials(rlds_writer.GeneratedBuilder):
   """Recorded trial episodes of a policy on the built-in tabletop (see the module docstring)."""
 
   VERSION = tfds.core.Version(VERSION)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def _checksums_path(cls):
-    return None  # Nothing is downloaded (see tabletop_builder.Tabletop).
 
   def __init__(self, *, episodes: Sequence[Mapping[str, Any]], image_size: int,
                metadata: Mapping[str, Any] | None = None, **kwargs):
@@ -254,25 +246,9 @@ class TabletopTrials(tfds.core.GeneratorBasedBuilder):
     del dl_manager
     return {SPLIT: self._generate_examples()}
 
-  # TFDS prints "Downloading and preparing ... to <dir>" around the build: here nothing is
-  # downloaded and <dir> is the temporary directory renamed right after; `write_episodes` returns
-  # the real one.
-  def _log_download_bytes(self) -> None:
-    pass
-
-  def _log_download_done(self) -> None:
-    pass
-
   def _generate_examples(self):
     for index, episode in enumerate(self.episodes):
       yield index, episode
-
-
-def _builder_class(name: str) -> type[TabletopTrials]:
-  if name == TabletopTrials.name:
-    return TabletopTrials
-  with tfds.core.registered.skip_registration():
-    return type(f"TabletopTrials_{name}", (TabletopTrials,), {"name": name})
 
 
 def dataset_dir(data_dir: str | Path, name: str = DEFAULT_NAME) -> Path:
@@ -297,25 +273,7 @@ def write_episodes(episodes: Sequence[Mapping[str, Any]], data_dir: str | Path, 
   image_size = int(np.asarray(episodes[0]["steps"]["observation"]["image"]).shape[1])
   for index, episode in enumerate(episodes):
     check_episode(episode, image_size, index)
-  final = dataset_dir(data_dir, name)
-  if tabletop_builder.is_complete(final) and not overwrite:
-    raise FileExistsError(f"{final} already holds a finished dataset; pass overwrite=True to replace it")
-  root = Path(data_dir)
-  root.mkdir(parents=True, exist_ok=True)
-  tabletop_builder.remove_stale_temp_dirs(root, name)  # Left by a writer that died (same naming).
-  tmp_root = root / f".tmp-{name}-{os.getpid()}-{time.time_ns()}"
-  try:
-    builder = _builder_class(name)(episodes=episodes, image_size=image_size, metadata=metadata,
-                                   data_dir=str(tmp_root))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    trash = None
-    if final.exists():
-      trash = final.with_name(f".trash-{VERSION}-{os.getpid()}")
-      final.rename(trash)
-    (tmp_root / name / VERSION).rename(final)
-    if trash is not None:
-      shutil.rmtree(trash, ignore_errors=True)
-  finally:
-    shutil.rmtree(tmp_root, ignore_errors=True)
-  return final
+  builder = rlds_writer.named(TabletopTrials, name)
+  return rlds_writer.write_atomically(
+      lambda tmp_dir: builder(episodes=episodes, image_size=image_size, metadata=metadata, data_dir=tmp_dir),
+      data_dir, name, VERSION, overwrite)

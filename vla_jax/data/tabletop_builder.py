@@ -29,16 +29,13 @@ shows, for auxiliary training losses only — never model inputs.
 Episodes themselves (expert rollouts, seeds, family shares, the generation config's checks) come
 from `tabletop_episodes.py`, which is numpy only; this module is the TFDS writer and reader.
 
-Writing is atomic: TFDS builds into a temporary directory that is renamed only once complete, so
-a crash never leaves a dataset that looks finished.
+Writing is atomic (`rlds_writer.write_atomically`): TFDS builds into a temporary directory that
+is renamed only once complete, so a crash never leaves a dataset that looks finished.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +43,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vla_jax.data import rlds
+from vla_jax.data import rlds, rlds_writer
 from vla_jax.data.tabletop_episodes import SPLIT_INDEX, generate_episodes, validate_config
 from vla_jax.envs import tabletop
 from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM
@@ -90,17 +87,10 @@ def features(image_size: int) -> tfds.features.FeaturesDict:
   })
 
 
-class Tabletop(tfds.core.GeneratorBasedBuilder):
+class Tabletop(rlds_writer.GeneratedBuilder):
   """RLDS episodes of the scripted expert in the built-in tabletop simulator."""
 
   VERSION = tfds.core.Version(VERSION)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def _checksums_path(cls):
-    # Nothing is downloaded. TFDS would otherwise look for a checksums file beside this module,
-    # which needs `importlib_resources` and is meaningless for a generated dataset.
-    return None
 
   def __init__(self, *, gen_config: ml_collections.ConfigDict, progress: bool = True, **kwargs):
     self.gen_config = gen_config
@@ -124,30 +114,8 @@ class Tabletop(tfds.core.GeneratorBasedBuilder):
     yield from generate_episodes(self.gen_config, split, progress=self.progress)
 
 
-def builder_class(name: str) -> type[Tabletop]:
-  """The builder class for a dataset name (TFDS takes the on-disk name from the class)."""
-  if name == Tabletop.name:
-    return Tabletop
-  with tfds.core.registered.skip_registration():
-    return type(f"Tabletop_{name}", (Tabletop,), {"name": name})
-
-
 def dataset_dir(config: ml_collections.ConfigDict) -> Path:
   return Path(config.data_dir) / config.name / VERSION
-
-
-def is_complete(path: Path) -> bool:
-  """A finished TFDS dataset directory has its dataset_info.json (written last, then renamed in)."""
-  return (Path(path) / "dataset_info.json").is_file()
-
-
-def remove_stale_temp_dirs(root: Path, name: str) -> None:
-  for tmp in root.glob(f".tmp-{name}-*"):
-    pid = int(tmp.name.rsplit("-", 2)[-2]) if tmp.name.rsplit("-", 2)[-2].isdigit() else -1
-    try:
-      os.kill(pid, 0)  # Still running: another writer's temp dir, leave it.
-    except (OSError, ValueError):
-      shutil.rmtree(tmp, ignore_errors=True)
 
 
 def config_differences(path: Path, config: ml_collections.ConfigDict) -> list[str]:
@@ -173,37 +141,19 @@ def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, pr
   """Generates the dataset described by `config` and returns its directory.
 
   Raises FileExistsError if a finished dataset is there and `overwrite` is False. The new dataset
-  is built in a temporary directory and swapped in only when complete.
+  is built in a temporary directory and swapped in only when complete (`rlds_writer`).
   """
   validate_config(config)
-  final = dataset_dir(config)
-  if is_complete(final) and not overwrite:
-    raise FileExistsError(f"{final} already holds a finished dataset; pass overwrite=True (--overwrite) to replace it")
-  root = Path(config.data_dir)
-  root.mkdir(parents=True, exist_ok=True)
-  remove_stale_temp_dirs(root, config.name)
-  tmp_root = root / f".tmp-{config.name}-{os.getpid()}-{int(time.time())}"
-  try:
-    builder = builder_class(config.name)(gen_config=config, progress=progress, data_dir=str(tmp_root))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    built = tmp_root / config.name / VERSION
-    final.parent.mkdir(parents=True, exist_ok=True)
-    trash = None
-    if final.exists():
-      trash = final.with_name(f".trash-{VERSION}-{os.getpid()}")
-      final.rename(trash)
-    built.rename(final)
-    if trash is not None:
-      shutil.rmtree(trash, ignore_errors=True)
-  finally:
-    shutil.rmtree(tmp_root, ignore_errors=True)
-  return final
+  builder = rlds_writer.named(Tabletop, config.name)
+  return rlds_writer.write_atomically(
+      lambda tmp_dir: builder(gen_config=config, progress=progress, data_dir=tmp_dir),
+      config.data_dir, config.name, VERSION, overwrite)
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:
   """Reads a finished dataset back (images not decoded) and summarises it for people and tests."""
   path = Path(path)
-  if not is_complete(path):
+  if not rlds_writer.is_complete(path):
     raise FileNotFoundError(f"{path} is not a finished TFDS dataset (no dataset_info.json)")
   builder = tfds.builder_from_directory(str(path))
   decoders = {"steps": {"observation": {"image": tfds.decode.SkipDecoding()}}}

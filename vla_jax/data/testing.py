@@ -145,27 +145,38 @@ def write_synthetic_rlds(
       meta["instruction"] = f"task {e}"
     return {"steps": steps, "episode_metadata": meta}
 
-  def info(self):
-    return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
-
-  def split_generators(self, dl_manager):
-    return {split: self._generate_examples(split) for split in lengths}
-
-  def generate_examples(self, split):
+  def examples(split):
     for i, length in enumerate(lengths[split]):
       e = first_id[split] + i
       yield e, make_episode(e, length)
 
+  return _write_fixture(name, "1.0.0", features, tuple(lengths), examples, data_dir)
+
+
+def _write_fixture(name: str, version: str, features, splits: Sequence[str],
+                   examples: Callable[[str], object], data_dir: str) -> str:
+  """Writes a TFDS dataset `<data_dir>/<name>/<version>` of `examples(split)` (key, episode) pairs."""
+  import tensorflow_datasets as tfds
+
+  from vla_jax.data import rlds_writer
+
+  def info(self):
+    return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
+
+  def split_generators(self, dl_manager):
+    del dl_manager
+    return {split: self._generate_examples(split) for split in splits}
+
+  def generate_examples(self, split):
+    yield from examples(split)
+
   with tfds.core.registered.skip_registration():
-    builder_cls: Callable = type(
-        "".join(part.capitalize() for part in name.split("_")),
-        (tfds.core.GeneratorBasedBuilder,),
-        {"VERSION": tfds.core.Version("1.0.0"), "_info": info, "_split_generators": split_generators,
-         "_generate_examples": generate_examples, "name": name},
-    )
-  builder = builder_cls(data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  return os.path.join(data_dir, name, "1.0.0")
+    builder_cls = type("".join(part.capitalize() for part in name.split("_")), (rlds_writer.GeneratedBuilder,),
+                       {"VERSION": tfds.core.Version(version), "_info": info, "name": name,
+                        "_split_generators": split_generators, "_generate_examples": generate_examples})
+  builder_cls(data_dir=data_dir).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return os.path.join(data_dir, name, version)
 
 
 # ---- Open X-Embodiment fixtures: a registered dataset's exact published structure, tiny. -----------
@@ -305,23 +316,8 @@ def write_oxe_fixture(data_dir: str, name: str, episode_lengths: Sequence[int] =
   for split, lengths in splits.items():
     first_id[split], next_id = next_id, next_id + len(lengths)
 
-  def info(self):
-    return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
-
-  def split_generators(self, dl_manager):
-    return {split: self._generate_examples(split) for split in splits}
-
-  def generate_examples(self, split):
+  def examples(split):
     for i, length in enumerate(splits[split]):
       yield first_id[split] + i, make_episode(first_id[split] + i, length)
 
-  with tfds.core.registered.skip_registration():
-    builder_cls: Callable = type(
-        "".join(part.capitalize() for part in entry.tfds_name.split("_")),
-        (tfds.core.GeneratorBasedBuilder,),
-        {"VERSION": tfds.core.Version("0.1.0"), "_info": info, "_split_generators": split_generators,
-         "_generate_examples": generate_examples, "name": entry.tfds_name},
-    )
-  builder = builder_cls(data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  return os.path.join(data_dir, entry.tfds_name, "0.1.0")
+  return _write_fixture(entry.tfds_name, "0.1.0", features, tuple(splits), examples, data_dir)
