@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark programs: machine/version record, table printing, JSON output."""
+"""Helpers shared by the benchmark programs: machine/version record (with a measured f32 matmul
+peak, so every result says how fast its machine was), table printing, JSON output."""
 
 from __future__ import annotations
 
@@ -6,15 +7,39 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 from vla_jax.io import write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def machine_info(packages: Sequence[str] = ("numpy", "jax", "jaxlib", "flax", "tensorflow-cpu", "gymnasium")) -> dict[str, Any]:
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+  """f32 FLOP/s of a jitted n×n matmul (median of `repeats` after a warm-up): the practical peak of
+  this machine's default JAX device."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n**3 / float(np.median(times))
+
+
+def machine_info(packages: Sequence[str] = ("numpy", "jax", "jaxlib", "flax", "tensorflow-cpu", "gymnasium"),
+                 measure_peak: bool = True) -> dict[str, Any]:
+  """CPU, versions and (a second or two at 2048², unless `measure_peak=False`) the matmul peak.
+
+  Called after a benchmark's own measurements, so the peak's matmul never competes with them.
+  """
   versions = {}
   for name in packages:
     try:
@@ -27,7 +52,7 @@ def machine_info(packages: Sequence[str] = ("numpy", "jax", "jaxlib", "flax", "t
       cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  return {
+  info = {
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "cpu": cpu,
       "cpu_count": os.cpu_count(),
@@ -35,6 +60,11 @@ def machine_info(packages: Sequence[str] = ("numpy", "jax", "jaxlib", "flax", "t
       "platform": platform.platform(),
       "versions": versions,
   }
+  if measure_peak:
+    info["matmul_peak_gflop_s"] = matmul_peak(repeats=5) / 1e9
+    # A benchmark pinned to fewer cores (env_speed.py: one) measures the peak of those cores only.
+    info["matmul_peak_cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return info
 
 
 def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,22 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 
 from experiments.configs import tabletop  # noqa: E402
-from vla_jax.models.policy import Policy, example_batch  # noqa: E402
+from vla_jax.models.policy import Policy, count_params, example_batch  # noqa: E402
 from vla_jax.training import optimizer as optimizer_lib, step as step_lib  # noqa: E402
-from vla_jax.training.state import create_state, param_count  # noqa: E402
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-  """f32 FLOP/s of a large square matmul: the practical peak of this machine."""
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n**3 / float(np.median(times))
+from vla_jax.training.state import create_state  # noqa: E402
 
 
 def main() -> None:
@@ -77,12 +63,12 @@ def main() -> None:
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t)
   step_s = float(np.median(times))
-  peak = matmul_peak()
+  peak = common.matmul_peak()
 
   row = {
       "config": f"tabletop:{args.variant}",
       "head": config.model.head.kind,
-      "params": param_count(state.params),
+      "params": count_params(state.params),
       "batch": args.batch_size,
       "compile_s": compile_s,
       "step_ms": 1000 * step_s,
