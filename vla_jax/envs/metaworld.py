@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vla_jax.envs import metaworld_tasks
+from vla_jax.envs.vector import FrozenWhenDoneBatch, seed_list
 
 ACTION_DIM = 4
 STATE_DIM = 4
@@ -321,7 +322,7 @@ class _RemoteShard:
       self.process.kill()
 
 
-class VectorMetaWorldEnv:
+class VectorMetaWorldEnv(FrozenWhenDoneBatch):
   """N `MetaWorldEnv`s stepped together, frozen once done (no auto-reset), like `VectorTabletopEnv`.
 
   Observations: image uint8 [N, S, S, 3], state float32 [N, 4], instruction list of N str.
@@ -355,12 +356,8 @@ class VectorMetaWorldEnv:
         shard.receive()  # Raises a worker's construction error (e.g. MissingGLBackendError) here.
     self.shard_sizes = [len(p) for p in np.array_split(np.arange(num_envs), len(self.shards))]
     self.capacity = int(num_envs)
-    self.num_envs = int(num_envs)
     self.split = env_kwargs.get("split", "train")
-    self.done = np.ones(num_envs, bool)
-    self.success = np.zeros(num_envs, bool)
-    self.lengths = np.zeros(num_envs, np.int32)
-    self._last: list[dict[str, Any]] = []
+    self._no_episodes(num_envs)
     self._scenes: list[MetaWorldScene] = []
 
   @property
@@ -385,50 +382,22 @@ class VectorMetaWorldEnv:
   def reset(self, seeds: int | Sequence[int], options: dict[str, Any] | Sequence[dict] | None = None):
     """`seeds`: one int (env i gets seed + i), or up to N ints (a batch of the first envs);
     `options` one dict or one per seed (see `MetaWorldEnv.reset`)."""
-    seed_list = [int(seeds) + i for i in range(self.capacity)] if np.isscalar(seeds) else [int(s) for s in seeds]
-    if not 1 <= len(seed_list) <= self.capacity:
-      raise ValueError(f"reset got {len(seed_list)} seeds for {self.capacity} envs; expected 1..{self.capacity}")
-    n = len(seed_list)
+    seeds = seed_list(seeds, self.capacity)
+    if not 1 <= len(seeds) <= self.capacity:
+      raise ValueError(f"reset got {len(seeds)} seeds for {self.capacity} envs; expected 1..{self.capacity}")
+    n = len(seeds)
     opts = list(options) if isinstance(options, (list, tuple)) else [options] * n
     if len(opts) != n:
       raise ValueError(f"reset got {len(opts)} option dicts for {n} seeds")
-    self.num_envs = n
-    results, self._scenes = self._call("reset", [seed_list, opts], self.split)
-    self._last = [obs for obs, _ in results]
-    self.done = np.zeros(n, bool)
-    self.success = np.zeros(n, bool)
-    self.lengths = np.zeros(n, np.int32)
-    return self._stack(self._last), [info for _, info in results]
+    results, self._scenes = self._call("reset", [seeds, opts], self.split)
+    return self._begin([obs for obs, _ in results]), [info for _, info in results]
 
   def step(self, actions: np.ndarray):
     """actions float32 [N, 4] -> (obs, reward [N], terminated [N], truncated [N], infos)."""
-    actions = np.asarray(actions, np.float32)
-    if actions.shape != (self.num_envs, ACTION_DIM):
-      raise ValueError(f"actions have shape {actions.shape}; expected ({self.num_envs}, {ACTION_DIM})")
-    reward = np.zeros(self.num_envs, np.float32)
-    terminated = self.success.copy()
-    truncated = self.done & ~self.success
-    infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+    actions = self._check_actions(actions, ACTION_DIM).astype(np.float32)
     results, self._scenes = self._call("step", [list(actions), list(~self.done)])
-    for i, result in enumerate(results):
-      if result is None:
-        continue
-      obs, r, term, trunc, infos[i] = result
-      self._last[i] = obs
-      reward[i], terminated[i], truncated[i] = r, term, trunc
-      self.lengths[i] += 1
-      self.success[i] = term
-      self.done[i] = term or trunc
-    return self._stack(self._last), reward, terminated, truncated, infos
+    return self._end_step(results)
 
   def close(self) -> None:
     for shard in self.shards:
       shard.close()
-
-  @staticmethod
-  def _stack(obs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "image": np.stack([o["image"] for o in obs]),
-        "state": np.stack([o["state"] for o in obs]),
-        "instruction": [o["instruction"] for o in obs],
-    }
