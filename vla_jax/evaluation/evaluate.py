@@ -75,7 +75,7 @@ def evaluate(policy: ChunkPolicy, config: ml_collections.ConfigDict, progress: b
   for name in config.conditions:
     if name not in CONDITIONS:
       raise ValueError(f"eval condition {name!r} is unknown; expected some of {list(CONDITIONS)}")
-  summary: dict[str, Any] = {"conditions": {}, "episodes": [], "videos": []}
+  summary = metrics.new_summary()
   jobs = [(c, f) for c in config.conditions for f in config.families]
   bar = None
   if progress:
@@ -92,20 +92,12 @@ def evaluate(policy: ChunkPolicy, config: ml_collections.ConfigDict, progress: b
         policy, seeds, family=family, split=split, num_envs=config.num_envs, image_size=config.image_size,
         max_episode_steps=config.max_episode_steps, record_frames=record, **execution_kwargs(config), **kwargs,
     )
-    cond = summary["conditions"].setdefault(condition, {"families": {}})
-    cond["families"][family] = metrics.summarise(results)
-    cond.setdefault("_results", []).extend(results)
-    for r in results:
-      summary["episodes"].append({k: v for k, v in vars(r).items() if k != "frames"} | {"condition": condition})
-      if r.frames is not None:
-        summary["videos"].append({"condition": condition, "family": family, "seed": r.seed,
-                                  "instruction": r.instruction, "success": r.success, "frames": r.frames})
+    metrics.add_results(summary, condition, family, results)
     if bar is not None:
       bar.update(len(results))
   if bar is not None:
     bar.close()
-  for cond in summary["conditions"].values():
-    cond["overall"] = metrics.summarise(cond.pop("_results"))
+  metrics.close_conditions(summary)
   return summary
 
 

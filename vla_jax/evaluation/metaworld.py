@@ -112,7 +112,7 @@ def evaluate(policy: Any, config: ml_collections.ConfigDict, execution: dict[str
     if name not in CONDITIONS:
       raise ValueError(f"eval condition {name!r} is not valid for Meta-World; expected some of {list(CONDITIONS)}")
   tasks = metaworld_tasks.resolve_tasks(config.tasks)
-  summary: dict[str, Any] = {"suite": "metaworld", "conditions": {}, "episodes": [], "videos": []}
+  summary = metrics.new_summary(suite="metaworld")
   jobs = [(c, t) for c in config.conditions for t in tasks]
   pool = _EnvPool(config)
   bar = None
@@ -130,23 +130,16 @@ def evaluate(policy: Any, config: ml_collections.ConfigDict, execution: dict[str
           policy, seeds, family=task, split=split, num_envs=config.num_envs, image_size=config.image_size,
           max_episode_steps=config.max_episode_steps, record_frames=record, instruction_override=override,
           make_env=lambda n, task=task, split=split: pool.vector(task, split, n), **execution)
-      cond = summary["conditions"].setdefault(condition, {"families": {}, "groups": {}, "_results": []})
-      cond["families"][task] = metrics.summarise(results)
-      cond["_results"].extend(results)
-      for r in results:
-        summary["episodes"].append({k: v for k, v in vars(r).items() if k != "frames"} | {"condition": condition})
-        if r.frames is not None:
-          summary["videos"].append({"condition": condition, "family": task, "seed": r.seed,
-                                    "instruction": r.instruction, "success": r.success, "frames": r.frames})
+      metrics.add_results(summary, condition, task, results)
       if bar is not None:
         bar.update(len(results))
   finally:
     pool.close()
     if bar is not None:
       bar.close()
-  for cond in summary["conditions"].values():
-    results = cond.pop("_results")
-    cond["overall"] = metrics.summarise(results)
+  for name, results in metrics.close_conditions(summary).items():
+    cond = summary["conditions"][name]
+    cond["groups"] = {}
     for group in metaworld_tasks.DIFFICULTY:
       members = [r for r in results if metaworld_tasks.difficulty(r.family) == group]
       if members:
