@@ -12,7 +12,7 @@ RSS. Each runtime runs in its own fresh process, so peak RSS is what that runtim
 (ONNX Runtime rows never import JAX or TensorFlow). Because the machine may be shared, the headline
 ratio to JAX comes from a second measurement inside one process that pairs each ONNX session with
 JAX, calling them in turn (load then hits both alike). Writes benchmarks/results/edge.json, edge.md
-(the table printed here) and edge.png. Target (issue 7): ONNX Runtime ≤ 0.8× JAX jit
+(the table printed here) and edge.png. Target: ONNX Runtime ≤ 0.8× JAX jit
 latency for the `small` policy.
 """
 

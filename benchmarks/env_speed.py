@@ -2,7 +2,7 @@
 
   python benchmarks/env_speed.py [--seconds 3]
 
-Target (issue 2): >= 2 000 steps/s at 64x64 on one core. Rows: single env with random actions,
+Target: >= 2 000 steps/s at 64x64 on one core. Rows: single env with random actions,
 single env driven by the scripted expert (what dataset generation does), and the vectorised env.
 """
 

@@ -1,5 +1,5 @@
 """Meta-World through our adapter: render ms/frame, env steps/s with rendering, expert success per task,
-and dataset generation time (issue 19).
+and dataset generation time.
 
   python benchmarks/metaworld_env.py [--tasks MT10] [--episodes 20] [--image_px 96] [--gen_episodes 2]
 

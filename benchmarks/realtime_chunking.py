@@ -1,4 +1,4 @@
-"""Real-time chunking (issue 26): every execution strategy under inference delays, in closed loop.
+"""Real-time chunking: every execution strategy under inference delays, in closed loop.
 
   python benchmarks/realtime_chunking.py --workdir runs/tabletop_h16 [--episodes_per_family 100]
       [--delays 0,1,2,4,6] [--strategies sync,naive_async,ensemble,hard,rtc] [--execute_steps 8]
@@ -21,7 +21,7 @@ The scenes, the policy's noise (drawn from the call count) and the delays are th
 strategy, so the comparisons between strategies at one delay are paired. Writes
 benchmarks/results/realtime_chunking.json (machine, command, rows), .md (the table) and .png
 (success and boundary jump against delay, one line per strategy).
-Targets (issue 26): at d = 4, RTC success within 3 points of sync at d = 0 and RTC boundary jump
+Targets: at d = 4, RTC success within 3 points of sync at d = 0 and RTC boundary jump
 ≤ half of naive async's; RTC sampling ≤ 1.6× plain.
 """
 

@@ -19,7 +19,7 @@ floor this machine's loopback and libraries set right now). Per call:
   in_server / outside_server = the overhead inside the server process (decode, checks, thread hops)
                   and outside it (client, TCP, waking the event loop); echo = the floor.
 
-Targets (issue 18): overhead p50 ≤ 1 ms, p99 ≤ 3 ms on loopback for the quickstart policy.
+Targets: overhead p50 ≤ 1 ms, p99 ≤ 3 ms on loopback for the quickstart policy.
 Without --checkpoint the JAX backend serves an untrained quickstart-shaped policy (same graph and
 cost as a trained one); without --export_dir the ONNX backend serves an export of that policy,
 written once to exports/serve_small. Writes benchmarks/results/serve.json.

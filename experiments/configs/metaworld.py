@@ -1,4 +1,4 @@
-"""One multi-task, language-conditioned policy on Meta-World from pixels (issue 19).
+"""One multi-task, language-conditioned policy on Meta-World from pixels.
 
   make metaworld                                                     # data -> train -> evaluate (MT10)
   python -m experiments.train --config experiments/configs/metaworld.py --workdir runs/metaworld
@@ -25,7 +25,7 @@ per batch-256 step; at 40 % of an A100's bf16 peak that is ~0.2 s a step, ~5-6 G
 --config.name=metaworld_mt50_128px`: 2 600 episodes) takes ~1 h on 2 CPU cores at the measured
 ~1.4 s per episode (benchmarks/results/metaworld_env.json).
 
-CPU budget of `mt10` (issue 19: <= 3 h wall on this 2-core machine, data + training + evaluation):
+CPU budget of `mt10` (target: <= 3 h wall on this 2-core machine, data + training + evaluation):
 data ~13 min (measured, 530 episodes), training 10 000 steps at the pilot's 1.4-1.9 steps/s
 (machine shared with other jobs) ~1.5-2 h, evaluation 1 500 episodes ~50 min (the pilot's 300
 took 583 s). The 4 000-step pilot: benchmarks/results/metaworld_pilot.md (36 % seen, 5 % blind).

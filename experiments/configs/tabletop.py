@@ -69,7 +69,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = {"tiny": 60, "small": 6000, "base": 20000}[variant]
   # Global, over all processes. `small`: twice the steps of batch 64 in the same CPU time, and on
-  # this task lower validation error at equal wall time (measured; see the issue-6 notes).
+  # this task lower validation error at equal wall time (measured: benchmarks/results/quickstart_history_learned.md).
   config.train.batch_size = {"tiny": 8, "small": 32, "base": 256}[variant]
   config.train.log_every = {"tiny": 10, "small": 50, "base": 100}[variant]
   config.train.eval_every = {"tiny": 30, "small": 500, "base": 2000}[variant]  # Validation loss; 0 = never.
@@ -135,7 +135,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
 
 
 def long_chunk_variant(config: ml_collections.ConfigDict) -> None:
-  """`small` predicting 16 actions and executing 8 per inference (issue 26).
+  """`small` predicting 16 actions and executing 8 per inference (for real-time chunking).
 
   The quickstart's 4-action chunk leaves no room for an inference delay of several steps: with
   H = 4 and d = 4 the whole chunk is spent before the next arrives. 16 predicted / 8 executed lets

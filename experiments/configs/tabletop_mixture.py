@@ -1,4 +1,4 @@
-"""Two robots in one policy (issue 20): the built-in tabletop (3-D actions) and "arm7", the same
+"""Two robots in one policy: the built-in tabletop (3-D actions) and "arm7", the same
 table driven by an arm turned 90° with 7-D end-effector actions (`vla_jax/data/synthetic_robots.py`).
 
   python -m experiments.train --config experiments/configs/tabletop_mixture.py --workdir runs/mixture

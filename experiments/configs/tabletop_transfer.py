@@ -1,4 +1,4 @@
-"""The few-demo transfer study (issue 20): pretrain on place + pick, then learn push from N demos —
+"""The few-demo transfer study: pretrain on place + pick, then learn push from N demos —
 fine-tuned from the pretrained run or from scratch, with the same steps.
 
   python -m experiments.train --config experiments/configs/tabletop_transfer.py:pretrain \

@@ -1,4 +1,4 @@
-"""Closed-loop rollouts under inference delay, for every execution strategy (issue 26).
+"""Closed-loop rollouts under inference delay, for every execution strategy.
 
 A fake policy whose chunk entry [n, h] is (0.01 · query, 0.01 · h, 0) makes the executed actions
 say which chunk and index they came from; a recording env captures them.

@@ -80,7 +80,7 @@ def test_film_makes_image_tokens_depend_on_the_instruction():
 def test_diffusion_level_features_are_the_exact_float64_table():
   """The denoiser's time features at integer levels come from a float64 table (picked by a one-hot
   matmul), not from float32 sin/cos of angles up to ~1000 rad, whose result differs between XLA,
-  TF kernels and TF constant folding by ~1e-4 — enough to break export parity (issue 7)."""
+  TF kernels and TF constant folding by ~1e-4 — enough to break export parity."""
   from vla_jax.models.heads.common import level_features, time_features
   levels = np.arange(100, dtype=np.int32)
   got = np.asarray(level_features(jnp.asarray(levels), 100, 32))

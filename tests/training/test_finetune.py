@@ -1,4 +1,4 @@
-"""Fine-tuning and multi-embodiment training (issue 20): merge by path and shape, freezing by
+"""Fine-tuning and multi-embodiment training: merge by path and shape, freezing by
 optimizer masking, action-dim masks in the loss, the embodiment input, and what a mixture exports.
 
 Unit tests use tiny random policies; the end-to-end ones (slow) train a few steps on the built-in
