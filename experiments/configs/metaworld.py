@@ -34,6 +34,7 @@ took 583 s). The 4 000-step pilot: benchmarks/results/metaworld_pilot.md (36 % s
 import ml_collections
 from ml_collections import config_dict
 
+from experiments.configs.common import add_finetuning, checkpoint_config, distributed_config, mesh_config, optim_config
 from experiments.configs.tabletop import cpu_quickstart_model
 from vla_jax.data import pipeline, spec
 from vla_jax.evaluation.metaworld import eval_config
@@ -100,29 +101,11 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   config.train.grad_accum_steps = 1
   config.train.compute_dtype = "bfloat16" if variant == "gpu" else "float32"
 
-  config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 3e-4 if variant == "gpu" else 1e-3
-  config.optim.warmup_steps = {"tiny": 2, "gpu": 1000}.get(variant, 200)
-  config.optim.final_lr_ratio = 0.1
-  config.optim.weight_decay = 1e-4
-  config.optim.b1 = 0.9
-  config.optim.b2 = 0.999
-  config.optim.grad_clip_norm = 1.0
-
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.num_devices = -1
-  config.mesh.data = -1
-  config.mesh.fsdp = 1
-  config.mesh.strategy = "dp"
-  config.mesh.fsdp_min_size = 2**12
-
-  config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every = {"tiny": 10, "gpu": 5000}.get(variant, 1000)
-  config.checkpoint.keep = 2
-  config.checkpoint.keep_best = 1
-  config.checkpoint.best_metric = "val/action_mae"
-  config.checkpoint.best_mode = "min"
-  config.checkpoint.async_save = True
+  add_finetuning(config)  # E.g. --config.init_from=runs/tabletop (a new action space: see README).
+  config.optim = optim_config(learning_rate=3e-4 if variant == "gpu" else 1e-3,
+                              warmup_steps={"tiny": 2, "gpu": 1000}.get(variant, 200))
+  config.mesh = mesh_config()
+  config.checkpoint = checkpoint_config(every={"tiny": 10, "gpu": 5000}.get(variant, 1000))
 
   # The closed-loop evaluation `experiments.evaluate --config <this file>` runs (and `make metaworld`).
   tasks = {"mt10": "MT10", "mt50": "MT50", "gpu": "MT50", "tiny": ("reach-v3", "drawer-close-v3")}[variant]
@@ -134,9 +117,5 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
     config.eval.max_episode_steps = 20
   config.eval_dataset = "metaworld"  # Whose statistics (un)normalise the simulator's actions/proprio.
 
-  config.distributed = ml_collections.ConfigDict()
-  config.distributed.coordinator_address = config_dict.placeholder(str)
-  config.distributed.num_processes = config_dict.placeholder(int)
-  config.distributed.process_id = config_dict.placeholder(int)
-  config.distributed.auto = False
+  config.distributed = distributed_config()
   return config

@@ -14,6 +14,7 @@ Data and model share their input sizes through field references: overriding
 import ml_collections
 from ml_collections import config_dict
 
+from experiments.configs.common import add_finetuning, checkpoint_config, distributed_config, mesh_config, optim_config
 from vla_jax.data import pipeline, spec
 from vla_jax.evaluation.evaluate import eval_config
 from vla_jax.models.config import minilm_language, model_config
@@ -80,39 +81,12 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   config.train.ema_decay = {"tiny": 0.9, "small": 0.998, "base": 0.9999}[variant]
   config.train.grad_accum_steps = 1
   config.train.compute_dtype = "float32"  # "bfloat16" on GPU/TPU (fp32 master weights).
-  # Parameters that do not train (optimizer-masked: no update, no optimizer state): glob patterns
-  # over parameter paths ("backbone/*") and/or presets "head_only" (= "backbone/*") / "full".
-  config.train.frozen = ()
+  add_finetuning(config)
 
-  # Fine-tuning: a run directory or checkpoint to start from. Every parameter whose path and shape
-  # match is copied (a table of copied / new / shape-changed / dropped ones is printed and written
-  # to <workdir>/init_from.json); statistics are always this run's data's own.
-  config.init_from = config_dict.placeholder(str)
-  config.init_params = "ema_params"  # "ema_params" (what was evaluated) or "params".
-
-  config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 3e-4 if variant == "base" else 1e-3
-  config.optim.warmup_steps = {"tiny": 5, "small": 100, "base": 1000}[variant]
-  config.optim.final_lr_ratio = 0.1
-  config.optim.weight_decay = 1e-4
-  config.optim.b1 = 0.9
-  config.optim.b2 = 0.999
-  config.optim.grad_clip_norm = 1.0
-
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.num_devices = -1  # -1: every device of every process; N: the first N (single process).
-  config.mesh.data = -1  # -1: all mesh devices not used by fsdp.
-  config.mesh.fsdp = 1
-  config.mesh.strategy = "dp"  # "dp" (replicated params) or "fsdp" (params sharded over mesh.fsdp).
-  config.mesh.fsdp_min_size = 2**12  # FSDP leaves arrays with fewer elements replicated.
-
-  config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every = {"tiny": 30, "small": 500, "base": 2000}[variant]
-  config.checkpoint.keep = 2
-  config.checkpoint.keep_best = 1
-  config.checkpoint.best_metric = "val/action_mae"
-  config.checkpoint.best_mode = "min"
-  config.checkpoint.async_save = True
+  config.optim = optim_config(learning_rate=3e-4 if variant == "base" else 1e-3,
+                              warmup_steps={"tiny": 5, "small": 100, "base": 1000}[variant])
+  config.mesh = mesh_config()
+  config.checkpoint = checkpoint_config(every={"tiny": 30, "small": 500, "base": 2000}[variant])
 
   # Closed-loop evaluation (during training, and the defaults of experiments.evaluate).
   config.eval = eval_config(episodes_per_family={"tiny": 4, "small": 20, "base": 50}[variant])
@@ -120,11 +94,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     config.eval.conditions = ("seen", "language_blind")
   config.eval_dataset = "tabletop"  # Whose statistics (un)normalise the simulator's actions/proprio.
 
-  config.distributed = ml_collections.ConfigDict()
-  config.distributed.coordinator_address = config_dict.placeholder(str)  # Or env JAX_COORDINATOR_ADDRESS.
-  config.distributed.num_processes = config_dict.placeholder(int)
-  config.distributed.process_id = config_dict.placeholder(int)
-  config.distributed.auto = False  # True on SLURM / Cloud TPU: JAX discovers the cluster itself.
+  config.distributed = distributed_config()
 
   if variant == "tiny":
     config.data.datasets.tabletop.builder_dir = "data/tabletop_tiny/1.0.0"
