@@ -3,6 +3,7 @@
 Public API:
   model_config(size, head, language)  → ConfigDict (see config.py for every key)
   Policy(config).init / loss / sample_actions / sample_actions_from_noise
+  Policy(config).denoising_steps: the chunk after every diffusion / flow step (inspection)
   example_batch(config, batch_size, seed), count_params(params)
 """
 

@@ -106,6 +106,14 @@ class VLAModel(nn.Module):
       return self._per_embodiment(embodiment, [h.sample(readouts, noise) for h in self.heads])
     return self.head.sample(readouts, noise)
 
+  def sample_steps(self, observation: dict, task: dict, noise: dict[str, Array]) -> Array:
+    """Backbone once, then every step of an iterative head's sampling loop → float32 [S + 1, B, H, A]."""
+    readouts = self.embed(observation, task, False)
+    if separate_heads(self.config):
+      per_head = [jnp.swapaxes(h.sample_steps(readouts, noise), 0, 1) for h in self.heads]  # [B, S + 1, H, A]
+      return jnp.swapaxes(self._per_embodiment(task.get("embodiment"), per_head), 0, 1)
+    return self.head.sample_steps(readouts, noise)
+
   def head_predict(self, readouts: Array, *args, embodiment: Array | None = None) -> Array:
     """One call of the head's network (one denoising / integration step for iterative heads)."""
     if separate_heads(self.config):

@@ -35,6 +35,7 @@ from vla_jax.models.model import VLAModel
 
 Array = jnp.ndarray
 Params = Any
+ITERATIVE_HEADS = ("diffusion", "flow")  # Heads whose sampling is a loop of steps (see `denoising_steps`).
 
 
 def _check_shape(where: str, array: Any, expected: tuple) -> None:
@@ -164,6 +165,22 @@ class Policy:
       _check_shape(f"noise/{name}", noise[name], shape)
     return self.model.apply({"params": params}, observation, task, noise,
                             method=VLAModel.sample)
+
+  def denoising_steps(self, params: Params, observation: dict, task: dict, noise: dict[str, Array]) -> Array:
+    """How sampling moves the chunk, for inspection: float32 [S + 1, B, H, A] (normalised units) —
+    `noise["initial"]`, then the chunk after each of the S denoising (diffusion: DDIM) or
+    integration (flow) steps; entry [-1] equals `sample_actions_from_noise` with the same noise.
+    Only the iterative heads ("diffusion", "flow") have steps."""
+    if self.config.head.kind not in ITERATIVE_HEADS:
+      raise ValueError(f"head {self.config.head.kind!r} samples in one step; denoising_steps needs one of "
+                       f"{ITERATIVE_HEADS}")
+    b = self.check_inputs(observation, task)
+    expected = self.noise_shapes(b)
+    if sorted(noise) != sorted(expected):
+      raise ValueError(f"noise has keys {sorted(noise)}, head {self.config.head.kind!r} expects {expected}")
+    for name, shape in expected.items():
+      _check_shape(f"noise/{name}", noise[name], shape)
+    return self.model.apply({"params": params}, observation, task, noise, method=VLAModel.sample_steps)
 
   def sample_actions_guided(self, params: Params, observation: dict, task: dict, noise: dict[str, Array],
                             prefix: Array, weights: Array, mode: str = "rtc",

@@ -95,6 +95,15 @@ class DiffusionHead(nn.Module):
 
   def sample(self, readouts: Array, noise: dict[str, Array]) -> Array:
     """DDIM from noise["initial"] [B, H, A] (+ noise["step"] [S, B, H, A] if η > 0) → [B, H, A]."""
+    return self._ddim(readouts, noise)[-1]
+
+  def sample_steps(self, readouts: Array, noise: dict[str, Array]) -> Array:
+    """As `sample`, keeping every step: [S + 1, B, H, A] — the initial noise, then the chunk after
+    each DDIM step; the last entry is what `sample` returns."""
+    return jnp.stack(self._ddim(readouts, noise))
+
+  def _ddim(self, readouts: Array, noise: dict[str, Array]) -> list[Array]:
+    """The S DDIM steps: [initial noise, x after step 1, ..., clipped x after step S]."""
     cfg = self.config.head.diffusion
     clip = self.config.action_clip
     x = noise["initial"]
@@ -102,6 +111,7 @@ class DiffusionHead(nn.Module):
     b = x.shape[0]
     levels = ddim_timesteps(self.num_train_steps, cfg.num_sample_steps)
     ab_all = self.alphas_cumprod
+    steps = [x]  # Only `sample_steps` reads the intermediate entries; `sample`'s graph is unchanged.
     for i, level in enumerate(levels):  # Fixed count, unrolled: exports as a static graph.
       ab = float(ab_all[level])
       ab_prev = float(ab_all[levels[i + 1]]) if i + 1 < len(levels) else 1.0
@@ -112,4 +122,6 @@ class DiffusionHead(nn.Module):
       x = np.sqrt(ab_prev) * x0 + np.sqrt(max(1.0 - ab_prev - sigma**2, 0.0)) * eps
       if sigma > 0:
         x = x + sigma * noise["step"][i]
-    return jnp.clip(x, -clip, clip)
+      steps.append(x)
+    steps[-1] = jnp.clip(x, -clip, clip)
+    return steps

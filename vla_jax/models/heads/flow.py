@@ -54,13 +54,25 @@ class FlowHead(nn.Module):
 
   def sample(self, readouts: Array, noise: dict[str, Array]) -> Array:
     """Euler-integrate from noise["initial"] [B, H, A] → actions [B, H, A]."""
+    return self._euler(readouts, noise)[-1]
+
+  def sample_steps(self, readouts: Array, noise: dict[str, Array]) -> Array:
+    """As `sample`, keeping every step: [S + 1, B, H, A] — the initial noise, then x after each
+    Euler step; the last entry is what `sample` returns (clipped)."""
+    return jnp.stack(self._euler(readouts, noise))
+
+  def _euler(self, readouts: Array, noise: dict[str, Array]) -> list[Array]:
+    """[initial noise, x after step 1, ..., clipped x after step S]."""
     x = noise["initial"]
     chex.assert_shape(x, (readouts.shape[0], self.config.action_horizon, self.config.action_dim))
     steps = self.config.head.flow.num_integration_steps
     if steps < 1:
       raise ValueError(f"head.flow.num_integration_steps must be ≥ 1, got {steps}")
     dt = 1.0 / steps
+    xs = [x]  # Only `sample_steps` reads the intermediate entries; `sample`'s graph is unchanged.
     for i in range(steps):  # Fixed count, unrolled.
       x = x + dt * self.predict(readouts, x, jnp.full((x.shape[0],), i * dt, jnp.float32))
+      xs.append(x)
     clip = self.config.action_clip
-    return jnp.clip(x, -clip, clip)
+    xs[-1] = jnp.clip(x, -clip, clip)
+    return xs
