@@ -27,6 +27,43 @@ def tiny_tabletop_dir(tmp_path_factory) -> Path:
   return tabletop_builder.write_dataset(config, progress=False)
 
 
+def tiny_export_model_config(head: str = "diffusion"):
+  """The tiny untrained policy the export and server tests share (one export per session)."""
+  from vla_jax.models import model_config
+
+  config = model_config("tiny", head)
+  config.image_size_px = 32  # The simulator renders >= 32 px.
+  config.language.max_len = 16
+  config.head.diffusion.num_sample_steps = 3  # The loop is unrolled: fewer steps, faster compiles.
+  # Random weights with the uncapped schedule: the first DDIM step's clean-chunk estimate is then
+  # always clipped, so these tests check the export plumbing at 1e-4 independent of how much the
+  # sampler amplifies rounding (x60 with the default cap, wherever the estimate is unclipped; see
+  # heads/diffusion.cosine_alphas_cumprod). Conditioning on trained weights: test_trained_checkpoint.
+  config.head.diffusion.max_beta = 0.999
+  return config
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle():
+  """A `tiny_export_model_config()` policy bundle: random weights, synthetic "bounds" statistics."""
+  from vla_jax.inference.testing import random_bundle
+
+  return random_bundle(tiny_export_model_config(), seed=0, normalization="bounds")
+
+
+@pytest.fixture(scope="session")
+def tiny_export_and_manifest(tiny_bundle, tmp_path_factory):
+  """(export_dir, manifest) of `tiny_bundle`, with both quantised variants — exported once for the
+  export and the server tests (an export costs ~15-25 s here)."""
+  from vla_jax.export import export_config, export_policy
+
+  out = tmp_path_factory.mktemp("exports") / "tiny"
+  config = export_config()
+  config.parity_batch_sizes = (1, 4)
+  manifest = export_policy(tiny_bundle, out, config, log=lambda *_: None)
+  return out, manifest
+
+
 def write_untrained_checkpoint(run: Path, config, dataset_statistics: dict, step: int = 20) -> Path:
   """Writes `<run>/checkpoints/<step>` of an untrained policy of `config` (a full run config) with
   the items a trained run's checkpoint has — state (params, ema_params, step), the run config, the

@@ -23,26 +23,6 @@ SEED = 7
 PROMPTS = ("push the red block to the left", "put the blue circle in the green zone")
 
 
-def tiny_serving_model_config():
-  from vla_jax.models import model_config
-
-  config = model_config("tiny", "diffusion")
-  config.image_size_px = 32
-  config.language.max_len = 16
-  config.head.diffusion.num_sample_steps = 3
-  # As in tests/export: the uncapped schedule keeps random-weight outputs well conditioned, so the
-  # ONNX graph matches JAX to ~1e-6 and equality checks below need no loose tolerance.
-  config.head.diffusion.max_beta = 0.999
-  return config
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle():
-  from vla_jax.inference.testing import random_bundle
-
-  return random_bundle(tiny_serving_model_config(), seed=0, normalization="bounds")
-
-
 def make_jax_policy(bundle, seed: int = SEED):
   """A fresh in-process `JaxPolicy` of the tiny bundle: the reference the server must equal."""
   from vla_jax.inference.jax_policy import JaxPolicy
@@ -73,16 +53,9 @@ def jax_server(jax_served):
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tiny_bundle, tmp_path_factory) -> Path:
-  """An ONNX export of the tiny policy (policy.onnx + policy.opt.onnx; no fp16/int8 variants)."""
-  from vla_jax.export import export_config, export_policy
-
-  out = tmp_path_factory.mktemp("serving_exports") / "tiny"
-  config = export_config()
-  config.parity_batch_sizes = (1, 2)
-  config.variants = ()
-  export_policy(tiny_bundle, out, config, log=lambda *_: None)
-  return out
+def tiny_export(tiny_export_and_manifest) -> Path:
+  """The ONNX export of the tiny policy the export tests use too (tests/conftest.py)."""
+  return tiny_export_and_manifest[0]
 
 
 @pytest.fixture(scope="session")
