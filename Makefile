@@ -19,8 +19,11 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-test-nodeps.txt 
 venv: $(STAMP)
 
 ## The default test suite (fast; slow end-to-end tests are deselected).
+# TEST_WORKERS: pytest-xdist processes (2 = this project's 2-core CI machine; 0 = one process).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup tests
 
 ## Slow end-to-end tests only (CI runs these after `make test`).
 test-slow: $(STAMP)

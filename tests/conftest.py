@@ -84,3 +84,17 @@ def write_untrained_checkpoint(run: Path, config, dataset_statistics: dict, step
   checkpointer.wait()
   checkpointer.close()
   return Path(run) / "checkpoints" / str(step)
+
+
+# Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every test that needs one of these
+# session fixtures runs on the same worker, so each expensive fixture is still built once.
+_XDIST_GROUPS = {"tiny_export_and_manifest": "tiny_export", "tiny_run": "tiny_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    for fixture, group in _XDIST_GROUPS.items():
+      if fixture in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group(group))
+        break
