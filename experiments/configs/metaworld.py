@@ -26,9 +26,9 @@ per batch-256 step; at 40 % of an A100's bf16 peak that is ~0.2 s a step, ~5-6 G
 ~1.4 s per episode (benchmarks/results/metaworld_env.json).
 
 CPU budget of `mt10` (target: <= 3 h wall on this 2-core machine, data + training + evaluation):
-data ~13 min (measured, 530 episodes), training 10 000 steps at the pilot's 1.4-1.9 steps/s
-(machine shared with other jobs) ~1.5-2 h, evaluation 1 500 episodes ~50 min (the pilot's 300
-took 583 s). The 4 000-step pilot: benchmarks/results/metaworld_pilot.md (36 % seen, 5 % blind).
+data ~13 min (measured, 530 episodes), training 10 000 steps 70.6 min (measured: 1.7-2.5 steps/s
+on shared cores, 3.4 on free ones), evaluation of the seen condition, 500 episodes, 13.3 min:
+47 % MT10 mean (benchmarks/results/metaworld_mt10.md; the 4 000-step pilot: metaworld_pilot.md).
 """
 
 import ml_collections
