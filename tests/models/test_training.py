@@ -66,6 +66,7 @@ def test_generative_heads_recover_both_modes(make_tiny_config, train_steps, jit,
   assert np.mean(np.abs(actions - chunk_mean[:, None, None]) < 0.2) > 0.85, summary
 
 
+@pytest.mark.slow  # 600 training steps (~18 s); the diffusion variant above stays in the default suite.
 def test_regression_head_averages_the_modes(make_tiny_config, train_steps, jit):
   actions = _train_on_bimodal(make_tiny_config, train_steps, jit, "mse", num_steps=600)
   assert np.all(np.abs(actions) < 0.2), f"mse head output range {actions.min():.2f}…{actions.max():.2f}"
