@@ -156,15 +156,16 @@ class Policy:
   def sample_actions_from_noise(self, params: Params, observation: dict, task: dict,
                                 noise: dict[str, Array]) -> Array:
     """As `sample_actions`, with every random number passed in (the variant to export)."""
-    b = self.check_inputs(observation, task)
-    expected = self.noise_shapes(b)
-    if sorted(noise) != sorted(expected):
-      raise ValueError(f"noise has keys {sorted(noise)}, head {self.config.head.kind!r} expects "
-                       f"{ {k: v for k, v in expected.items()} }")
-    for name, shape in expected.items():
-      _check_shape(f"noise/{name}", noise[name], shape)
+    self._check_noise(noise, self.check_inputs(observation, task))
     return self.model.apply({"params": params}, observation, task, noise,
                             method=VLAModel.sample)
+
+  def _check_noise(self, noise: dict[str, Array], batch_size: int) -> None:
+    expected = self.noise_shapes(batch_size)
+    if sorted(noise) != sorted(expected):
+      raise ValueError(f"noise has keys {sorted(noise)}, head {self.config.head.kind!r} expects {expected}")
+    for name, shape in expected.items():
+      _check_shape(f"noise/{name}", noise[name], shape)
 
   def denoising_steps(self, params: Params, observation: dict, task: dict, noise: dict[str, Array]) -> Array:
     """How sampling moves the chunk, for inspection: float32 [S + 1, B, H, A] (normalised units) —
@@ -174,12 +175,7 @@ class Policy:
     if self.config.head.kind not in ITERATIVE_HEADS:
       raise ValueError(f"head {self.config.head.kind!r} samples in one step; denoising_steps needs one of "
                        f"{ITERATIVE_HEADS}")
-    b = self.check_inputs(observation, task)
-    expected = self.noise_shapes(b)
-    if sorted(noise) != sorted(expected):
-      raise ValueError(f"noise has keys {sorted(noise)}, head {self.config.head.kind!r} expects {expected}")
-    for name, shape in expected.items():
-      _check_shape(f"noise/{name}", noise[name], shape)
+    self._check_noise(noise, self.check_inputs(observation, task))
     return self.model.apply({"params": params}, observation, task, noise, method=VLAModel.sample_steps)
 
   def sample_actions_guided(self, params: Params, observation: dict, task: dict, noise: dict[str, Array],
