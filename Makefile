@@ -23,7 +23,7 @@ venv: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist load tests
 
 ## Slow end-to-end tests only (CI runs these after `make test`).
 test-slow: $(STAMP)

@@ -7,13 +7,12 @@ papermill convention): a tiny generated dataset, a synthetic RLDS directory, an 
 checkpoint instead of a training run, a few episodes. Any cell error fails the test with the
 cell's traceback.
 
-Compilation dominates the small runs, so the kernels get XLA:CPU backend optimisation level 1
-(as tests/models does: about half the compile time, same results for these tiny models).
+Compilation dominates the small runs; the kernels inherit the suite's XLA:CPU backend optimisation
+level 1 (tests/conftest.py: about half the compile time, same results for these tiny models).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -91,8 +90,7 @@ def small_knobs(name: str, extra_rlds_dir: str, untrained_run: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("name", [p.stem for p in notebook_paths()])
-def test_notebook_runs_top_to_bottom_with_small_knobs(name, extra_rlds_dir, untrained_run, tmp_path, monkeypatch):
-  monkeypatch.setenv("XLA_FLAGS", f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip())
+def test_notebook_runs_top_to_bottom_with_small_knobs(name, extra_rlds_dir, untrained_run, tmp_path):
   knobs = small_knobs(name, extra_rlds_dir, untrained_run, tmp_path)
   seconds = run_notebook(NOTEBOOKS / f"{name}.ipynb", knobs)
   print(f"{name}: {seconds:.1f} s")

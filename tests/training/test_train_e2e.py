@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, build_once
 
 CONFIG = "experiments/configs/tabletop.py:tiny"
 
@@ -47,11 +47,14 @@ def final_params(workdir: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_tabletop_dir, tmp_path_factory) -> Path:
-  workdir = tmp_path_factory.mktemp("runs") / "tiny"
-  result = run_train(workdir, tiny_tabletop_dir, **{"train.num_steps": 150, "train.eval_every": 75,
-                                                     "checkpoint.every": 50, "train.log_every": 5})
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir
+  """One 150-step training run, shared by the tests of this module whichever worker runs them."""
+
+  def train(workdir: Path) -> None:
+    result = run_train(workdir, tiny_tabletop_dir, **{"train.num_steps": 150, "train.eval_every": 75,
+                                                       "checkpoint.every": 50, "train.log_every": 5})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+  return build_once(tmp_path_factory, "tiny_train_run", train)
 
 
 def test_tiny_config_trains_to_a_low_loss(tiny_run):
