@@ -28,6 +28,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # for the other phases), and place / pick keep about the 2 667 episodes each they had.
   config.family_weights = ml_collections.ConfigDict(dict(place=1.0, push=2.0, pick=1.0))
   config.keep_failures = False  # Failed expert demos are skipped (and counted in the log).
+  # Processes rolling out episodes while this one encodes and writes them: 0 = one per CPU core,
+  # 1 = in this process. Not part of what is generated: every value writes the same dataset.
+  config.num_workers = 0
 
   config.env = ml_collections.ConfigDict()
   config.env.task_family = "any"  # "any", or one of "place", "push", "pick".

@@ -27,7 +27,9 @@ task was solved — `is_terminal` with discount 0. Episodes therefore have T + 1
 shows, for auxiliary training losses only — never model inputs.
 
 Episodes themselves (expert rollouts, seeds, family shares, the generation config's checks) come
-from `tabletop_episodes.py`, which is numpy only; this module is the TFDS writer and reader.
+from `tabletop_episodes.py`, which is numpy only; this module is the TFDS writer and reader. The
+rollouts run in `config.num_workers` spawned processes while this one encodes and writes; the
+dataset is the same for any number of workers (`num_workers` is not stored in its metadata).
 
 Writing is atomic (`rlds_writer.write_atomically`): TFDS builds into a temporary directory that
 is renamed only once complete, so a crash never leaves a dataset that looks finished.
@@ -43,7 +45,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vla_jax.data import rlds, rlds_writer
+from vla_jax.data import rlds, rlds_writer, tabletop_episodes
 from vla_jax.data.tabletop_episodes import SPLIT_INDEX, generate_episodes, validate_config
 from vla_jax.envs import tabletop
 from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM
@@ -92,9 +94,11 @@ class Tabletop(rlds_writer.GeneratedBuilder):
 
   VERSION = tfds.core.Version(VERSION)
 
-  def __init__(self, *, gen_config: ml_collections.ConfigDict, progress: bool = True, **kwargs):
+  def __init__(self, *, gen_config: ml_collections.ConfigDict, progress: bool = True,
+               rollouts: tabletop_episodes.Rollouts | None = None, **kwargs):
     self.gen_config = gen_config
     self.progress = progress
+    self.rollouts = rollouts  # `tabletop_episodes.rollout_workers`, shared by the splits.
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -103,7 +107,7 @@ class Tabletop(rlds_writer.GeneratedBuilder):
         description=__doc__.split("\n\n")[0],
         features=features(self.gen_config.env.image_size),
         disable_shuffling=True,  # Keep episodes in seed order: reproducible and easy to audit.
-        metadata=tfds.core.MetadataDict(generation_config=self.gen_config.to_dict()),
+        metadata=tfds.core.MetadataDict(generation_config=stored_generation_config(self.gen_config)),
     )
 
   def _split_generators(self, dl_manager):
@@ -111,16 +115,27 @@ class Tabletop(rlds_writer.GeneratedBuilder):
     return {split: self._generate_examples(split) for split in SPLIT_INDEX}
 
   def _generate_examples(self, split: str):
-    yield from generate_episodes(self.gen_config, split, progress=self.progress)
+    yield from generate_episodes(self.gen_config, split, progress=self.progress, rollouts=self.rollouts)
 
 
 def dataset_dir(config: ml_collections.ConfigDict) -> Path:
   return Path(config.data_dir) / config.name / VERSION
 
 
+# Keys that say where and how a dataset is written, not what it holds.
+NOT_GENERATION_KEYS = ("data_dir", "num_workers")
+
+
+def stored_generation_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The generation config as stored in a dataset's metadata: without `num_workers`, so datasets
+  written with different worker counts are identical."""
+  return {k: v for k, v in config.to_dict().items() if k != "num_workers"}
+
+
 def config_differences(path: Path, config: ml_collections.ConfigDict) -> list[str]:
   """Generation-config keys (dotted) whose value in the finished dataset at `path` differs from
-  `config`, e.g. ["expert.mistake_prob", "num_train_episodes"]; `data_dir` is ignored.
+  `config`, e.g. ["expert.mistake_prob", "num_train_episodes"]; `NOT_GENERATION_KEYS` (`data_dir`,
+  `num_workers`) are ignored.
 
   A dataset is a pure function of its generation config, so any difference means it is stale
   (e.g. written by an older version of the default config).
@@ -134,7 +149,7 @@ def config_differences(path: Path, config: ml_collections.ConfigDict) -> list[st
     return out
 
   a, b = flat(stored), flat(json.loads(json.dumps(config.to_dict(), default=list)))
-  return sorted(k for k in set(a) | set(b) if k != "data_dir" and a.get(k) != b.get(k))
+  return sorted(k for k in set(a) | set(b) if k not in NOT_GENERATION_KEYS and a.get(k) != b.get(k))
 
 
 def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, progress: bool = True) -> Path:
@@ -145,9 +160,11 @@ def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, pr
   """
   validate_config(config)
   builder = rlds_writer.named(Tabletop, config.name)
-  return rlds_writer.write_atomically(
-      lambda tmp_dir: builder(gen_config=config, progress=progress, data_dir=tmp_dir),
-      config.data_dir, config.name, VERSION, overwrite)
+  # Workers start here, so they boot while TFDS sets up (and imports TensorFlow) in this process.
+  with tabletop_episodes.rollout_workers(config) as rollouts:
+    return rlds_writer.write_atomically(
+        lambda tmp_dir: builder(gen_config=config, progress=progress, rollouts=rollouts, data_dir=tmp_dir),
+        config.data_dir, config.name, VERSION, overwrite)
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:

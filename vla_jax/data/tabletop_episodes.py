@@ -5,19 +5,22 @@
 from (config seed, split, index), so splits never share a scene and any prefix of a dataset is
 reproducible; task families follow `family_schedule`; the expert's recovery perturbations come
 from the config (`make_expert`, which also reads configs written before those knobs existed).
+Rollouts run in `config.num_workers` spawned processes (`worker_pool`), yielded in a fixed order.
 `tabletop_builder.py` writes them with TFDS; tests and tools can run them without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Iterator, Mapping, Sequence
+import functools
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import ml_collections
 import numpy as np
 import tqdm
 
-from vla_jax.data import rlds
+from vla_jax.data import rlds, worker_pool
 from vla_jax.envs import tabletop
 from vla_jax.envs.expert import TIGHT_PUSH, PushTolerances, ScriptedExpert
 from vla_jax.envs.tabletop import TabletopEnv
@@ -98,31 +101,85 @@ def make_expert(config: ml_collections.ConfigDict) -> ScriptedExpert:
                         **{k: e[k] for k in SLIP_KEYS if k in e})
 
 
-def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: bool = True) -> Iterator[tuple[int, dict]]:
+# Rollouts are sent to workers in chunks of this many (~1.7 ms and ~0.25 MB each on 64x64 images),
+# so inter-process messages cost little next to the work.
+CHUNK_EPISODES = 8
+# At most this many rollouts are asked for at a time: the main process (TFDS encoding) is slower
+# than the workers, so a round's episodes wait in memory until written (~0.25 MB each).
+MAX_ROUND_EPISODES = 256
+
+
+Rollouts = Callable[[Iterable[tuple[int, str, int, int]]], Iterator[dict[str, Any]]]
+
+
+@contextlib.contextmanager
+def rollout_workers(config: ml_collections.ConfigDict) -> Iterator[Rollouts]:
+  """Yields `rollouts(jobs)`: the episodes of attempts (index, family, env seed, expert seed), in
+  job order, rolled out in `config.num_workers` processes (0 = one per CPU core, 1 = in this
+  process; see `worker_pool`). The writer opens them once for all splits: starting a process
+  costs about a second, which is more than a small split's rollouts."""
+  with worker_pool.ordered_map(functools.partial(_episode_roller, config.to_dict()), config.get("num_workers", 0),
+                               CHUNK_EPISODES) as rollouts:
+    yield rollouts
+
+
+def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: bool = True,
+                      rollouts: Rollouts | None = None) -> Iterator[tuple[int, dict]]:
   """Yields (key, episode) for a split: `num_<split>_episodes` successful expert demos.
 
   Families follow `family_schedule` (equal shares by cycling through them, unless the config's
   `family_weights` say otherwise). Failed demos (rare) are skipped unless `keep_failures`, so the
-  dataset holds exactly the requested number of episodes.
+  dataset holds exactly the requested number of episodes: attempt `index` is rolled out as the
+  family of the next episode to write, so a failed attempt's family passes to the next attempt.
+
+  Rollouts run in `rollouts` (default: this config's `rollout_workers`, opened for this split)
+  and are yielded in attempt order, so the episodes never depend on the number of workers.
   """
   count = config[f"num_{split}_episodes"]
-  env = TabletopEnv(**config.env.to_dict())
-  expert = make_expert(config)
-  schedule = family_schedule(env.families, config.get("family_weights"), count)
+  if count == 0:
+    return
+  schedule = family_schedule(TabletopEnv(**config.env.to_dict()).families, config.get("family_weights"), count)
+  max_attempts = 10 * count + 100
+  round_size = first_round = 2 * CHUNK_EPISODES * worker_pool.process_count(config.get("num_workers", 0))
   written, index = 0, 0
-  with tqdm.tqdm(total=count, desc=f"{config.name}/{split}", unit="ep", disable=not progress) as bar:
+  with contextlib.ExitStack() as stack:
+    if rollouts is None:
+      rollouts = stack.enter_context(rollout_workers(config))
+    bar = stack.enter_context(tqdm.tqdm(total=count, desc=f"{config.name}/{split}", unit="ep", disable=not progress))
     while written < count:
-      if index >= 10 * count + 100:
+      if index >= max_attempts:
         raise RuntimeError(f"the expert failed too often: {written} successes in {index} episodes")
-      env_seed, expert_seed = episode_seeds(config.seed, split, index)
-      family = schedule[written]
-      episode = rollout_episode(env, expert, env_seed, expert_seed, family)
-      episode["episode_metadata"]["episode_index"] = index
-      index += 1
-      if episode["episode_metadata"]["success"] or config.keep_failures:
+      # A round asks for the next attempts as if every one will succeed (attempt index + i gets the
+      # family of episode written + i). A failure shifts the later attempts' families by one, so
+      # the rest of the round is dropped and the next round starts after the failure. Rounds grow
+      # while attempts succeed and shrink after a failure, which bounds the wasted rollouts.
+      jobs = [(index + i, schedule[written + i], *episode_seeds(config.seed, split, index + i))
+              for i in range(min(count - written, max_attempts - index, round_size))]
+      round_size = min(2 * round_size, MAX_ROUND_EPISODES)
+      for episode in rollouts(jobs):
+        index += 1
+        if not (episode["episode_metadata"]["success"] or config.keep_failures):
+          round_size = first_round
+          break
         yield index - 1, episode
         written += 1
         bar.update(1)
+
+
+def _episode_roller(config: dict[str, Any]) -> Callable[[tuple[int, str, int, int]], dict[str, Any]]:
+  """The function rolling out attempts (index, family, env seed, expert seed) of a generation config
+  (as a dict, to pickle into worker processes); builds the env and expert once per process."""
+  config = ml_collections.ConfigDict(config)
+  env = TabletopEnv(**config.env.to_dict())
+  expert = make_expert(config)
+
+  def rollout(job: tuple[int, str, int, int]) -> dict[str, Any]:
+    index, family, env_seed, expert_seed = job
+    episode = rollout_episode(env, expert, env_seed, expert_seed, family)
+    episode["episode_metadata"]["episode_index"] = index
+    return episode
+
+  return rollout
 
 
 def family_schedule(families: Sequence[str], weights: Mapping[str, float] | None, count: int) -> list[str]:
@@ -165,5 +222,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   env = TabletopEnv(**config.env.to_dict())
   make_expert(config)
   family_schedule(env.families, config.get("family_weights"), 0)
+  try:
+    worker_pool.process_count(config.get("num_workers", 0))
+  except ValueError as e:
+    raise ValueError(f"config.{e}") from None
   if config.env.max_episode_steps > 100:
     raise ValueError(f"config.env.max_episode_steps={config.env.max_episode_steps} is not valid; episodes are <= 100 steps")
