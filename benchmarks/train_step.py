@@ -1,12 +1,17 @@
 """Train-step throughput and model FLOP utilisation (MFU) of a training config on this machine.
 
-  python benchmarks/train_step.py [--variant small] [--batch_size 64] [--steps 20]
+  python benchmarks/train_step.py [--variant small] [--batch_size 32] [--steps 20] [--compute_dtype float32]
 
 Measures, in one run: this machine's f32 matmul peak (FLOP/s, a large jnp.dot), the jitted train
 step's compile time and steady-state step time (median over --steps after warm-up), samples/s,
 the step's FLOPs from XLA's cost analysis, and MFU = achieved FLOP/s / measured peak.
 The train step is the real one (`vla_jax.training.step.make_train_step` with the policy loss) on a
 synthetic batch shaped like the config's, so the input pipeline is not part of the figure.
+The batch size defaults to the config's `train.batch_size` (the quickstart's for `small`).
+
+Also prints where the FLOPs are: forward and forward+backward (VJP) FLOPs of every module down to
+--depth, from XLA's cost analysis of each module call (Flax's summary machinery), as a share of the
+whole model's.
 """
 
 from __future__ import annotations
@@ -29,23 +34,45 @@ from vla_jax.training import optimizer as optimizer_lib, step as step_lib  # noq
 from vla_jax.training.state import create_state  # noqa: E402
 
 
+def module_flops(policy: Policy, batch: dict, depth: int) -> list[dict]:
+  """Forward and forward+backward GFLOPs of each module call of the loss, down to `depth`."""
+  from flax.linen import summary  # The per-call FLOP table behind `Module.tabulate(compute_flops=True)`.
+
+  rng = jax.random.key(0)
+  table = summary._get_module_table(policy.model, depth=depth, show_repeated=False, compute_flops=True,
+                                    compute_vjp_flops=True)(
+      {"params": rng, "dropout": rng}, batch["observation"], batch["task"], batch["action"],
+      batch["action_pad_mask"], rng, True, batch.get("aux"), batch.get("action_dim_mask"))
+  total = next(r for r in table if not r.path)
+  return [{"module": "/".join(r.path) or "(whole model)", "fwd_gflop": r.flops / 1e9,
+           "fwd_bwd_gflop": r.vjp_flops / 1e9, "share_of_fwd_bwd": r.vjp_flops / total.vjp_flops}
+          for r in table]
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--variant", default="small")
-  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--batch_size", type=int, default=0, help="0: the config's train.batch_size.")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--head", default=None, help="Override config.model.head.kind.")
+  parser.add_argument("--compute_dtype", default=None, help="Override config.train.compute_dtype.")
+  parser.add_argument("--depth", type=int, default=2, help="Module depth of the FLOP breakdown (0: none).")
+  parser.add_argument("--name", default=None, help="Results name (default train_step_<variant>).")
   args = parser.parse_args()
 
   config = tabletop.get_config(args.variant)
   if args.head:
     config.model.head.kind = args.head
+  if args.compute_dtype:
+    config.train.compute_dtype = args.compute_dtype
+  args.batch_size = args.batch_size or config.train.batch_size
   policy = Policy(config.model)
   batch = example_batch(config.model, args.batch_size, seed=0)
   tx, schedule = optimizer_lib.make_optimizer(config.optim, 1000)
   state = create_state(lambda rng: policy.init(rng, example_batch(config.model, 1)), tx, jax.random.PRNGKey(0))
   train_step = jax.jit(step_lib.make_train_step(
-      lambda p, b, r: policy.loss(p, b, r), tx, schedule, ema_decay=config.train.ema_decay), donate_argnums=(0,))
+      lambda p, b, r: policy.loss(p, b, r), tx, schedule, ema_decay=config.train.ema_decay,
+      compute_dtype=config.train.compute_dtype), donate_argnums=(0,))
 
   t = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
@@ -68,6 +95,7 @@ def main() -> None:
   row = {
       "config": f"tabletop:{args.variant}",
       "head": config.model.head.kind,
+      "compute_dtype": config.train.compute_dtype,
       "params": count_params(state.params),
       "batch": args.batch_size,
       "compile_s": compile_s,
@@ -79,8 +107,13 @@ def main() -> None:
       "mfu": flops / step_s / peak,
   }
   common.print_table([row], list(row))
-  path = common.write_results(f"train_step_{args.variant}", {"machine": common.machine_info(), "rows": [row],
-                                                             "step_times_s": times})
+  modules = module_flops(policy, batch, args.depth) if args.depth else []
+  if modules:
+    print(f"\nFLOPs per module (batch {args.batch_size}; the train step adds the optimizer and EMA):")
+    common.print_table(modules, list(modules[0]))
+  path = common.write_results(args.name or f"train_step_{args.variant}",
+                              {"machine": common.machine_info(), "rows": [row], "modules": modules,
+                               "step_times_s": times})
   print(f"wrote {path}")
 
 
