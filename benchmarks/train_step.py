@@ -6,7 +6,8 @@ Measures, in one run: this machine's f32 matmul peak (FLOP/s, a large jnp.dot), 
 step's compile time and steady-state step time (median over --steps after warm-up), samples/s,
 the step's FLOPs from XLA's cost analysis, and MFU = achieved FLOP/s / measured peak.
 The train step is the real one (`vla_jax.training.step.make_train_step` with the policy loss) on a
-synthetic batch shaped like the config's, so the input pipeline is not part of the figure.
+synthetic batch shaped like the config's (with referent labels when the config trains the auxiliary
+referent loss, as the quickstart does), so the input pipeline is not part of the figure.
 The batch size defaults to the config's `train.batch_size` (the quickstart's for `small`).
 
 Also prints where the FLOPs are: forward and forward+backward (VJP) FLOPs of every module down to
@@ -68,6 +69,12 @@ def main() -> None:
   args.batch_size = args.batch_size or config.train.batch_size
   policy = Policy(config.model)
   batch = example_batch(config.model, args.batch_size, seed=0)
+  if config.model.get("referent_loss") and config.model.referent_loss.weight > 0:
+    # The quickstart trains with the auxiliary referent loss: labels shaped as the pipeline's.
+    k = config.data.num_referents
+    rng = np.random.default_rng(0)
+    batch["aux"] = {"referent_xy": rng.uniform(-1, 1, (args.batch_size, k, 2)).astype(np.float32),
+                    "referent_valid": np.ones((args.batch_size, k), bool)}
   tx, schedule = optimizer_lib.make_optimizer(config.optim, 1000)
   state = create_state(lambda rng: policy.init(rng, example_batch(config.model, 1)), tx, jax.random.PRNGKey(0))
   train_step = jax.jit(step_lib.make_train_step(
