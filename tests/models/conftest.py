@@ -1,13 +1,12 @@
 """Shared fixtures for the model tests: tiny configs, cached tiny policies, an Adam loop.
 
 Compilation dominates these tests on a 2-core machine, so policies and their jitted samplers are
-built once per session and shared, and test jits use XLA:CPU backend optimisation level 1, which
-roughly halves compile time here with no measurable loss in step time for these tiny models.
+built once per session and shared (the whole suite compiles at XLA:CPU backend optimisation
+level 1: tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import numpy as np
@@ -15,8 +14,6 @@ import optax
 import pytest
 
 from vla_jax.models import Policy, example_batch, model_config
-
-fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 1})
 
 
 def tiny_config(head: str = "diffusion", language: str = "tokens", image_size_px: int = 16):
@@ -35,7 +32,7 @@ def make_tiny_config():
 
 @pytest.fixture(scope="session")
 def jit():
-  return fast_jit
+  return jax.jit
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +48,8 @@ def tiny_policy():
       config = tiny_config(head, language)
       policy = Policy(config)
       batch = example_batch(config, 4, seed=0)
-      params = fast_jit(policy.init)(jax.random.key(0), batch)
-      cache[head, language] = (policy, params, batch, fast_jit(policy.sample_actions))
+      params = jax.jit(policy.init)(jax.random.key(0), batch)
+      cache[head, language] = (policy, params, batch, jax.jit(policy.sample_actions))
     return cache[head, language]
 
   return get
@@ -67,7 +64,7 @@ def train_steps():
     optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps))
     opt_state = optimizer.init(params)
 
-    @fast_jit
+    @jax.jit
     def step(params, opt_state, batch, rng):
       (loss, _), grads = jax.value_and_grad(policy.loss, has_aux=True)(params, batch, rng)
       updates, opt_state = optimizer.update(grads, opt_state, params)
