@@ -57,6 +57,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--head", default=None, help="Override config.model.head.kind.")
   parser.add_argument("--compute_dtype", default=None, help="Override config.train.compute_dtype.")
+  parser.add_argument("--stem_activation", default=None, help="Override config.model.image.stem_activation.")
   parser.add_argument("--depth", type=int, default=2, help="Module depth of the FLOP breakdown (0: none).")
   parser.add_argument("--name", default=None, help="Results name (default train_step_<variant>).")
   args = parser.parse_args()
@@ -66,6 +67,8 @@ def main() -> None:
     config.model.head.kind = args.head
   if args.compute_dtype:
     config.train.compute_dtype = args.compute_dtype
+  if args.stem_activation:
+    config.model.image.stem_activation = args.stem_activation
   args.batch_size = args.batch_size or config.train.batch_size
   policy = Policy(config.model)
   batch = example_batch(config.model, args.batch_size, seed=0)
@@ -103,6 +106,7 @@ def main() -> None:
       "config": f"tabletop:{args.variant}",
       "head": config.model.head.kind,
       "compute_dtype": config.train.compute_dtype,
+      "stem_activation": config.model.image.stem_activation,
       "params": count_params(state.params),
       "batch": args.batch_size,
       "compile_s": compile_s,

@@ -83,3 +83,29 @@ def test_stem_strides_set_the_patch_grid_and_must_match_the_stem():
   bad = ImageTokenizer(width=8, stem_features=(4, 4), stem_kernel_size=3, patch_size=2, stem_strides=(2,))
   with pytest.raises(ValueError, match="one stride per stem conv"):
     bad.init(jax.random.key(0), images)
+
+
+def test_stem_activation_is_applied_to_the_stem_and_the_learned_token_maps():
+  images = np.random.default_rng(0).integers(0, 255, (2, 1, 16, 16, 3), dtype=np.uint8)
+  kwargs = dict(width=8, stem_features=(4, 4), stem_kernel_size=3, patch_size=1, stem_strides=(2, 1),
+                num_learned_tokens=3)
+  gelu = ImageTokenizer(**kwargs)  # The default, so checkpoints saved before the option still load.
+  params = gelu.init(jax.random.key(0), images)
+  relu = ImageTokenizer(**kwargs, stem_activation="relu")
+  out_gelu, maps_gelu = gelu.apply(params, images, return_maps=True)
+  out_relu, maps_relu = relu.apply(params, images, return_maps=True)  # Same parameters, other function.
+  assert out_relu.shape == out_gelu.shape and maps_relu.shape == maps_gelu.shape
+  assert not np.allclose(out_relu, out_gelu, atol=1e-4)
+  with pytest.raises(ValueError, match=r"image.stem_activation='swish' is not one of \['gelu', 'relu'\]"):
+    ImageTokenizer(**kwargs, stem_activation="swish").init(jax.random.key(0), images)
+
+
+def test_stem_activation_reaches_the_image_tokenizer_from_the_model_config(make_tiny_config):
+  config = make_tiny_config()
+  batch = example_batch(config, 2, seed=0)
+  params = Policy(config).init(jax.random.key(0), batch)
+  assert config.image.stem_activation == "gelu"
+  gelu = Policy(config).embed(params, batch["observation"], batch["task"])
+  config.image.stem_activation = "relu"
+  relu = Policy(config).embed(params, batch["observation"], batch["task"])
+  assert gelu.shape == relu.shape and not np.allclose(gelu, relu, atol=1e-5)

@@ -167,6 +167,7 @@ class Backbone(nn.Module):
           film=cfg.image.film, coord_channels=cfg.image.get("coord_channels", False),
           num_learned_tokens=cfg.image.get("num_learned_tokens", 0),
           stem_strides=tuple(cfg.image.get("stem_strides", ())),
+          stem_activation=cfg.image.get("stem_activation", "gelu"),
           name=f"image_tokenizer_{camera}")(images, film_condition, return_maps=token_maps)
       if token_maps:
         out, maps[camera] = out

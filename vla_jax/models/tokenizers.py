@@ -9,7 +9,7 @@ rather than a gather.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import chex
 import flax.linen as nn
@@ -20,6 +20,13 @@ import numpy as np
 from vla_jax.models.transformer import Attention, gelu
 
 Array = jnp.ndarray
+
+# Activations of the image stem's per-pixel layers. The stem works on the model's largest tensors
+# (batch × 32 × 32 × 32 after the first conv); on XLA:CPU the tanh-GELU backward over them is ~20 ms
+# of a ~55 ms stem forward+backward at batch 32, and relu makes the whole quickstart step ~10 %
+# faster — but the quickstart trained with it lost 13 points on held-out phrasings, so gelu stays
+# the default (benchmarks/results/quickstart_speed.md).
+STEM_ACTIVATIONS = {"gelu": gelu, "relu": nn.relu}
 
 # Token embeddings start small so the initial sum of (content + position) is well scaled.
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
@@ -50,6 +57,7 @@ class ImageTokenizer(nn.Module):
   coord_channels: bool = False
   num_learned_tokens: int = 0
   stem_strides: Sequence[int] = ()  # One per stem conv; () = all 2.
+  stem_activation: str = "gelu"  # A key of STEM_ACTIVATIONS.
 
   @nn.compact
   def __call__(self, images: Array, film_condition: Array | None = None,
@@ -71,6 +79,9 @@ class ImageTokenizer(nn.Module):
       raise ValueError(f"image {h}x{w} px is not divisible by stem stride × patch = {stride}")
     if self.film and film_condition is None:
       raise ValueError("image.film=True needs a language condition, but language.mode is 'none'")
+    if self.stem_activation not in STEM_ACTIVATIONS:
+      raise ValueError(f"image.stem_activation={self.stem_activation!r} is not one of {sorted(STEM_ACTIVATIONS)}")
+    act = STEM_ACTIVATIONS[self.stem_activation]
     x = images.astype(jnp.float32) * (2.0 / 255.0) - 1.0  # uint8 → [-1, 1].
     x = x.reshape(b * t, h, w, c)
     if self.coord_channels:
@@ -90,11 +101,11 @@ class ImageTokenizer(nn.Module):
         scale_shift = jnp.repeat(scale_shift, t, axis=0)[:, None, None, :]  # [B*T, 1, 1, 2F].
         scale, shift = jnp.split(scale_shift, 2, axis=-1)
         x = x * (1.0 + scale) + shift
-      x = gelu(x)
+      x = act(x)
     if return_maps and not self.num_learned_tokens:
       raise ValueError("attention maps exist only for learned tokens; set image.num_learned_tokens > 0")
     if self.num_learned_tokens:
-      tokens, logits = self._learned_tokens(x)
+      tokens, logits = self._learned_tokens(x, act)
     else:
       tokens, logits = self._patch_tokens(x), None
     tokens = tokens + self.param("position_embedding", _EMBED_INIT, tokens.shape[1:])
@@ -104,7 +115,7 @@ class ImageTokenizer(nn.Module):
       return tokens, logits.reshape(b, t, *logits.shape[1:])
     return tokens
 
-  def _learned_tokens(self, x: Array) -> tuple[Array, Array]:
+  def _learned_tokens(self, x: Array, act: Callable[[Array], Array]) -> tuple[Array, Array]:
     """TokenLearner-style (as in RT-1) with spatial-softmax coordinates: [n, h, w, C] → [n, K, D]
     tokens, plus their attention logits [n, h, w, K].
 
@@ -115,7 +126,7 @@ class ImageTokenizer(nn.Module):
     """
     n, hh, ww, cc = x.shape
     k = self.num_learned_tokens
-    logits = nn.Conv(k, (1, 1), name="token_logits")(gelu(nn.Conv(cc, (1, 1), name="token_hidden")(x)))
+    logits = nn.Conv(k, (1, 1), name="token_logits")(act(nn.Conv(cc, (1, 1), name="token_hidden")(x)))
     weights = nn.softmax(logits.reshape(n, hh * ww, k), axis=1)  # [n, hh·ww, K], sums to 1 over space.
     grid = jnp.asarray(_pixel_grid(hh, ww).reshape(hh * ww, 2))
     features = jnp.einsum("npk,npc->nkc", weights, x.reshape(n, hh * ww, cc))
