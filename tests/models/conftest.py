@@ -7,7 +7,6 @@ level 1: tests/conftest.py).
 
 from __future__ import annotations
 
-
 import jax
 import numpy as np
 import optax

@@ -87,17 +87,20 @@ def test_stem_strides_set_the_patch_grid_and_must_match_the_stem():
 
 def test_stem_activation_is_applied_to_the_stem_and_the_learned_token_maps():
   images = np.random.default_rng(0).integers(0, 255, (2, 1, 16, 16, 3), dtype=np.uint8)
-  kwargs = dict(width=8, stem_features=(4, 4), stem_kernel_size=3, patch_size=1, stem_strides=(2, 1),
-                num_learned_tokens=3)
-  gelu = ImageTokenizer(**kwargs)  # The default, so checkpoints saved before the option still load.
-  params = gelu.init(jax.random.key(0), images)
-  relu = ImageTokenizer(**kwargs, stem_activation="relu")
-  out_gelu, maps_gelu = gelu.apply(params, images, return_maps=True)
-  out_relu, maps_relu = relu.apply(params, images, return_maps=True)  # Same parameters, other function.
-  assert out_relu.shape == out_gelu.shape and maps_relu.shape == maps_gelu.shape
-  assert not np.allclose(out_relu, out_gelu, atol=1e-4)
+  # Each layout has activations in one place only, so a difference shows that place uses the option:
+  # patch tokens after two stem convs (the stem alone), learned tokens on raw pixels (their hidden layer alone).
+  layouts = {"stem": dict(stem_features=(4, 4), stem_strides=(2, 1), patch_size=2),
+             "learned token hidden layer": dict(stem_features=(), patch_size=1, num_learned_tokens=3)}
+  for where, layout in layouts.items():
+    gelu = ImageTokenizer(width=8, stem_kernel_size=3, **layout)  # gelu is the default: old checkpoints load.
+    params = gelu.init(jax.random.key(0), images)
+    relu = ImageTokenizer(width=8, stem_kernel_size=3, stem_activation="relu", **layout)
+    out_gelu, out_relu = gelu.apply(params, images), relu.apply(params, images)  # Same parameters.
+    assert out_relu.shape == out_gelu.shape, where
+    assert not np.allclose(out_relu, out_gelu, atol=1e-4), where
   with pytest.raises(ValueError, match=r"image.stem_activation='swish' is not one of \['gelu', 'relu'\]"):
-    ImageTokenizer(**kwargs, stem_activation="swish").init(jax.random.key(0), images)
+    ImageTokenizer(width=8, stem_kernel_size=3, stem_activation="swish", **layouts["stem"]).init(
+        jax.random.key(0), images)
 
 
 def test_stem_activation_reaches_the_image_tokenizer_from_the_model_config(make_tiny_config):
