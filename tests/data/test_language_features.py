@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -39,16 +41,33 @@ def test_minilm_batches_carry_encoder_features_equal_to_encoding_each_instructio
       "language_embedding": [384], "language_features": [16, 384], "language_mask": [16]}
 
 
-def test_each_distinct_instruction_is_encoded_once_however_many_batches(toy_spec, stats_dir):
+def test_every_distinct_instruction_is_encoded_before_the_first_batch_and_never_again(toy_spec, stats_dir,
+                                                                                      monkeypatch):
   encoder = get_encoder("minilm", 12)  # A length no other test uses: a fresh encoder and cache.
   assert encoder.encoded == 0
   it = pipeline.make_train_iterator(_minilm_config(toy_spec, stats_dir, length=12), process_index=0,
                                     process_count=1)
+  assert encoder.encoded == len(TOY_LENGTHS["train"])  # One instruction per episode ("task <e>").
+  monkeypatch.setattr(encoder, "encode_ids", lambda *a: pytest.fail("the encoder ran during training"))
   seen = set()
   for _ in range(20):  # 160 samples: every one of the 25 training steps several times over.
     seen |= {f.tobytes() for f in next(it)["task"]["language_embedding"]}
-  assert len(seen) == len(TOY_LENGTHS["train"])  # One instruction per episode ("task <e>").
-  assert encoder.encoded == len(TOY_LENGTHS["train"])
+  assert len(seen) == len(TOY_LENGTHS["train"])
+
+
+def test_a_datasets_instructions_are_listed_once_and_cached_beside_it(toy_spec, stats_dir, monkeypatch):
+  config = _minilm_config(toy_spec, stats_dir)
+  source = pipeline.DatasetSource(toy_spec, config)
+  train = source.instructions("train")
+  assert train == sorted(f"task {e}" for e in range(len(TOY_LENGTHS["train"])))
+  cached = [p for p in os.listdir(stats_dir) if p.startswith("vla_jax_instructions_toy_")]
+  assert len(cached) == 1
+  monkeypatch.setattr(pipeline.DatasetSource, "raw_episodes", lambda *a, **k: pytest.fail("read the records again"))
+  assert pipeline.DatasetSource(toy_spec, config).instructions("train") == train
+  monkeypatch.undo()
+  val = source.instructions("val")  # Another split: its own list and file.
+  assert len(val) == len(TOY_LENGTHS["val"]) and not set(val) & set(train)
+  assert len([p for p in os.listdir(stats_dir) if p.startswith("vla_jax_instructions_toy_")]) == 2
 
 
 def test_model_and_data_must_agree_on_the_encoder(toy_spec, stats_dir):

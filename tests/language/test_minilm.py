@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from vla_jax.language import minilm, tokenizer as tokenizer_lib
-from vla_jax.language.encoder import get_encoder
+from vla_jax.language.encoder import InstructionEncoder, get_encoder
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.npz"
 
@@ -79,6 +80,43 @@ def test_encoder_caches_each_distinct_instruction_once():
   second = encoder.encode(texts[::-1])
   assert encoder.encoded - before == 2
   np.testing.assert_array_equal(first["language_features"][::-1], second["language_features"])
+
+
+def _small_encoder(max_cache_entries: int = 8192) -> InstructionEncoder:
+  """A tiny random MiniLM-shaped network (the real tokenizer): warming is about batching, not weights."""
+  config = minilm.MiniLMConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=64)
+  module = minilm.MiniLM(config)
+  ids = np.zeros((1, 16), np.int32)
+  params = module.init(jax.random.key(0), ids, np.ones_like(ids, bool))["params"]
+  return InstructionEncoder("minilm", 16, max_cache_entries, module=module, params=params)
+
+
+def test_warming_encodes_each_new_instruction_once_in_full_batches(monkeypatch):
+  texts = [f"put the red square in region {i}" for i in range(100)]
+  lazy = _small_encoder()
+  expected = lazy.encode(texts[:70])  # One network call for the lot, like a warm batch.
+  encoder = _small_encoder()
+  calls = []
+  real = encoder.encode_ids
+  monkeypatch.setattr(encoder, "encode_ids", lambda ids, mask: calls.append(len(ids)) or real(ids, mask))
+  assert encoder.warm(texts[:30] + texts + texts[:10]) == 100  # Duplicates once.
+  assert calls == [64, 36] and encoder.encoded == 100
+  assert encoder.warm(texts) == 0 and calls == [64, 36]
+  got = encoder.encode(texts[:70])  # Only lookups now.
+  assert calls == [64, 36] and encoder.encoded == 100
+  for key in ("language_features", "language_mask", "language_embedding"):
+    np.testing.assert_allclose(got[key], expected[key], atol=1e-6, err_msg=key)
+
+
+def test_warming_stops_at_the_cache_capacity_and_says_so(caplog):
+  encoder = _small_encoder(max_cache_entries=10)
+  encoder.encode(["go left", "go right"])
+  with caplog.at_level("WARNING"):
+    assert encoder.warm([f"push block {i}" for i in range(15)]) == 8
+  assert "15 distinct instructions, room for 8 more" in caplog.text
+  # A batch at full capacity keeps its own cached rows (the oldest are evicted, never these).
+  out = encoder.encode(["go left", "a new one", "go right"])
+  assert out["language_embedding"].shape == (3, 32) and len(encoder._cache) == 10
 
 
 def test_truncation_keeps_the_separator_token():
