@@ -113,7 +113,7 @@ def test_cli_config_errors_are_one_clear_line(tiny_tabletop_dir, tmp_path):
   assert last.startswith("error:") and "image_primary" in last and "64" in last and "32" in last
 
 
-@pytest.mark.slow  # A training run of its own (~18 s).
+@pytest.mark.slow  # Two training runs of their own (~35 s).
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_tabletop_dir, tmp_path):
   # A learning rate this large overflows the parameters within a few steps; warm-up from 0 keeps
   # step 1 finite, and a checkpoint every step shows which state was the last good one.
@@ -130,6 +130,16 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_tabletop
   state = final_params(tmp_path / "nan")
   assert int(state["step"]) == good
   assert all(np.all(np.isfinite(x)) for x in __import__("jax").tree.leaves(state["params"]))
+
+  # Steps that neither log nor save read their loss one step late (the next step is dispatched
+  # first): the same run still stops at the same step, naming it, and saves nothing after it.
+  quiet = run_train(tmp_path / "quiet", tiny_tabletop_dir, **{
+      "train.num_steps": 60, "train.eval_every": 0, "checkpoint.every": 1000, "train.log_every": 1000,
+      "optim.learning_rate": 1e30, "optim.warmup_steps": 40, "checkpoint.async_save": False})
+  assert quiet.returncode != 0
+  last = quiet.stderr.strip().splitlines()[-1]
+  assert f" at step {bad};" in last and "The last good checkpoint is none" in last, last
+  assert not list((tmp_path / "quiet" / "checkpoints").glob("[0-9]*"))
 
 
 @pytest.mark.slow
@@ -247,7 +257,7 @@ def test_a_corrupt_tfrecord_is_reported_by_file_and_the_checkpoints_survive(tiny
   last = fresh.stderr.strip().splitlines()[-1]
   assert fresh.returncode != 0 and "Traceback" not in fresh.stderr, fresh.stderr[-1500:]
   assert last.startswith("error: reading training data failed at batch") and shard.name in last, last
-  assert "corrupted record" in last and "the last good checkpoint is none" in last, last
+  assert "corrupted record" in last and "The last good checkpoint is none" in last, last
 
   # Resuming: the sample count on the way in reads it; the run's checkpoint is untouched.
   resumed = run_train(tmp_path / "run", data, "--allow_config_change", **settings, **{"train.num_steps": 40})
