@@ -257,7 +257,7 @@ def test_a_corrupt_tfrecord_is_reported_by_file_and_the_checkpoints_survive(tiny
   last = fresh.stderr.strip().splitlines()[-1]
   assert fresh.returncode != 0 and "Traceback" not in fresh.stderr, fresh.stderr[-1500:]
   assert last.startswith("error: reading training data failed at batch") and shard.name in last, last
-  assert "corrupted record" in last and "The last good checkpoint is none" in last, last
+  assert "corrupted record" in last and "the last good checkpoint is none" in last, last
 
   # Resuming: the sample count on the way in reads it; the run's checkpoint is untouched.
   resumed = run_train(tmp_path / "run", data, "--allow_config_change", **settings, **{"train.num_steps": 40})
