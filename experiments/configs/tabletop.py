@@ -113,6 +113,10 @@ def long_chunk_variant(config: ml_collections.ConfigDict) -> None:
   ensembling, hard inpainting, RTC) can be compared at d in {0, 1, 2, 4, 6}.
   """
   config.data.action_horizon = 16
+  # The demos hold scripted mistakes (premature closes, push slips) and the expert's recoveries:
+  # a 16-step chunk from before a mistake would learn to sample recoveries from mistakes that
+  # never happen. Chunk entries after a recorded mistake carry no loss (traj_transforms).
+  config.data.mask_after_perturbation = True
   config.eval.execute_steps = 8
   # One closed-loop evaluation, at the end: the benchmark draws the full delay picture afterwards.
   config.train.closed_loop_every = config.train.num_steps

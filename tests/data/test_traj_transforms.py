@@ -45,6 +45,25 @@ def test_single_step_episode_is_all_padding_but_the_current_step():
   assert out["action"].shape == (1, 3, 2)
 
 
+def test_chunk_entries_after_a_perturbation_are_masked_and_the_leaf_is_consumed():
+  episode = _episode(7, 0)
+  episode["perturbed"] = tf.constant([False, False, True, False, False, True, False])  # Mistakes at steps 2, 5.
+  out = traj_transforms.window_and_chunk(episode, window=1, horizon=4)
+  assert "perturbed" not in out
+  # Step t, entry h (step t + h): masked once a mistake p with t <= p < t + h lies before it, or past the end.
+  np.testing.assert_array_equal(out["action_pad_mask"].numpy(), [
+      [True, True, True, False],    # t = 0: 0, 1, 2 (the mistake's own label stays); 3 follows the mistake at 2.
+      [True, True, False, False],   # t = 1: 1, 2; not 3, 4.
+      [True, False, False, False],  # t = 2: the mistake's step only.
+      [True, True, True, False],    # t = 3: 3, 4, 5; 6 follows the mistake at 5.
+      [True, True, False, False],   # t = 4.
+      [True, False, False, False],  # t = 5.
+      [True, False, False, False],  # t = 6: the episode's end.
+  ])
+  np.testing.assert_array_equal(out["action"].numpy()[..., 0], traj_transforms.window_and_chunk(
+      _episode(7, 0), window=1, horizon=4)["action"].numpy()[..., 0])  # Labels unchanged.
+
+
 def test_task_leaves_stay_per_step():
   out = traj_transforms.window_and_chunk(_episode(5, 0), window=2, horizon=2)
   assert out["task"]["language_tokens"].shape == (5, 4)

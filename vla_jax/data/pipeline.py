@@ -110,6 +110,9 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   c.goal_relabeling = False        # Adds task/image_goal (uniform future frame of cameras[0]).
   c.num_referents = 0              # K > 0: adds aux/referent_xy, aux/referent_valid (simulator labels
                                    # of the current frame, for an auxiliary loss); 0 = off.
+  c.mask_after_perturbation = False  # True: chunk entries after a demonstrator's recorded mistake
+                                   # (spec.perturbation_keys) get action_pad_mask False (see
+                                   # traj_transforms; for long chunks). False: keys never read.
   c.normalization = "gaussian"     # "gaussian" | "bounds" (see statistics.py).
   c.action_dim = None              # Pad all datasets' actions to this many dims (None: must agree).
   c.proprio_dim = None             # Same for proprio.
@@ -144,13 +147,19 @@ def _config_fingerprint(config: ml_collections.ConfigDict) -> str:
   """Hash of everything that changes the sample stream (for refusing a mismatched restore).
 
   With referents off, `num_referents` and the specs' `referents_key` change nothing, and are left
-  out so iterator states saved before they existed still restore.
+  out so iterator states saved before they existed still restore; the same for the perturbation
+  mask and the specs' `perturbation_keys`.
   """
   fields = {k: v for k, v in config.to_dict().items() if k not in _STREAM_NEUTRAL_KEYS}
+  unused = set()
   if not fields.get("num_referents"):
     fields.pop("num_referents", None)
-    fields["datasets"] = {name: {k: v for k, v in s.items() if k != "referents_key"}
-                          for name, s in fields["datasets"].items()}
+    unused.add("referents_key")
+  if not fields.get("mask_after_perturbation"):
+    fields.pop("mask_after_perturbation", None)
+    unused.add("perturbation_keys")
+  fields["datasets"] = {name: {k: v for k, v in s.items() if k not in unused}
+                        for name, s in fields["datasets"].items()}
   blob = json.dumps(fields, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -238,7 +247,8 @@ class DatasetSource:
           stored[key] = tuple(obs_features[key].shape)
     except (KeyError, TypeError):  # Not the usual RLDS nesting; validate_spec reports what is missing.
       pass
-    spec_lib.validate_spec(spec, element_spec, stored, num_referents=_num_referents(self.config))
+    spec_lib.validate_spec(spec, element_spec, stored, num_referents=_num_referents(self.config),
+                           perturbations=bool(self.config.get("mask_after_perturbation", False)))
     self._stored_image_shapes = stored
     if self.config.language in ("embedding", "both") and not spec.language_embedding_key:
       raise ValueError(f"dataset '{spec.name}': config.language={self.config.language!r} needs a precomputed "
@@ -361,6 +371,11 @@ class DatasetSource:
     }
     if num_referents > 0:
       out["aux"] = traj["aux"]
+    if config.get("mask_after_perturbation", False):
+      # Every dataset of a mixture gets the leaf (one element structure); none recorded: all False.
+      keys = tuple(spec.get("perturbation_keys", ()))
+      steps = tf.stack([tf.cast(episode["episode_metadata"][k], tf.int32) for k in keys] or [tf.constant(-1)])
+      out["perturbed"] = tf.reduce_any(tf.range(length)[:, None] == steps[None, :], axis=1)
     return out
 
   def count_samples(self, split: str, process_index: int, process_count: int) -> int:

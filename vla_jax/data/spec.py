@@ -27,6 +27,11 @@ conventions. A spec is a small `ml_collections.ConfigDict` that says, for one da
                           has K = 2: target object, goal) read only when `config.num_referents` > 0,
                           for auxiliary losses; None = the dataset has none (its samples get
                           valid = False in a mixture)
+  perturbation_keys       keys under `episode_metadata/` of int steps (-1: none) where a scripted
+                          demonstrator executed a deliberate mistake to record its recovery; read
+                          only when `config.mask_after_perturbation` (long action chunks must not
+                          learn to replay recoveries from mistakes that have not happened; see
+                          `traj_transforms`); () = none recorded
   standardize_fn          optional name of a function registered in `standardize.py`, applied to the
                           raw episode before the keys above are looked up
   weight                  sampling weight in a mixture
@@ -75,6 +80,7 @@ def dataset_spec(
     language_level: str = "step",
     language_embedding_key: str | None = None,
     referents_key: str | None = None,
+    perturbation_keys: Sequence[str] = (),
     train_split: str = "train",
     val_split: str | None = "val",
     standardize_fn: str | None = None,
@@ -98,6 +104,7 @@ def dataset_spec(
   spec.language_level = language_level
   spec.language_embedding_key = language_embedding_key
   spec.referents_key = referents_key
+  spec.perturbation_keys = tuple(perturbation_keys)
   spec.standardize_fn = standardize_fn
   spec.weight = float(weight)
   check_spec_fields(spec)
@@ -152,6 +159,7 @@ def tabletop_spec(builder_dir: str = "data/tabletop/1.0.0", **overrides: Any) ->
       action_dim_kinds=("relative", "relative", "gripper"),
       language_key="language_instruction",
       referents_key="referents",
+      perturbation_keys=("perturbation_step", "slip_step"),
       train_split="train",
       val_split="val",
   )
@@ -242,6 +250,9 @@ def check_spec_fields(spec: ml_collections.ConfigDict) -> None:
   referents_key = spec.get("referents_key")
   if referents_key is not None and (not isinstance(referents_key, str) or not referents_key):
     raise ValueError(f"{where}: referents_key must be a key under steps/ or None, got {referents_key!r}")
+  keys = spec.get("perturbation_keys", ())
+  if isinstance(keys, str) or not all(isinstance(k, str) and k for k in keys):
+    raise ValueError(f"{where}: perturbation_keys must be a tuple of keys under episode_metadata/, got {keys!r}")
 
 
 def action_normalize_mask(spec: ml_collections.ConfigDict) -> list[bool]:
@@ -292,10 +303,12 @@ def _siblings(flat: Mapping[str, Any], path: str) -> str:
   return "{" + ", ".join(sorted({k.split("/")[0] for k in flat})) + "}"
 
 
-def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0) -> dict[str, str]:
+def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0,
+                   perturbations: bool = False) -> dict[str, str]:
   """{flattened key path -> role} that the spec needs to find in a standardised episode.
 
-  The referent labels are needed only when `num_referents` > 0 and the spec names them.
+  The referent labels are needed only when `num_referents` > 0 and the spec names them, the
+  perturbation steps only when `perturbations` (the pipeline masks chunks after them).
   """
   paths = {f"steps/observation/{key}": f"camera '{cam}'" for cam, key in spec.cameras.items()}
   if spec.proprio_key:
@@ -310,12 +323,15 @@ def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0) -> d
   if num_referents > 0 and referents_key:
     paths[f"steps/{referents_key}/position"] = "referent positions"
     paths[f"steps/{referents_key}/valid"] = "referent validity"
+  if perturbations:
+    for key in spec.get("perturbation_keys", ()):
+      paths[f"episode_metadata/{key}"] = "perturbation step"
   return paths
 
 
 def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, Any],
                   stored_image_shapes: Mapping[str, Iterable[int | None]] | None = None,
-                  num_referents: int = 0) -> None:
+                  num_referents: int = 0, perturbations: bool = False) -> None:
   """Checks that a standardised episode has every key the spec names, with the declared sizes.
 
   Args:
@@ -326,6 +342,8 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
       check `image_size_px` (encoded images have no static shape in the element_spec).
     num_referents: referents the pipeline wants per step (`config.num_referents`); when > 0 the
       spec's `referents_key` must exist with position [T, K, 2] and valid [T, K], K <= num_referents.
+    perturbations: the pipeline masks chunks after recorded perturbations
+      (`config.mask_after_perturbation`): the spec's `perturbation_keys` must exist.
 
   Raises:
     ValueError naming every missing key and the keys that exist, or the first size mismatch.
@@ -333,7 +351,7 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
   import tensorflow as tf  # Local: this module stays importable without TF for config building.
 
   flat = _flatten_spec(element_spec)
-  needed = required_paths(spec, num_referents)
+  needed = required_paths(spec, num_referents, perturbations)
   missing = [p for p in needed if p not in flat]
   if missing:
     parts = [f"spec wants {p} ({needed[p]}), dataset has {_siblings(flat, p)}" for p in missing]

@@ -17,6 +17,8 @@ Contents of episode e (ids are global: train episodes first, then val), step t o
             (`episode_metadata/instruction`).
   referents (only with `num_referents` = K > 0): `steps/referents/position` float32 [K, 2] with
             row k = [0.01 t + 0.1 k, 0.01 e], `steps/referents/valid` bool [K] = (t + k) even.
+  perturbation (only with `perturbations=True`): `episode_metadata/perturbation_step` int64 =
+            `episode_perturbation_step(e, T)` (a demonstrator's recorded mistake; -1 = none).
 
 `write_oxe_fixture` writes a registered Open X-Embodiment dataset's exact published structure
 (`vla_jax/data/oxe/registry.py`) with contents of the same kind (documented there).
@@ -64,6 +66,11 @@ def episode_referents(e: int, t: int, num_referents: int) -> tuple[np.ndarray, n
   return position, (t + k) % 2 == 0
 
 
+def episode_perturbation_step(e: int, length: int) -> int:
+  """The recorded mistake's step of episode e of length T: none (-1) in every third episode."""
+  return -1 if e % 3 == 2 else (2 * e + 1) % length
+
+
 def write_synthetic_rlds(
     data_dir: str,
     *,
@@ -78,12 +85,14 @@ def write_synthetic_rlds(
     oxe_action_fields: bool = False,
     textured: bool = False,
     num_referents: int = 0,
+    perturbations: bool = False,
 ) -> str:
   """Writes the dataset with TFDS and returns its builder dir (`<data_dir>/<name>/1.0.0`).
 
   Args:
     episode_lengths: {split: [T per episode]}; default {"train": [5, 1, 8, 3], "val": [4, 6]}.
     num_referents: K > 0 adds `steps/referents` (see the module docstring); 0 = none.
+    perturbations: adds `episode_metadata/perturbation_step` (see the module docstring).
   """
   import tensorflow_datasets as tfds
 
@@ -112,6 +121,8 @@ def write_synthetic_rlds(
   metadata = {"episode_id": tfds.features.Scalar(dtype=np.int64)}
   if language_level == "episode":
     metadata["instruction"] = tfds.features.Text()
+  if perturbations:
+    metadata["perturbation_step"] = tfds.features.Scalar(dtype=np.int64)
   features = tfds.features.FeaturesDict({
       "steps": tfds.features.Dataset(step_features),
       "episode_metadata": tfds.features.FeaturesDict(metadata),
@@ -143,6 +154,8 @@ def write_synthetic_rlds(
     meta = {"episode_id": e}
     if language_level == "episode":
       meta["instruction"] = f"task {e}"
+    if perturbations:
+      meta["perturbation_step"] = episode_perturbation_step(e, length)
     return {"steps": steps, "episode_metadata": meta}
 
   def examples(split):

@@ -14,6 +14,16 @@ For step t of an episode of length T, with window W and horizon H:
   action_pad_mask[t, h]        = (t + h < T)   (False past the episode end; the padded entries
                                   repeat the episode's last action, never the next episode's)
 
+With a per-step `perturbed` [T] bool leaf (a scripted demonstrator's executed action at that step
+was deliberately not its recorded label: a recovery demonstration), chunk entries after such a
+step are unpredictable from earlier frames and are masked too:
+
+  action_pad_mask[t, h]       &= no p with perturbed[p] and t <= p < t + h
+
+The label at p itself stays (it is the demonstrator's intended action); what follows answers an
+event the frames up to t cannot show. Without the mask a long chunk learns to sample recoveries
+from mistakes that never happened. The leaf is consumed (absent from the output).
+
 The action chunk starts at the *current* (last) observation of the window: the model sees frames
 t-W+1..t and predicts actions t..t+H-1. Every other leaf (`task/*`, `aux/*` referent labels,
 `dataset_index`) stays per step, so sample t carries the labels of its current frame t.
@@ -31,7 +41,8 @@ def window_and_chunk(traj: dict[str, Any], window: int, horizon: int) -> dict[st
 
   Args:
     traj: {"observation": {name: [T, ...]}, "task": {name: [T, ...]}, "action": float [T, A], ...}
-      (e.g. "aux": {"referent_xy": [T, K, 2], "referent_valid": [T, K]}).
+      (e.g. "aux": {"referent_xy": [T, K, 2], "referent_valid": [T, K]}; optional "perturbed" bool
+      [T], see the module docstring).
     window: observation history length W >= 1.
     horizon: action chunk length H >= 1.
 
@@ -49,6 +60,13 @@ def window_and_chunk(traj: dict[str, Any], window: int, horizon: int) -> dict[st
   obs_index = tf.maximum(obs_index, 0)
   act_index = t + tf.range(horizon)[None, :]                 # [T, H]
   action_pad_mask = act_index < length
+  traj = dict(traj)
+  perturbed = traj.pop("perturbed", None)
+  if perturbed is not None:
+    # before[k] = perturbations at steps < k, so before[t + h] - before[t] counts those in [t, t + h).
+    before = tf.concat([[0], tf.cumsum(tf.cast(perturbed, tf.int32))], axis=0)
+    between = tf.gather(before, tf.minimum(act_index, length)) - tf.gather(before, t)
+    action_pad_mask &= between == 0
   act_index = tf.minimum(act_index, length - 1)
 
   observation = {k: tf.gather(v, obs_index) for k, v in traj["observation"].items()}
