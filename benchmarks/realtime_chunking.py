@@ -1,7 +1,7 @@
 """Real-time chunking: every execution strategy under inference delays, in closed loop.
 
   python benchmarks/realtime_chunking.py --workdir runs/tabletop_h16 [--episodes_per_family 100]
-      [--delays 0,1,2,4,6] [--strategies sync,naive_async,ensemble,hard,rtc] [--execute_steps 8]
+      [--delays 0,1,2,4,6] [--strategies sync,naive_async,ensemble,hard,rtc] [--execute_steps 4]
 
 For each delay d (control steps between an observation and the chunk computed from it) and each
 strategy of `vla_jax.inference.execution`, the trained policy runs the same scenes (seed scheme of
@@ -241,7 +241,9 @@ def main() -> None:
   parser.add_argument("--episodes_per_family", type=int, default=100)
   parser.add_argument("--delays", default="0,1,2,4,6")
   parser.add_argument("--strategies", default=",".join(execution.STRATEGIES))
-  parser.add_argument("--execute_steps", type=int, default=8, help="s: actions executed per inference.")
+  parser.add_argument("--execute_steps", type=int, default=4,
+                      help="s: actions executed per inference (sync), env steps between requests (the others; "
+                           "at d > s a request waits for the previous chunk: s = max(d, s)).")
   parser.add_argument("--num_envs", type=int, default=50)
   parser.add_argument("--latency_calls", type=int, default=50)
   parser.add_argument("--name", default=NAME, help="Results file stem under benchmarks/results/.")

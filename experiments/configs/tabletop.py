@@ -22,7 +22,7 @@ from vla_jax.models.config import minilm_language, model_config
 
 def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   """arg: "<variant>[,<encoder>]". variant: "small" (the quickstart policy), "small_h16" (small with
-  16-action chunks, 8 executed: a policy worth real-time chunking), "tiny" (tests), or "base"
+  16-action chunks, 4 executed: a policy worth real-time chunking), "tiny" (tests), or "base"
   (GPU-sized); encoder: "minilm" (frozen pretrained all-MiniLM-L6-v2; default of small and base) or
   "learned" (byte ids with learned embeddings; default of tiny)."""
   variant, _, encoder = arg.partition(",")
@@ -105,19 +105,21 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
 
 
 def long_chunk_variant(config: ml_collections.ConfigDict) -> None:
-  """`small` predicting 16 actions and executing 8 per inference (for real-time chunking).
+  """`small` predicting 16 actions, re-planning every 4 executed (for real-time chunking).
 
   The quickstart's 4-action chunk leaves no room for an inference delay of several steps: with
-  H = 4 and d = 4 the whole chunk is spent before the next arrives. 16 predicted / 8 executed lets
-  delays up to 8 steps be absorbed by the current plan, so execution strategies (sync, naive async,
-  ensembling, hard inpainting, RTC) can be compared at d in {0, 1, 2, 4, 6}.
+  H = 4 and d = 4 the whole chunk is spent before the next arrives. With H = 16 a plan covers the
+  delay, so execution strategies (sync, naive async, ensembling, hard inpainting, RTC) can be
+  compared at d in {0, 1, 2, 4, 6}. Executing 4 (at d > 4: as soon as the previous chunk arrives,
+  the paper's s = max(d, s_min)) rather than 8 per inference: sync at d = 0 succeeds 81 % vs 74 %
+  (benchmarks/results/realtime_chunking.md).
   """
   config.data.action_horizon = 16
   # The demos hold scripted mistakes (premature closes, push slips) and the expert's recoveries:
   # a 16-step chunk from before a mistake would learn to sample recoveries from mistakes that
   # never happen. Chunk entries after a recorded mistake carry no loss (traj_transforms).
   config.data.mask_after_perturbation = True
-  config.eval.execute_steps = 8
+  config.eval.execute_steps = 4
   # One closed-loop evaluation, at the end: the benchmark draws the full delay picture afterwards.
   config.train.closed_loop_every = config.train.num_steps
 
