@@ -14,7 +14,7 @@ strategy of `vla_jax.inference.execution`, the trained policy runs the same scen
   steps_to_success control steps until success, waits included (sync stands still d steps per
                    chunk), mean over the successful episodes; `env_steps_to_success` without waits;
   sample_ms        batch-1 latency of the sampler the strategy uses on this CPU (plain for sync,
-                   naive_async and ensemble; guided for hard and rtc), head only (readouts → chunk;
+                   naive_async and ensemble; guided for hard, rtc and conditioned), head only (readouts → chunk;
                    the backbone runs once either way) and for the whole policy call.
 
 The scenes, the policy's noise (drawn from the call count) and the delays are the same for every
@@ -22,7 +22,9 @@ strategy, so the comparisons between strategies at one delay are paired. Writes
 benchmarks/results/realtime_chunking.json (machine, command, rows), .md (the table) and .png
 (success and boundary jump against delay, one line per strategy).
 Targets: at d = 4, RTC success within 3 points of sync at d = 0 and RTC boundary jump
-≤ half of naive async's; RTC sampling ≤ 1.6× plain.
+≤ half of naive async's; RTC sampling ≤ 1.6× plain. The same lines are printed for "conditioned"
+(real-time chunking trained in: `head.prefix_conditioning`), which runs only on checkpoints trained
+with it and is left out of the default strategies otherwise.
 """
 
 from __future__ import annotations
@@ -95,10 +97,11 @@ def _mean(values) -> float | None:
   return float(np.mean(values)) if values else None
 
 
-def sampler_latency(policy, calls: int) -> dict[str, dict[str, float]]:
-  """Median batch-1 latency (ms) of the plain, hard and rtc samplers: head only and whole call.
+def sampler_latency(policy, calls: int, modes: list[str]) -> dict[str, dict[str, float]]:
+  """Median batch-1 latency (ms) of the plain sampler and the guided `modes` (of hard, rtc,
+  conditioned): head only and whole call.
 
-  Calls alternate between the three samplers, so a load change on the shared machine hits all."""
+  Calls alternate between the samplers, so a load change on the shared machine hits all."""
   import jax
   import jax.numpy as jnp
 
@@ -120,13 +123,13 @@ def sampler_latency(policy, calls: int) -> dict[str, dict[str, float]]:
   readouts = jax.jit(p.embed)(params, batch["observation"], batch["task"])
   noise = p.make_noise(jax.random.key(1), 1)
   heads = {"plain": jax.jit(p.sample_from_readouts)}
-  for mode in realtime.MODES:
+  for mode in modes:
     def guided(params, readouts, noise, prefix, weights, mode=mode):
-      predict = lambda x, t: p.head_predict(params, readouts, x, t)  # noqa: E731
+      predict = lambda x, t, *given: p.head_predict(params, readouts, x, t, *given)  # noqa: E731
       return realtime.guided_sample(cfg, predict, noise["initial"], prefix, weights, mode=mode)
     heads[mode] = jax.jit(guided)
   head_args = {"plain": (params, readouts, noise),
-               **{m: (params, readouts, noise, jnp.asarray(prefix), jnp.asarray(weights)) for m in realtime.MODES}}
+               **{m: (params, readouts, noise, jnp.asarray(prefix), jnp.asarray(weights)) for m in modes}}
 
   # Whole policy call: a JaxPolicy session at batch 1, observations from the simulator.
   from vla_jax.envs import VectorTabletopEnv
@@ -135,7 +138,7 @@ def sampler_latency(policy, calls: int) -> dict[str, dict[str, float]]:
   obs, infos = venv.reset([0])
   session = policy.new_session()
   session.reset([infos[0]["instruction"]])
-  kwargs = {"plain": {}, **{m: dict(guidance=m, prefix=prefix, weights=weights) for m in realtime.MODES}}
+  kwargs = {"plain": {}, **{m: dict(guidance=m, prefix=prefix, weights=weights) for m in modes}}
 
   def whole(mode):
     return session(obs, **kwargs[mode])
@@ -218,19 +221,20 @@ def markdown(payload: dict[str, Any]) -> str:
 def targets(rows: list[dict[str, Any]], latency: dict[str, dict[str, float]]) -> list[str]:
   by = {(r["strategy"], r["delay"]): r for r in rows}
   out = []
-  if ("sync", 0) in by and ("rtc", 4) in by:
-    gap = 100 * (by[("sync", 0)]["success"] - by[("rtc", 4)]["success"])
-    out.append(f"RTC success at d = 4 is {gap:+.1f} points below sync at d = 0 (target ≤ 3): "
-               f"{'met' if gap <= 3 else 'NOT met'}")
-  if ("naive_async", 4) in by and ("rtc", 4) in by and by[("naive_async", 4)]["boundary_jump"]:
-    ratio = by[("rtc", 4)]["boundary_jump"] / by[("naive_async", 4)]["boundary_jump"]
-    out.append(f"RTC boundary jump at d = 4 is {ratio:.2f}× naive async's (target ≤ 0.5): "
-               f"{'met' if ratio <= 0.5 else 'NOT met'}")
-  if "rtc" in latency:
-    ratio = latency["rtc"]["head_ms"] / latency["plain"]["head_ms"]
-    call = latency["rtc"]["call_ms"] / latency["plain"]["call_ms"]
-    out.append(f"RTC sampling latency {ratio:.2f}× plain (head only; whole call {call:.2f}×) (target ≤ 1.6): "
-               f"{'met' if ratio <= 1.6 else 'NOT met'}")
+  for mode, name in (("rtc", "RTC"), ("conditioned", "Conditioned (trained-in RTC)")):
+    if ("sync", 0) in by and (mode, 4) in by:
+      gap = 100 * (by[("sync", 0)]["success"] - by[(mode, 4)]["success"])
+      out.append(f"{name} success at d = 4 is {gap:+.1f} points below sync at d = 0 (target ≤ 3): "
+                 f"{'met' if gap <= 3 else 'NOT met'}")
+    if ("naive_async", 4) in by and (mode, 4) in by and by[("naive_async", 4)]["boundary_jump"]:
+      ratio = by[(mode, 4)]["boundary_jump"] / by[("naive_async", 4)]["boundary_jump"]
+      out.append(f"{name} boundary jump at d = 4 is {ratio:.2f}× naive async's (target ≤ 0.5): "
+                 f"{'met' if ratio <= 0.5 else 'NOT met'}")
+    if mode in latency:
+      ratio = latency[mode]["head_ms"] / latency["plain"]["head_ms"]
+      call = latency[mode]["call_ms"] / latency["plain"]["call_ms"]
+      out.append(f"{name} sampling latency {ratio:.2f}× plain (head only; whole call {call:.2f}×) (target ≤ 1.6): "
+                 f"{'met' if ratio <= 1.6 else 'NOT met'}")
   return out
 
 
@@ -240,7 +244,8 @@ def main() -> None:
   parser.add_argument("--checkpoint", default=None, help="A checkpoint directory (overrides --workdir).")
   parser.add_argument("--episodes_per_family", type=int, default=100)
   parser.add_argument("--delays", default="0,1,2,4,6")
-  parser.add_argument("--strategies", default=",".join(execution.STRATEGIES))
+  parser.add_argument("--strategies", default=None,
+                      help="Comma-separated; default every strategy the checkpoint supports.")
   parser.add_argument("--execute_steps", type=int, default=4,
                       help="s: actions executed per inference (sync), env steps between requests (the others; "
                            "at d > s a request waits for the previous chunk: s = max(d, s)).")
@@ -250,16 +255,20 @@ def main() -> None:
   args = parser.parse_args()
 
   from vla_jax.inference import jax_policy
+  from vla_jax.models.heads import common as realtime_common
   from vla_jax.training.checkpoint import checkpoint_steps
 
   checkpoint = Path(args.checkpoint) if args.checkpoint else checkpoint_steps(args.workdir)[-1]
   config = ev.eval_config(episodes_per_family=args.episodes_per_family)
   policy = jax_policy.load(checkpoint, seed=config.seed)
-  strategies = [execution.check_strategy(s) for s in args.strategies.split(",")]
+  conditioned = realtime_common.prefix_max_delay(policy.bundle.model_config) > 0
+  default = [s for s in execution.STRATEGIES if conditioned or s != "conditioned"]
+  strategies = [execution.check_strategy(s) for s in args.strategies.split(",")] if args.strategies else default
   delays = [int(d) for d in args.delays.split(",")]
   print(f"{checkpoint}: H = {policy.action_horizon}, s = {args.execute_steps}; "
         f"{args.episodes_per_family} episodes per family; delays {delays}; strategies {strategies}")
-  latency = sampler_latency(policy, args.latency_calls)
+  modes = [m for m in strategies if m in execution.GUIDED]
+  latency = sampler_latency(policy, args.latency_calls, modes)
   print("batch-1 latency (median ms):", {m: {k: round(v, 2) for k, v in t.items()} for m, t in latency.items()})
   rows = []
   start = time.perf_counter()

@@ -98,7 +98,7 @@ def test_naive_async_switches_to_the_new_chunk_when_it_arrives(executed):
     assert r.interior_steps == 11 - 5
 
 
-@pytest.mark.parametrize("strategy", ["hard", "rtc"])
+@pytest.mark.parametrize("strategy", ["hard", "rtc", "conditioned"])
 def test_hard_and_rtc_pass_the_plan_of_the_next_h_steps_as_prefix_with_the_soft_mask(strategy):
   from vla_jax.models.heads.realtime import prefix_weights
 

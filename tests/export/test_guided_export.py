@@ -54,3 +54,33 @@ def test_guided_samplers_export_with_parity_and_hard_inpainting_keeps_the_prefix
       got = [p(obs, guidance="rtc", prefix=prefix, weights=w) for p in (jax_policy, onnx_policy)]
     np.testing.assert_allclose(got[1], got[0], atol=1e-4 * float(a.scale.max()))
     prev = got[0]
+
+
+@pytest.mark.slow
+def test_a_prefix_conditioned_sampler_exports_with_parity_keeps_the_prefix_and_is_refused_for_other_heads(tmp_path):
+  """policy.conditioned.onnx (training-time real-time chunking) passes the export's parity check and
+  executes the frozen actions as given; exporting it from a head trained without prefix
+  conditioning fails with the reason."""
+  from tests.conftest import tiny_export_model_config
+  from vla_jax.inference.testing import random_bundle
+
+  model_config = tiny_export_model_config()
+  model_config.head.prefix_conditioning.max_delay = 2
+  bundle = random_bundle(model_config, seed=0, normalization="bounds")
+  config = export_config()
+  config.variants = ()
+  config.save_optimized_onnx = False
+  config.guided_samplers = ("conditioned",)
+  manifest = export_policy(bundle, tmp_path / "x", config, log=lambda *_: None)
+  result = manifest["guided_samplers"]["conditioned"]
+  assert result["passed"] and result["max_abs_error"] <= config.parity_tolerance, result
+  run = run_fn(ort_session(tmp_path / "x" / GUIDED_FILES["conditioned"]))
+  inputs = parity.random_inputs(bundle, 3, seed=4, guidance="conditioned")
+  a = policy_fn.normalisation(bundle)["action"]
+  inputs["prefix_actions"] = (a.offset + a.scale * np.random.default_rng(0).uniform(-0.9, 0.9, inputs["prefix_actions"].shape)
+                              ).astype(np.float32)
+  inputs["prefix_weights"] = np.repeat(realtime.prefix_weights(model_config.action_horizon, 2, 1, xp=np)[None], 3, 0)
+  np.testing.assert_allclose(run(inputs)[:, :2], inputs["prefix_actions"][:, :2], atol=1e-5)
+  plain = random_bundle(tiny_export_model_config(), seed=0, normalization="bounds")
+  with pytest.raises(ValueError, match="needs a head trained with prefix conditioning"):
+    export_policy(plain, tmp_path / "y", config, log=lambda *_: None)

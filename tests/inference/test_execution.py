@@ -83,7 +83,7 @@ def test_sync_waits_d_ticks_per_inference_and_executes_the_first_s_actions(delay
     assert [a is None for _, a, _ in ticks[r["tick"]:r["tick"] + delay]] == [True] * delay
 
 
-@pytest.mark.parametrize("strategy", ["naive_async", "hard", "rtc"])
+@pytest.mark.parametrize("strategy", ["naive_async", "hard", "rtc", "conditioned"])
 @pytest.mark.parametrize("delay", [1, 2, 4])
 def test_async_strategies_keep_executing_and_switch_to_the_new_chunk_on_arrival(strategy, delay):
   ex, ticks, requests = drive(strategy, horizon=8, execute_steps=4, delays=delay, num_steps=30)
@@ -132,7 +132,7 @@ def test_at_delay_zero_sync_and_naive_async_are_receding_horizon_and_ensemble_as
   assert execution.check_strategy("receding") == "sync"
 
 
-@pytest.mark.parametrize("strategy", ["hard", "rtc"])
+@pytest.mark.parametrize("strategy", execution.GUIDED)
 @pytest.mark.parametrize("delay", [0, 2, 4])
 def test_guided_requests_carry_the_plan_for_the_next_h_steps_and_the_soft_mask(strategy, delay):
   from vla_jax.models.heads.realtime import prefix_weights

@@ -41,7 +41,8 @@ def eval_config(episodes_per_family: int = 50) -> ml_collections.ConfigDict:
   c.max_episode_steps = 100
   c.image_size = 64
   # Chunk execution (vla_jax.inference.execution): "sync" (k of H per query; at delay 0 receding
-  # horizon), "naive_async", "ensemble" (temporal ensembling), "hard" (inpainting), "rtc".
+  # horizon), "naive_async", "ensemble" (temporal ensembling), "hard" (inpainting), "rtc",
+  # "conditioned" (a head trained with head.prefix_conditioning).
   c.strategy = "sync"
   c.execute_steps = 2  # k: actions per query (sync), steps between queries (async, hard, rtc); H = open loop.
   c.ensemble_decay = 0.0  # m for "ensemble": weights exp(-m * age).

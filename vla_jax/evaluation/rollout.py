@@ -6,8 +6,8 @@ delay of d control steps — fixed (`delay=`) or drawn per inference (`delay_dis
   * "sync": ask, stand still d steps (the scene does not move; counted in `wait_steps`), execute
     the first k = `execute_steps` actions — at d = 0 receding-horizon execution (k = H open-loop
     chunking, k = 1 fully closed-loop; `execution="receding"` is its former name);
-  * "naive_async", "hard", "rtc": ask every k steps and keep executing the current plan; switch
-    to the new chunk when it arrives, d steps later (hard / rtc: the request carries the plan's
+  * "naive_async", "hard", "rtc", "conditioned": ask every k steps and keep executing the current
+    plan; switch to the new chunk when it arrives, d steps later (the last three: the request carries the plan's
     actions for the next H steps, frozen for the d that execute while the model thinks);
   * "ensemble": ask every step (as soon as the model is free when d > 0) and act with the weighted
     mean of all predictions for the current step (temporal ensembling, as in ACT), weights
@@ -81,7 +81,7 @@ def run_episodes(
   strategy: one of `STRATEGIES` (default "sync"); `execution` is its former name ("receding" =
     "sync", "ensemble") — pass one of the two.
   execute_steps: k, actions executed per inference (sync) or steps between requests (naive_async,
-    hard, rtc); default H, clipped to H. Unused by "ensemble".
+    hard, rtc, conditioned); default H, clipped to H. Unused by "ensemble".
   delay, delay_distribution: the inference delay in control steps — fixed, or ((d, p), ...) drawn
     per inference (one draw for the batch) from a generator seeded by (delay_seed, first seed of
     the batch).

@@ -24,7 +24,7 @@ from ml_collections import config_dict
 
 MAX_OPSET = 18
 VARIANTS = ("fp16", "int8")
-GUIDED_SAMPLERS = ("rtc", "hard")  # vla_jax.models.heads.realtime.MODES
+GUIDED_SAMPLERS = ("rtc", "hard", "conditioned")  # vla_jax.models.heads.realtime.MODES
 
 
 def export_config() -> ml_collections.ConfigDict:
@@ -39,8 +39,9 @@ def export_config() -> ml_collections.ConfigDict:
   c.dataset = config_dict.placeholder(str)
   c.save_optimized_onnx = True
   # Real-time chunking graphs (policy.<mode>.onnx: + prefix_actions, prefix_weights inputs), each
-  # parity-checked like the plain one: "rtc" (guided, one VJP per step) and/or "hard" (inpainting).
-  # Only for flow heads and deterministic (eta = 0) diffusion heads.
+  # parity-checked like the plain one: "rtc" (guided, one VJP per step), "hard" (inpainting) and/or
+  # "conditioned" (heads trained with prefix conditioning). Only for flow heads and deterministic
+  # (eta = 0) diffusion heads.
   c.guided_samplers = ()
   return c
 

@@ -15,7 +15,7 @@ SAVEDMODEL = "savedmodel"
 ONNX = "policy.onnx"
 ONNX_OPTIMIZED = "policy.opt.onnx"
 VARIANT_FILES = {"fp16": "policy.fp16.onnx", "int8": "policy.int8.onnx"}
-GUIDED_FILES = {"rtc": "policy.rtc.onnx", "hard": "policy.hard.onnx"}  # Real-time chunking samplers.
+GUIDED_FILES = {"rtc": "policy.rtc.onnx", "hard": "policy.hard.onnx", "conditioned": "policy.conditioned.onnx"}  # Real-time chunking samplers.
 
 
 def read_manifest(export_dir: str | Path) -> dict[str, Any]:

@@ -23,7 +23,9 @@ Strategies (`STRATEGIES`), with s = `execute_steps` (the execution horizon) and 
   hard         as naive_async, but the request carries the current plan's actions for steps
                t .. t+H-1 as a prefix: the sampler overwrites the frozen ones (hard inpainting).
   rtc          the same prefix, followed by guided sampling with the soft mask (Black et al. 2025).
-For hard and rtc the prefix Y [N, H, A] holds the plan's action for step t + i at index i where the
+  conditioned  the same prefix, continued by a head trained with prefix conditioning (the frozen
+               actions are its input; no guidance).
+For hard, rtc and conditioned the prefix Y [N, H, A] holds the plan's action for step t + i at index i where the
 plan has one (zeros after), and the weights are `prefix_weights(H, d, s', xp=np)` with s' = steps
 since the current plan started (= s when requests keep their schedule): 1 on the d actions that
 execute while the model thinks, decaying to 0 where the plan ends. The first request of an episode
@@ -50,8 +52,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-STRATEGIES = ("sync", "naive_async", "ensemble", "hard", "rtc")
-GUIDED = ("hard", "rtc")  # Strategies whose requests carry a prefix (guidance = the strategy's name).
+STRATEGIES = ("sync", "naive_async", "ensemble", "hard", "rtc", "conditioned")
+GUIDED = ("hard", "rtc", "conditioned")  # Strategies whose requests carry a prefix (guidance = the strategy's name).
 LEGACY_NAMES = {"receding": "sync"}  # rollout's former `execution="receding"`: sync at d = 0.
 
 

@@ -85,7 +85,7 @@ class JaxPolicy:
                weights: np.ndarray | None = None) -> np.ndarray:
     """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units).
 
-    guidance "rtc" | "hard" (real-time chunking): continue `prefix` float32 [N, H, A] (env units,
+    guidance "rtc" | "hard" | "conditioned" (real-time chunking): continue `prefix` float32 [N, H, A] (env units,
     aligned to this chunk's steps) under the soft mask `weights` float32 [N, H]
     (`models/heads/realtime.prefix_weights`); the noise is the plain call's (same key).
     """

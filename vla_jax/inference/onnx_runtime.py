@@ -186,7 +186,7 @@ class OnnxPolicy:
                weights: np.ndarray | None = None) -> np.ndarray:
     """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units).
 
-    guidance "rtc" | "hard": the export's real-time chunking graph (policy.<guidance>.onnx), as
+    guidance "rtc" | "hard" | "conditioned": the export's real-time chunking graph (policy.<guidance>.onnx), as
     `JaxPolicy.__call__` — prefix float32 [N, H, A] env units, weights float32 [N, H].
     """
     if self._task is None:

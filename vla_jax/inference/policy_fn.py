@@ -19,8 +19,8 @@ Inputs are a flat dict so that every runtime sees the same named tensors (B is d
   noise_<name>       float32 [...]       standard-normal noise, one per `Policy.noise_shapes`
                                          entry (e.g. noise_initial [B, H, A]); absent for
                                          deterministic heads
-  prefix_actions     float32 [B, H, A]   only for a guided sampler (`guidance` "rtc" | "hard",
-  prefix_weights     float32 [B, H]      real-time chunking): the previous chunk aligned to this
+  prefix_actions     float32 [B, H, A]   only for a guided sampler (`guidance` "rtc" | "hard" |
+  prefix_weights     float32 [B, H]      "conditioned", real-time chunking): the previous chunk aligned to this
                                          one's steps, in env units (normalised inside), and the
                                          soft mask W (`models/heads/realtime.prefix_weights`)
 Output: actions float32 [B, H, A] in env units.
@@ -220,7 +220,7 @@ def make_policy_fn(bundle: PolicyBundle, guidance: str | None = None
                    ) -> Callable[[Params, dict[str, jnp.ndarray]], jnp.ndarray]:
   """policy_fn(params, inputs) → actions float32 [B, H, A] (env units); inputs as in the module docstring.
 
-  guidance: None (plain sampling), or "rtc" / "hard" — a chunk that continues `prefix_actions`
+  guidance: None (plain sampling), or "rtc" / "hard" / "conditioned" — a chunk that continues `prefix_actions`
   (`Policy.sample_actions_guided`, real-time chunking). Params are an argument (not closed over)
   so the SavedModel can hold them as variables.
   """

@@ -183,13 +183,14 @@ class Policy:
                             max_guidance: float = realtime.DEFAULT_MAX_GUIDANCE) -> Array:
     """A chunk [B, H, A] (normalised units) that continues `prefix` [B, H, A] — the previous chunk
     aligned to this one's steps — under the soft mask `weights` [H] or [B, H]: real-time chunking
-    ("rtc") or hard inpainting ("hard"); see `heads/realtime.py`. The backbone runs once."""
+    ("rtc"), hard inpainting ("hard") or a prefix-conditioned head ("conditioned"); see
+    `heads/realtime.py`. The backbone runs once."""
     b = self.check_inputs(observation, task)
     _check_shape("noise/initial", _require(noise, "initial", "noise"), self.noise_shapes(b)["initial"])
     _check_shape("prefix", prefix, (b, self.config.action_horizon, self.config.action_dim))
     readouts = self.embed(params, observation, task)
     embodiment = task.get("embodiment")
-    predict = lambda x, t: self.head_predict(params, readouts, x, t, embodiment=embodiment)  # noqa: E731
+    predict = lambda x, t, *given: self.head_predict(params, readouts, x, t, *given, embodiment=embodiment)  # noqa: E731
     return realtime.guided_sample(self.config, predict, noise["initial"], prefix, weights, mode=mode,
                                   max_guidance=max_guidance)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import chex
+import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 Array = jnp.ndarray
@@ -60,3 +62,25 @@ def level_features(level: Array, num_levels: int, num_features: int) -> Array:
 def repeat_for_noise_samples(x: Array, n: int) -> Array:
   """[B, ...] → [n·B, ...] (n copies, batch-major within each copy) for multi-draw losses."""
   return jnp.concatenate([x] * n, axis=0) if n > 1 else x
+
+
+def prefix_max_delay(config: ml_collections.ConfigDict) -> int:
+  """head.prefix_conditioning.max_delay (0 = off; configs written before the knob existed: 0)."""
+  return int(config.head.get("prefix_conditioning", {}).get("max_delay", 0))
+
+
+def condition_on_prefix(rng: Array, actions: Array, noisy: Array, loss_mask: Array,
+                        max_delay: int) -> tuple[Array, Array, Array]:
+  """Training-time action conditioning: a random prefix of each chunk is given, clean.
+
+  Draws d ~ U{0 … max_delay} per example; the first d positions of `noisy` [B, H, A] are replaced by
+  the clean `actions` and drop out of `loss_mask` ([B, H] or [B, H, A]) — at inference they are the
+  actions the robot executes while the model thinks, known, not predicted.
+  Returns (denoiser input [B, H, A], given float32 [B, H], loss mask).
+  """
+  b, h = actions.shape[:2]
+  delay = jax.random.randint(rng, (b,), 0, max_delay + 1)
+  given = jnp.arange(h)[None, :] < delay[:, None]  # [B, H]
+  x = jnp.where(given[..., None], actions, noisy)
+  keep = ~given if loss_mask.ndim == 2 else ~given[..., None]
+  return x, given.astype(jnp.float32), loss_mask & keep

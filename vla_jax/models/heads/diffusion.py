@@ -63,17 +63,20 @@ class DiffusionHead(nn.Module):
 
   def setup(self):
     d = self.config.head.denoiser
-    self.denoiser = Denoiser(d.hidden_dim, d.num_blocks, d.time_features)
+    self.max_delay = common.prefix_max_delay(self.config)
+    self.denoiser = Denoiser(d.hidden_dim, d.num_blocks, d.time_features,
+                             prefix_conditioning=self.max_delay > 0)
     self.num_train_steps = self.config.head.diffusion.num_train_steps
     # Configs written before max_beta was a knob used the customary 0.999: keep them exact.
     self.alphas_cumprod = cosine_alphas_cumprod(
         self.num_train_steps, max_beta=self.config.head.diffusion.get("max_beta", 0.999))
 
-  def predict(self, readouts: Array, noisy_actions: Array, level: Array) -> Array:
-    """One denoiser call: readouts [B, R, D], noisy_actions [B, H, A], level int [B] → ε̂ [B, H, A]."""
+  def predict(self, readouts: Array, noisy_actions: Array, level: Array, given: Array | None = None) -> Array:
+    """One denoiser call: readouts [B, R, D], noisy_actions [B, H, A], level int [B] → ε̂ [B, H, A].
+    given: [B, H], 1 where noisy_actions holds a clean prefix action (prefix-conditioned heads only)."""
     features = common.level_features(level, self.num_train_steps,
                                      self.config.head.denoiser.time_features)
-    return self.denoiser(common.pool_readouts(readouts), noisy_actions, features)
+    return self.denoiser(common.pool_readouts(readouts), noisy_actions, features, given)
 
   def __call__(self, readouts: Array, actions: Array, action_pad_mask: Array, rng: Array,
                train: bool = False) -> tuple[Array, dict[str, Array]]:
@@ -89,7 +92,11 @@ class DiffusionHead(nn.Module):
     noise = jax.random.normal(noise_rng, actions.shape)
     ab = jnp.asarray(self.alphas_cumprod)[level][:, None, None]
     noisy = jnp.sqrt(ab) * actions + jnp.sqrt(1.0 - ab) * noise
-    pred = self.predict(readouts, noisy, level)
+    given = None
+    if self.max_delay > 0:
+      noisy, given, action_pad_mask = common.condition_on_prefix(jax.random.fold_in(rng, 1), actions, noisy, action_pad_mask,
+                                                                 self.max_delay)
+    pred = self.predict(readouts, noisy, level, given)
     loss = common.masked_mean(jnp.square(pred - noise), action_pad_mask)
     return loss, {"diffusion_mse": loss}
 

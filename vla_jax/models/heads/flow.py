@@ -29,11 +29,14 @@ class FlowHead(nn.Module):
 
   def setup(self):
     d = self.config.head.denoiser
-    self.denoiser = Denoiser(d.hidden_dim, d.num_blocks, d.time_features)
+    self.max_delay = common.prefix_max_delay(self.config)
+    self.denoiser = Denoiser(d.hidden_dim, d.num_blocks, d.time_features,
+                             prefix_conditioning=self.max_delay > 0)
 
-  def predict(self, readouts: Array, x: Array, t: Array) -> Array:
-    """One network call: readouts [B, R, D], x [B, H, A], t float32 [B] → velocity [B, H, A]."""
-    return self.denoiser(common.pool_readouts(readouts), x, t)
+  def predict(self, readouts: Array, x: Array, t: Array, given: Array | None = None) -> Array:
+    """One network call: readouts [B, R, D], x [B, H, A], t float32 [B] → velocity [B, H, A].
+    given: [B, H], 1 where x holds a clean prefix action (prefix-conditioned heads only)."""
+    return self.denoiser(common.pool_readouts(readouts), x, t, given)
 
   def __call__(self, readouts: Array, actions: Array, action_pad_mask: Array, rng: Array,
                train: bool = False) -> tuple[Array, dict[str, Array]]:
@@ -48,7 +51,11 @@ class FlowHead(nn.Module):
     t = jax.random.uniform(t_rng, (actions.shape[0],))
     noise = jax.random.normal(noise_rng, actions.shape)
     x_t = (1.0 - t[:, None, None]) * noise + t[:, None, None] * actions
-    pred = self.predict(readouts, x_t, t)
+    given = None
+    if self.max_delay > 0:
+      x_t, given, action_pad_mask = common.condition_on_prefix(jax.random.fold_in(rng, 1), actions, x_t, action_pad_mask,
+                                                               self.max_delay)
+    pred = self.predict(readouts, x_t, t, given)
     loss = common.masked_mean(jnp.square(pred - (actions - noise)), action_pad_mask)
     return loss, {"flow_mse": loss}
 

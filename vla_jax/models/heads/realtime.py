@@ -35,6 +35,14 @@ Hard inpainting (the baseline without guidance): after every step the frozen pos
 are overwritten with the prefix noised to the next τ, τ Y + (1 - τ) ε₀ (ε₀ the initial noise),
 and the output reproduces Y there exactly.
 
+Training-time conditioning (mode "conditioned"; Black et al., arXiv 2512.05964, the same idea
+trained in): a head trained with `head.prefix_conditioning.max_delay` > 0 saw chunks whose first d
+actions were given clean and flagged, with no loss on them. It samples the continuation directly:
+at every step the frozen positions of its input hold Y (flagged), the rest is integrated as in
+plain sampling, and the output reproduces Y there exactly. No guidance and no VJP, so it costs
+what plain sampling costs; only the frozen prefix (W = 1) conditions it, not the soft-mask tail.
+Delays above the trained max_delay are outside what it learned.
+
 Everything is a pure function of (head params, readouts, noise, Y, d, s); d and s may be traced, so
 one compiled sampler serves every delay. The backbone is not involved: it runs once per inference.
 """
@@ -49,10 +57,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vla_jax.models.heads import common
 from vla_jax.models.heads import diffusion as diffusion_lib
 
 Array = jnp.ndarray
-MODES = ("rtc", "hard")
+MODES = ("rtc", "hard", "conditioned")
 DEFAULT_MAX_GUIDANCE = 5.0  # β of the paper.
 
 
@@ -117,12 +126,14 @@ def guided_sample(config: ml_collections.ConfigDict, predict: Callable[..., Arra
 
   Args:
     config: the model config (head.kind "flow" or "diffusion").
-    predict: (x [B, H, A], time [B]) → the head network's output (velocity, or ε̂ for a noise
-      level) — `Policy.head_predict` with params and readouts bound.
+    predict: (x [B, H, A], time [B][, given [B, H]]) → the head network's output (velocity, or ε̂
+      for a noise level) — `Policy.head_predict` with params and readouts bound; `given` is passed
+      only in mode "conditioned".
     initial_noise: float32 [B, H, A], the sampler's noise["initial"].
     prefix: Y float32 [B, H, A] in normalised units, aligned to the new chunk's steps.
     weights: W float32 [H] or [B, H] (`prefix_weights`); 1 marks the frozen positions.
-    mode: "rtc" (guided) or "hard" (inpaint the positions with W ≥ 1, no guidance).
+    mode: "rtc" (guided), "hard" (inpaint the positions with W ≥ 1, no guidance) or
+      "conditioned" (a prefix-conditioned head continues the positions with W ≥ 1).
     max_guidance: β, the clip on the guidance weight.
 
   Returns:
@@ -133,14 +144,22 @@ def guided_sample(config: ml_collections.ConfigDict, predict: Callable[..., Arra
     raise ValueError(f"guided sampling mode {mode!r} unknown; expected one of {MODES}")
   shape = (initial_noise.shape[0], int(config.action_horizon), int(config.action_dim))
   chex.assert_shape([initial_noise, prefix], shape)
+  w = jnp.broadcast_to(jnp.asarray(weights, jnp.float32), shape[:2])[..., None]  # [B, H, 1]
+  frozen = w >= 1.0
+  if mode == "conditioned":
+    if common.prefix_max_delay(config) < 1:
+      raise ValueError("guidance 'conditioned' needs a head trained with prefix conditioning "
+                       "(head.prefix_conditioning.max_delay > 0); this one was not: use 'rtc' or 'hard'")
+    given = frozen[..., 0].astype(jnp.float32)
+    plain_predict = predict
+    # The head's own input x (flow: z; DDIM: z · scale) holds the clean prefix where it is given.
+    predict = lambda x, t: plain_predict(jnp.where(frozen, prefix, x), t, given)  # noqa: E731
   if kind == "flow":
     taus, step, to_z = _flow_coordinates(config, predict)
   elif kind == "diffusion":
     taus, step, to_z = _ddim_coordinates(config, predict)
   else:
     raise ValueError(f"real-time chunking needs an iterative head (flow or diffusion), got head.kind={kind!r}")
-  w = jnp.broadcast_to(jnp.asarray(weights, jnp.float32), shape[:2])[..., None]  # [B, H, 1]
-  frozen = w >= 1.0
   eps0 = initial_noise
   z = to_z(initial_noise)
   if mode == "hard":
@@ -156,10 +175,11 @@ def guided_sample(config: ml_collections.ConfigDict, predict: Callable[..., Arra
     else:
       _, v = step(z, i)
       z = z + dt * v
-      nxt = float(taus[i + 1])
-      z = jnp.where(frozen, nxt * prefix + (1.0 - nxt) * eps0, z)
+      if mode == "hard":
+        nxt = float(taus[i + 1])
+        z = jnp.where(frozen, nxt * prefix + (1.0 - nxt) * eps0, z)
   clip = float(config.action_clip)
   out = jnp.clip(z, -clip, clip)
-  if mode == "hard":
+  if mode in ("hard", "conditioned"):
     out = jnp.where(frozen, prefix, out)
   return out
