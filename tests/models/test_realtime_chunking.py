@@ -218,7 +218,8 @@ def test_prefix_conditioned_training_masks_the_given_actions_and_sampling_reduce
   noisy = actions + 10.0
   x, given, mask = common.condition_on_prefix(jax.random.key(1), actions, noisy, jnp.ones((64, 5), bool), 3)
   delays = np.asarray(given).sum(1)
-  assert set(delays.tolist()) == {0, 1, 2, 3}  # d ~ U{0 … max_delay}: every delay drawn.
+  assert (delays[:32] == 0).all()  # plain_fraction 0.5: the first half of the rows (whole noise copies) plain,
+  assert set(delays[32:].tolist()) == {1, 2, 3}  # the rest d ~ U{1 … max_delay}: every delay drawn.
   g = np.asarray(given) > 0
   np.testing.assert_array_equal(np.asarray(x)[g], np.asarray(actions)[g])
   np.testing.assert_array_equal(np.asarray(x)[~g], np.asarray(noisy)[~g])

@@ -129,10 +129,11 @@ def head_config(size: str, kind: str = "diffusion") -> ml_collections.ConfigDict
           ),
           flow=dict(num_integration_steps=10, num_noise_samples=4),
           # Training-time action conditioning for real-time chunking (heads/realtime.py, mode
-          # "conditioned"): each training chunk gets a random delay d ~ U{0 … max_delay}; its first d
-          # actions are given clean (and flagged) to the denoiser and carry no loss, so the head
-          # learns to continue a prefix. 0 = off (the denoiser has no prefix input).
-          prefix_conditioning=dict(max_delay=0),
+          # "conditioned"): a plain_fraction of the training rows is given nothing; every other row
+          # draws d ~ U{1 … max_delay} and its first d actions are given clean (and flagged) to the
+          # denoiser with no loss, so the head learns to continue a prefix. max_delay 0 = off (the
+          # denoiser has no prefix input).
+          prefix_conditioning=dict(max_delay=0, plain_fraction=0.5),
           regression=dict(hidden_dim=hidden),
           discrete=dict(num_bins=256, hidden_dim=hidden),
       )

@@ -69,17 +69,30 @@ def prefix_max_delay(config: ml_collections.ConfigDict) -> int:
   return int(config.head.get("prefix_conditioning", {}).get("max_delay", 0))
 
 
-def condition_on_prefix(rng: Array, actions: Array, noisy: Array, loss_mask: Array,
-                        max_delay: int) -> tuple[Array, Array, Array]:
+def prefix_plain_fraction(config: ml_collections.ConfigDict) -> float:
+  """head.prefix_conditioning.plain_fraction: the share of training rows given no prefix."""
+  return float(config.head.get("prefix_conditioning", {}).get("plain_fraction", 0.5))
+
+
+def condition_on_prefix(rng: Array, actions: Array, noisy: Array, loss_mask: Array, max_delay: int,
+                        plain_fraction: float = 0.5) -> tuple[Array, Array, Array]:
   """Training-time action conditioning: a random prefix of each chunk is given, clean.
 
-  Draws d ~ U{0 … max_delay} per example; the first d positions of `noisy` [B, H, A] are replaced by
-  the clean `actions` and drop out of `loss_mask` ([B, H] or [B, H, A]) — at inference they are the
-  actions the robot executes while the model thinks, known, not predicted.
+  The first round(plain_fraction · B) rows get no prefix (d = 0: plain sampling's regime); each other
+  row draws d ~ U{1 … max_delay}. The first d positions of `noisy` [B, H, A] are replaced by the
+  clean `actions` and drop out of `loss_mask` ([B, H] or [B, H, A]) — at inference they are the
+  actions the robot executes while the model thinks, known, not predicted. Why a fixed plain share:
+  with d ~ U{0 … 8} for every row (1/9 plain), the small_h16 policy sampled from scratch succeeded
+  8-13 % instead of 70-82 % (val action MAE 0.39 vs 0.24) — plain sampling starved. With the heads'
+  noise draws stacked copy-major (`repeat_for_noise_samples`), the plain rows are whole copies:
+  every example keeps its plain draws.
   Returns (denoiser input [B, H, A], given float32 [B, H], loss mask).
   """
   b, h = actions.shape[:2]
-  delay = jax.random.randint(rng, (b,), 0, max_delay + 1)
+  if not 0.0 <= plain_fraction <= 1.0:
+    raise ValueError(f"head.prefix_conditioning.plain_fraction={plain_fraction} is not valid; expected in [0, 1]")
+  delay = jax.random.randint(rng, (b,), 1, max_delay + 1)
+  delay = jnp.where(jnp.arange(b) < round(plain_fraction * b), 0, delay)
   given = jnp.arange(h)[None, :] < delay[:, None]  # [B, H]
   x = jnp.where(given[..., None], actions, noisy)
   keep = ~given if loss_mask.ndim == 2 else ~given[..., None]

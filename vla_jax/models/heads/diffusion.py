@@ -94,8 +94,9 @@ class DiffusionHead(nn.Module):
     noisy = jnp.sqrt(ab) * actions + jnp.sqrt(1.0 - ab) * noise
     given = None
     if self.max_delay > 0:
-      noisy, given, action_pad_mask = common.condition_on_prefix(jax.random.fold_in(rng, 1), actions, noisy, action_pad_mask,
-                                                                 self.max_delay)
+      noisy, given, action_pad_mask = common.condition_on_prefix(
+          jax.random.fold_in(rng, 1), actions, noisy, action_pad_mask, self.max_delay,
+          common.prefix_plain_fraction(self.config))
     pred = self.predict(readouts, noisy, level, given)
     loss = common.masked_mean(jnp.square(pred - noise), action_pad_mask)
     return loss, {"diffusion_mse": loss}

@@ -53,8 +53,9 @@ class FlowHead(nn.Module):
     x_t = (1.0 - t[:, None, None]) * noise + t[:, None, None] * actions
     given = None
     if self.max_delay > 0:
-      x_t, given, action_pad_mask = common.condition_on_prefix(jax.random.fold_in(rng, 1), actions, x_t, action_pad_mask,
-                                                               self.max_delay)
+      x_t, given, action_pad_mask = common.condition_on_prefix(
+          jax.random.fold_in(rng, 1), actions, x_t, action_pad_mask, self.max_delay,
+          common.prefix_plain_fraction(self.config))
     pred = self.predict(readouts, x_t, t, given)
     loss = common.masked_mean(jnp.square(pred - (actions - noise)), action_pad_mask)
     return loss, {"flow_mse": loss}
