@@ -50,6 +50,11 @@ def get_config() -> ml_collections.ConfigDict:
   # async: ask for the next chunk when at most this many actions are queued (None: H // 2).
   config.chunking.refill_threshold = config_dict.placeholder(int)
   config.chunking.ensemble_decay = 0.0  # ensemble: weights exp(-m * age).
+  # async: real-time chunking — each request carries the queued plan as a prefix, continued by the
+  # server's "hard" | "rtc" | "conditioned" sampler (None: plain sampling, naive async).
+  config.chunking.guidance = config_dict.placeholder(str)
+  # The frozen actions per request (None: the largest delay, in ticks, measured over recent replies).
+  config.chunking.guided_delay = config_dict.placeholder(int)
 
   config.record = True              # Write the episodes as an RLDS dataset (vla_jax.data.recording).
   config.dataset_name = "tabletop_trials"  # <out_root>/<name>/<dataset_name>/1.0.0.

@@ -76,6 +76,9 @@ def test_malformed_infer_flag_is_an_error_naming_the_key(jax_server):
     ({"refill_threshold": -1}, "refill_threshold=-1 is not valid"),
     ({"ensemble_decay": float("nan")}, "ensemble_decay=nan is not valid"),
     ({"ensemble_decay": -0.5}, "ensemble_decay=-0.5 is not valid"),
+    ({"mode": "async", "guidance": "soft"}, "guidance='soft' is not valid with mode='async'"),
+    ({"guidance": "rtc"}, "guidance='rtc' is not valid with mode='receding'; expected None, or one of"),
+    ({"mode": "async", "guidance": "rtc", "guided_delay": -1}, "guided_delay=-1 is not valid"),
 ])
 def test_config_rejects_bad_values_naming_the_field(kwargs, message):
   with pytest.raises(ValueError, match=message):
@@ -180,6 +183,7 @@ class FakeSource:
     self.entered = {n: threading.Event() for n in hold}
     self.fail_at = fail_at
     self.calls: list[tuple] = []
+    self.guided: list[dict] = []  # Each inference call's real-time chunking fields ({} for none).
     self.episode = self.infers = 0
     self.closed = False
 
@@ -190,10 +194,11 @@ class FakeSource:
   def observe(self, observation):
     self.calls.append(("observe", self.episode, int(observation["state"][0])))
 
-  def infer(self, observation):
+  def infer(self, observation, **guided):
     n, t, episode = self.infers, int(observation["state"][0]), self.episode
     self.infers += 1
     self.calls.append(("infer", episode, t))
+    self.guided.append(guided)
     if n == self.fail_at:
       raise ConnectionError("the fake server went away")
     if n in self.released:
@@ -332,3 +337,63 @@ def test_async_source_failure_is_raised_by_the_next_act():
     _wait_until(lambda: executor._error is not None)
     with pytest.raises(RuntimeError, match="chunk source failed .*the fake server went away"):
       executor.act(_obs(2))
+
+
+def test_async_with_guidance_sends_the_queued_plan_frozen_for_the_measured_delay():
+  """Real-time chunking from the robot's side: each request after the first carries the queue's plan
+  aligned to the request's tick (as the simulator's strategies build it) and the soft mask whose
+  frozen part is the largest delay measured so far — ticks executed while a reply was computed."""
+  from vla_jax.models.heads.realtime import prefix_weights
+
+  source = FakeSource(hold={1, 2})
+  config = ChunkingConfig(mode="async", refill_threshold=2, guidance="hard")
+  with ChunkExecutor(source, H, config) as executor:
+    executor.reset("p")
+    executor.act(_obs(0))  # Starved for the first chunk (no plan yet: plain sampling).
+    executor.act(_obs(1))  # 2 left after tick 1: asks with frame 1; its reply is held ...
+    assert source.entered[1].wait(10)
+    executor.act(_obs(2))
+    source.release(1)  # ... until tick 2 has executed: a delay of 2 ticks.
+    _wait_until(lambda: executor.stats()["requests"] == 2)
+    _wait_until(lambda: source.entered[2].is_set())  # Frame 2 (unsent, 2 left) is asked next.
+    source.release(2)
+    _wait_until(lambda: executor.stats()["requests"] == 3)
+    stats = executor.stats()
+  assert source.guided[0] == {}
+  first, second = source.guided[1], source.guided[2]
+  # Frame 1's request: the first chunk (1000 + i) from index 1 on, frozen for 1 tick (nothing
+  # measured before it but the starved first reply, delay 0: at least 1, the request's own tick).
+  assert first["guidance"] == "hard"
+  np.testing.assert_array_equal(first["prefix"][:, 0], [1001, 1002, 1003, 0])
+  np.testing.assert_array_equal(first["weights"], prefix_weights(H, 1, 1, xp=np))
+  # Frame 2's request: frame 1's chunk (1010 + i) from index 1, frozen for the 2 measured ticks.
+  assert stats["delay_ticks"][:2] == [0, 2]
+  np.testing.assert_array_equal(second["prefix"][:, 0], [1011, 1012, 1013, 0])
+  np.testing.assert_array_equal(second["weights"], prefix_weights(H, 2, 1, xp=np))
+
+
+def test_guided_requests_through_the_server_keep_the_prefix_and_unsupported_modes_are_refused(jax_server):
+  """Over the wire: the server lists the modes its policy can sample, a "hard" request returns the
+  frozen actions exactly as sent (env units), and a mode it cannot sample is refused — by the server
+  naming the choices, and by the executor before anything is sent."""
+  spec = jax_server.served.spec
+  observation = jax_server.metadata["observation"]
+  assert observation["guidance"]["choices"] == ["rtc", "hard"]  # The tiny test policy has no prefix conditioning.
+  frame = observations(spec, 1, seed=43)[0]
+  from vla_jax.inference.policy_fn import normalisation
+
+  a = normalisation(jax_server.served.policy.bundle)["action"]  # A prefix inside the bounds: not clipped.
+  unit = np.linspace(-0.9, 0.9, spec.action_horizon * spec.action_dim).reshape(spec.action_horizon, spec.action_dim)
+  prefix = (a.offset + a.scale * unit).astype(np.float32)
+  weights = np.zeros(spec.action_horizon, np.float32)
+  weights[:2] = 1.0
+  with PolicyClient(jax_server.url) as client:
+    reply = client.infer({**frame, "prompt": PROMPTS[0], "guidance": "hard", "prefix_actions": prefix,
+                          "prefix_weights": weights})
+    np.testing.assert_allclose(reply["actions"][:2], prefix[:2], atol=1e-5)
+    client.send({**frame, "prompt": PROMPTS[0], "guidance": "conditioned", "prefix_actions": prefix,
+                 "prefix_weights": weights, "request_id": 5})
+    assert client.ws.recv(timeout=10) == ("error [request_id=5]: key 'guidance': expected one of ['rtc', 'hard'] "
+                                          "(what this policy can sample), got 'conditioned'")
+    with pytest.raises(ValueError, match=r"guidance='conditioned', but the policy server can sample only \['rtc', 'hard'\]"):
+      ChunkExecutor(RemoteSource(client), spec.action_horizon, ChunkingConfig(mode="async", guidance="conditioned"))

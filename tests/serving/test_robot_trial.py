@@ -135,11 +135,15 @@ def test_the_command_line_runs_a_trial_against_a_server(jax_server, tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.robot_trial", f"--config.url={jax_server.url}", "--config.name=cli",
        f"--config.out_root={tmp_path}", "--config.families=('pick',)", "--config.episodes_per_family=2",
-       "--config.max_episode_steps=6", "--config.control_hz=40", "--config.progress=False"],
+       "--config.max_episode_steps=6", "--config.control_hz=40", "--config.progress=False",
+       "--config.chunking.mode=async", "--config.chunking.guidance=rtc"],  # Real-time chunking over the wire.
       cwd=str(REPO), capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
   assert summary["config"]["control_hz"] == 40.0 and summary["overall"]["episodes"] == 2
+  assert summary["config"]["chunking"]["guidance"] == "rtc"
+  delays = summary["executor"]["delay_ticks"]  # One measured delay per reply (JSON keys are strings).
+  assert sum(delays.values()) == summary["executor"]["requests"] and all(int(d) >= 0 for d in delays)
   assert [e["family"] for e in summary["episodes"]] == ["pick", "pick"]
   assert "| overall |" in proc.stdout
   assert len(read_episodes(tmp_path / "cli" / "tabletop_trials" / "1.0.0")) == 2

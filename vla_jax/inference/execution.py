@@ -151,6 +151,24 @@ def ensemble_mean(history: Sequence[tuple[int, np.ndarray]], step: int, decay: f
   return (np.stack(preds) * w).sum(0) / w.sum()
 
 
+def align_prefix(plan: np.ndarray, offset: int, delay: int) -> tuple[np.ndarray, np.ndarray]:
+  """A plan [N, H, A] whose index 0 was `offset` steps ago, aligned to a chunk requested now:
+  (Y float32 [N, H, A], the plan's action for step t + i at index i, zeros where the plan ends;
+  W float32 [N, H], the soft mask with min(delay, planned) frozen actions). Shared by the simulator's
+  strategies and the robot client's (`vla_jax.serving.chunking`)."""
+  # Imported here, not at the top: the mask is the model's (one definition), but its module imports
+  # JAX, which the strategies (and a JAX-free robot client using sync, naive_async or ensemble)
+  # must not need.
+  from vla_jax.models.heads.realtime import prefix_weights
+
+  horizon = plan.shape[1]
+  planned = int(np.clip(horizon - offset, 0, horizon))  # Plan entries for steps t .. t+H-1.
+  prefix = np.zeros_like(plan, dtype=np.float32)
+  prefix[:, :planned] = plan[:, offset:offset + planned]
+  w = prefix_weights(horizon, min(delay, planned), horizon - planned, xp=np)
+  return prefix, np.broadcast_to(w, prefix.shape[:2]).astype(np.float32)
+
+
 class ChunkExecution:
   """One strategy's chunk bookkeeping for N robots on one clock (see the module docstring).
 
@@ -235,18 +253,7 @@ class ChunkExecution:
 
   def prefix(self, delay: int) -> tuple[np.ndarray, np.ndarray]:
     """The current plan aligned to a chunk requested now: (Y float32 [N, H, A], W float32 [N, H])."""
-    # Imported here, not at the top: the mask is the model's (one definition), but its module imports
-    # JAX, which the strategies (and a JAX-free robot client using sync, naive_async or ensemble)
-    # must not need.
-    from vla_jax.models.heads.realtime import prefix_weights
-
-    horizon = self.horizon
-    offset = self.steps - self._plan_start  # s': steps since the plan's index 0.
-    planned = int(np.clip(horizon - offset, 0, horizon))  # Plan entries for steps t .. t+H-1.
-    prefix = np.zeros_like(self._plan)
-    prefix[:, :planned] = self._plan[:, offset:offset + planned]
-    w = prefix_weights(horizon, min(delay, planned), horizon - planned, xp=np)
-    return prefix.astype(np.float32), np.broadcast_to(w, prefix.shape[:2]).astype(np.float32)
+    return align_prefix(self._plan, self.steps - self._plan_start, delay)
 
   def submit(self, chunk: np.ndarray) -> None:
     """The chunk (float32 [N, H, A]) for the request just made; it arrives after its delay."""

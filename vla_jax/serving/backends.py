@@ -50,13 +50,15 @@ def normalization_info(method: str, action_stats: dict, proprio_stats: dict | No
   return {"method": method, "sha256": hashlib.sha256(canonical.encode()).hexdigest()}
 
 
-def _spec_from_model_config(cfg, dims: dict[str, int] | None = None) -> protocol.PolicySpec:
+def _spec_from_model_config(cfg, dims: dict[str, int] | None = None, guidance: tuple[str, ...] = ()) -> protocol.PolicySpec:
   """dims: the embodiment's own {"proprio", "action"} sizes (`policy_fn.io_dims`) when they differ
-  from the model's (a multi-embodiment model pads to the largest robot's)."""
+  from the model's (a multi-embodiment model pads to the largest robot's). guidance: the real-time
+  chunking modes the backend can sample."""
   dims = dims or {"proprio": int(cfg.proprio_dim), "action": int(cfg.action_dim)}
   return protocol.PolicySpec(image_size_px=int(cfg.image_size_px), state_dim=dims["proprio"],
                              action_horizon=int(cfg.action_horizon), action_dim=dims["action"],
-                             window_size=int(cfg.window_size), camera=str(cfg.cameras[0]))
+                             window_size=int(cfg.window_size), camera=str(cfg.cameras[0]),
+                             guidance=tuple(guidance))
 
 
 def _manifest_dims(manifest: dict[str, Any]) -> dict[str, int]:
@@ -150,8 +152,10 @@ class Session:
     policy_timing: dict[str, float] = {}
     new_episode = self._begin(request, policy_timing)
     start = time.perf_counter()
+    guided = {} if request.guidance is None else {
+        "guidance": request.guidance, "prefix": request.prefix_actions[None], "weights": request.prefix_weights[None]}
     try:
-      actions = self.policy({"image": request.image[None], "state": request.state[None]}, None)
+      actions = self.policy({"image": request.image[None], "state": request.state[None]}, None, **guided)
       actions = protocol.check_actions(np.asarray(actions)[0], self.spec)
     except Exception:
       self.prompt = None  # The window may hold this frame already: start over next time.
@@ -181,10 +185,12 @@ class Session:
 def from_jax_policy(policy, *, model_id: str = "in-memory", source: dict[str, Any] | None = None) -> ServedPolicy:
   """Serves a `vla_jax.inference.jax_policy.JaxPolicy` built in this process (tests, notebooks)."""
   from vla_jax.inference.policy_fn import io_dims  # Local: the ONNX backend needs no JAX.
+  from vla_jax.models.heads.realtime import supported_modes
 
   bundle = policy.bundle
+  spec = _spec_from_model_config(bundle.model_config, io_dims(bundle), supported_modes(bundle.model_config))
   return ServedPolicy(
-      policy=policy, spec=_spec_from_model_config(bundle.model_config, io_dims(bundle)), backend="jax", model_id=model_id,
+      policy=policy, spec=spec, backend="jax", model_id=model_id,
       normalization=normalization_info(bundle.normalization, bundle.action_stats, bundle.proprio_stats),
       source=source or bundle.source or {"kind": "in-memory"}, artifact_sha256=_params_sha256(bundle.params))
 
@@ -243,8 +249,9 @@ def from_export(export_dir: str | Path, *, model_file: str | None = None, thread
   norm = manifest["normalization"]
   cfg = ml_collections.ConfigDict(manifest["model"]["config"])
   path = policy.export_dir / policy.model_file
+  guidance = tuple(m for m, r in (manifest.get("guided_samplers") or {}).items() if r.get("passed"))
   return ServedPolicy(
-      policy=policy, spec=_spec_from_model_config(cfg, _manifest_dims(manifest)), backend="onnxruntime",
+      policy=policy, spec=_spec_from_model_config(cfg, _manifest_dims(manifest), guidance), backend="onnxruntime",
       model_id=f"{policy.export_dir.resolve().name}/{policy.model_file}",
       normalization=normalization_info(norm["method"], norm["statistics"]["action"], norm["statistics"]["proprio"]),
       source=manifest["source"], artifact_sha256=hashlib.sha256(path.read_bytes()).hexdigest())

@@ -34,6 +34,13 @@ from the queue at once, so the request latency is hidden as long as it is shorte
 `refill_threshold` ticks the queue still holds; if the queue runs dry, `act()` waits for the reply
 in flight (a starved tick, its wait in `starved_wait_ms`).
 
+Real-time chunking (async with `ChunkingConfig.guidance` "hard" | "rtc" | "conditioned"). Each
+request carries the queue's plan aligned to the request's tick (`vla_jax.inference.execution.
+align_prefix`, as the simulator's strategies build it) and the soft mask whose frozen part covers
+the ticks that execute while the server thinks: `guided_delay` ticks, or by default the largest
+delay (at least 1) measured over the last 4 replies (ticks executed between a request's tick and its reply;
+each reply's is in `stats()["delay_ticks"]`). The server must list the mode in its metadata.
+
 Alignment and stale replies (async). The chunk computed from the observation of tick t holds the
 actions for ticks t, t+1, ..., t+H-1. If it arrives when tick t' is next to execute, it replaces
 the queue from its index t'-t on: actions for ticks already executed are skipped, never executed
@@ -56,12 +63,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vla_jax.inference.execution import ensemble_mean
+from vla_jax.inference.execution import align_prefix, ensemble_mean
 from vla_jax.serving.client import PolicyClient
 
 logger = logging.getLogger(__name__)
 
 MODES = ("receding", "ensemble", "async")
+GUIDANCE = ("hard", "rtc", "conditioned")  # vla_jax.models.heads.realtime.MODES (that module imports JAX).
+DELAY_MEMORY = 4  # Replies whose measured delay sets the next request's frozen prefix.
 OBSERVATION_KEYS = ("image", "state")
 
 
@@ -75,16 +84,27 @@ class ChunkingConfig:
     the current tick's (default H // 2; must be < H).
   ensemble_decay: ensemble: m in the weights exp(-m * age) (0: plain mean; > 0: older predictions
     count less).
+  guidance: async: None, or "hard" | "rtc" | "conditioned" — requests carry the current plan as a
+    prefix for real-time chunking (module docstring).
+  guided_delay: with guidance: the frozen actions d per request; None = the measured delay.
   """
 
   mode: str = "receding"
   execute_steps: int | None = None
   refill_threshold: int | None = None
   ensemble_decay: float = 0.0
+  guidance: str | None = None
+  guided_delay: int | None = None
 
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"ChunkingConfig.mode={self.mode!r} is not valid; expected one of {list(MODES)}")
+    if self.guidance is not None and (self.guidance not in GUIDANCE or self.mode != "async"):
+      raise ValueError(f"ChunkingConfig.guidance={self.guidance!r} is not valid with mode={self.mode!r}; expected "
+                       f"None, or one of {list(GUIDANCE)} with mode='async'")
+    if self.guided_delay is not None and (not _is_int(self.guided_delay) or self.guided_delay < 0):
+      raise ValueError(f"ChunkingConfig.guided_delay={self.guided_delay!r} is not valid; expected an int >= 0 "
+                       "or None (measured)")
     if self.execute_steps is not None and (not _is_int(self.execute_steps) or self.execute_steps < 1):
       raise ValueError(f"ChunkingConfig.execute_steps={self.execute_steps!r} is not valid; expected an int >= 1 "
                        "or None (the whole chunk)")
@@ -118,8 +138,9 @@ class ChunkSource(Protocol):
   def observe(self, observation: dict[str, np.ndarray]) -> None:
     """Pushes the frame into the policy's window, no inference."""
 
-  def infer(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-    """Pushes the frame and returns the chunk for it: float32 [H, A], env units."""
+  def infer(self, observation: dict[str, np.ndarray], **guided: np.ndarray | str) -> np.ndarray:
+    """Pushes the frame and returns the chunk for it: float32 [H, A], env units. guided: {} or
+    guidance=str, prefix=float32 [H, A], weights=float32 [H] (real-time chunking)."""
 
   def close(self) -> None:
     ...
@@ -136,6 +157,8 @@ class RemoteSource:
                        "observe-only requests to keep the server's window fed")
     self.client = client
     self.action_horizon = int(client.metadata["action_horizon"])
+    # Real-time chunking modes the server can sample (absent: none).
+    self.guidance_modes = tuple(client.metadata["observation"].get("guidance", {}).get("choices", ()))
     self._prompt: str | None = None
     self._new_episode = False
     self.last_reply: dict[str, Any] | None = None  # The last inference reply (timings, episode step).
@@ -145,10 +168,13 @@ class RemoteSource:
       raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
     self._prompt, self._new_episode = prompt, True
 
-  def _request(self, observation: dict[str, np.ndarray], infer: bool) -> dict[str, Any]:
+  def _request(self, observation: dict[str, np.ndarray], infer: bool, guided: dict | None = None) -> dict[str, Any]:
     if self._prompt is None:
       raise RuntimeError("RemoteSource: reset(prompt) before the first observation")
     request = {"image": observation["image"], "state": observation["state"], "prompt": self._prompt}
+    if guided:
+      request.update(guidance=guided["guidance"], prefix_actions=np.asarray(guided["prefix"], np.float32),
+                     prefix_weights=np.asarray(guided["weights"], np.float32))
     if self._new_episode:
       request["new_episode"] = True
     reply = self.client.infer(request) if infer else self.client.observe(request)
@@ -158,8 +184,8 @@ class RemoteSource:
   def observe(self, observation: dict[str, np.ndarray]) -> None:
     self._request(observation, infer=False)
 
-  def infer(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-    self.last_reply = self._request(observation, infer=True)
+  def infer(self, observation: dict[str, np.ndarray], **guided) -> np.ndarray:
+    self.last_reply = self._request(observation, infer=True, guided=guided)
     return self.last_reply["actions"]
 
   def close(self) -> None:
@@ -190,8 +216,11 @@ class LocalSource:
   def observe(self, observation: dict[str, np.ndarray]) -> None:
     self.policy.observe(self._batch(observation))
 
-  def infer(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-    return np.asarray(self.policy(self._batch(observation), None))[0]
+  def infer(self, observation: dict[str, np.ndarray], **guided) -> np.ndarray:
+    if guided:
+      guided = {"guidance": guided["guidance"], "prefix": np.asarray(guided["prefix"], np.float32)[None],
+                "weights": np.asarray(guided["weights"], np.float32)[None]}
+    return np.asarray(self.policy(self._batch(observation), None, **guided))[0]
 
   def close(self) -> None:
     pass
@@ -234,6 +263,10 @@ class ChunkExecutor:
     source_horizon = getattr(source, "action_horizon", action_horizon)
     if source_horizon != action_horizon:
       raise ValueError(f"action_horizon={action_horizon}, but the source returns chunks of {source_horizon} actions")
+    modes = getattr(source, "guidance_modes", None)
+    if config.guidance is not None and modes is not None and config.guidance not in modes:
+      raise ValueError(f"ChunkingConfig.guidance={config.guidance!r}, but the policy server can sample only "
+                       f"{list(modes)} (its metadata's observation.guidance.choices)")
     self.source, self.config = source, config
     self.horizon = int(action_horizon)
     self.execute_steps = min(config.execute_steps or self.horizon, self.horizon)
@@ -243,7 +276,7 @@ class ChunkExecutor:
                        f"{self.horizon} actions; expected 0 <= refill_threshold < action_horizon")
     self._stats: dict[str, Any] = {"ticks": 0, "requests": 0, "observed": 0, "episodes": 0, "starved_ticks": 0,
                                    "stale_replies_dropped": 0, "request_latency_ms": [], "starved_wait_ms": [],
-                                   "dropped": collections.Counter()}
+                                   "delay_ticks": [], "dropped": collections.Counter()}
     self._episode = 0  # 0: no episode yet.
     self._closed = False
     self._cv = threading.Condition()
@@ -306,8 +339,9 @@ class ChunkExecutor:
 
   def stats(self) -> dict[str, Any]:
     """Counters since construction: ticks, requests (inference), observed (observe-only frames),
-    episodes, starved_ticks, stale_replies_dropped (by reason in `dropped`), request_latency_ms and
-    starved_wait_ms (lists), and the source's own counters under `source` when it has them."""
+    episodes, starved_ticks, stale_replies_dropped (by reason in `dropped`), request_latency_ms,
+    starved_wait_ms and (async) delay_ticks — ticks executed while each reply was computed — (lists),
+    and the source's own counters under `source` when it has them."""
     with self._cv:
       out = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
              for k, v in self._stats.items()}
@@ -445,8 +479,10 @@ class ChunkExecutor:
           with self._cv:
             self._stats["observed"] += 1
           continue
+        with self._cv:
+          guided = self._guided_request(job)
         start = time.perf_counter()
-        chunk = self._check_chunk(self.source.infer(job.observation))
+        chunk = self._check_chunk(self.source.infer(job.observation, **guided))
         latency_ms = (time.perf_counter() - start) * 1e3
       except BaseException as e:  # Reported to the robot thread by the next act().
         with self._cv:
@@ -461,10 +497,21 @@ class ChunkExecutor:
         self._deliver(job, chunk)
         self._cv.notify_all()
 
+  def _guided_request(self, job: _Frame) -> dict[str, Any]:
+    """The real-time chunking fields for `job`'s request (lock held): {} without guidance or a plan."""
+    if self.config.guidance is None or self._chunk is None or job.episode != self._episode:
+      return {}
+    delay = self.config.guided_delay
+    if delay is None:  # At least 1: the request's own tick executed from the plan before it was sent.
+      delay = max([1, *self._stats["delay_ticks"][-DELAY_MEMORY:]])
+    prefix, weights = align_prefix(self._chunk[None], job.tick - self._chunk_tick, delay)
+    return {"guidance": self.config.guidance, "prefix": prefix[0], "weights": weights[0]}
+
   def _deliver(self, job: _Frame, chunk: np.ndarray) -> None:
     """Installs the chunk for `job`'s observation, or drops it as stale (lock held)."""
     if job.episode == self._episode and self._requested_tick == job.tick:
       self._requested_tick = None
+      self._stats["delay_ticks"].append(self._executed - job.tick)  # Ticks executed while it was computed.
     # Requests go out one at a time and a starving act() holds the clock until the reply that covers
     # its tick (refill_threshold < H), so only the first reason occurs today; the other two keep the
     # guarantee — no old chunk is ever executed — independent of the request policy.

@@ -10,6 +10,12 @@ One connection is one robot: every request carries *one* observation, not a batc
     request_id   int, optional       echoed in the reply (and in an error's text), so a client can
                                      tell which request a reply answers
     infer        bool, optional      False: "observe only" — see below (default True)
+    guidance     str, optional       real-time chunking: "hard" | "rtc" | "conditioned" (those the
+                                     metadata's `observation.guidance.choices` lists); with it,
+    prefix_actions  float32 [H, A]   the robot's current plan aligned to this observation's tick
+                                     (env units; index i = the action planned for tick t + i), and
+    prefix_weights  float32 [H]      the soft mask W in [0, 1] (1: executes while the model thinks;
+                                     `vla_jax.models.heads.realtime.prefix_weights`)
 
 and gets back
 
@@ -39,9 +45,10 @@ A request that fails a check is answered with a text frame `"error: ..."` naming
 shape / dtype it had and the one expected — `"error [request_id=7]: ..."` once the request's id is
 known — and the connection stays open.
 
-Both optional keys are extensions of openpi's protocol: its client never sends them and gets
-exactly openpi's messages back. The metadata's `observation` map lists them, so a client can check
-that a server understands them before sending them.
+The optional keys are extensions of openpi's protocol: its client never sends them and gets
+exactly openpi's messages back. The metadata's `observation` map lists them (the three guidance keys
+only when the served policy can sample a continuation), so a client can check that a server
+understands them before sending them.
 """
 
 from __future__ import annotations
@@ -56,7 +63,8 @@ from vla_jax.serving import wire
 PROTOCOL = "vla_jax.serving/1"
 MAX_PROMPT_CHARS = 1024
 REQUIRED_KEYS = ("image", "state", "prompt")
-OPTIONAL_KEYS = ("new_episode", "request_id", "infer")
+OPTIONAL_KEYS = ("new_episode", "request_id", "infer", "guidance", "prefix_actions", "prefix_weights")
+GUIDANCE_KEYS = ("guidance", "prefix_actions", "prefix_weights")
 CONTROL_KEY = "__ctrl__"
 
 
@@ -86,6 +94,7 @@ class PolicySpec:
   action_dim: int
   window_size: int
   camera: str
+  guidance: tuple[str, ...] = ()  # Real-time chunking modes the policy can sample ("hard", "rtc", ...).
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -93,7 +102,8 @@ class PolicySpec:
 
   def request_bytes(self) -> int:
     """Size of a well-formed request, roughly: what `max_message_bytes` has to leave room for."""
-    return self.image_size_px ** 2 * 3 + 4 * self.state_dim + 4 * MAX_PROMPT_CHARS + 512
+    return (self.image_size_px ** 2 * 3 + 4 * self.state_dim + 4 * MAX_PROMPT_CHARS + 512
+            + 4 * self.action_horizon * (self.action_dim + 1))  # A prefix and its weights.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +114,9 @@ class Request:
   new_episode: bool
   request_id: int | None = None  # Echoed in the reply when given.
   infer: bool = True  # False: push the frame into the window, return no actions.
+  guidance: str | None = None  # With prefix_actions float32 [H, A] and prefix_weights float32 [H].
+  prefix_actions: np.ndarray | None = None
+  prefix_weights: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +141,11 @@ def metadata(spec: PolicySpec, *, backend: str, model_id: str, normalization: di
           "new_episode": {"dtype": "bool", "optional": True},
           "request_id": {"dtype": "int", "optional": True, "echoed": True},
           "infer": {"dtype": "bool", "optional": True, "default": True},
+          **({"guidance": {"dtype": "str", "optional": True, "choices": list(spec.guidance)},
+              "prefix_actions": {"shape": [spec.action_horizon, spec.action_dim], "dtype": "float32",
+                                 "units": "env", "optional": True},
+              "prefix_weights": {"shape": [spec.action_horizon], "dtype": "float32", "optional": True}}
+             if spec.guidance else {}),
       },
       "action": {"shape": [spec.action_horizon, spec.action_dim], "dtype": "float32", "units": "env"},
       "action_horizon": spec.action_horizon,
@@ -203,7 +221,39 @@ def parse_request(message: bytes | str, spec: PolicySpec) -> Request | Control:
     if not isinstance(value, (bool, np.bool_)):
       raise fail(f"key {key!r}: expected a bool, got {_describe(value)}")
     flags[key] = bool(value)
-  return Request(image=image, state=state, prompt=str(prompt), request_id=request_id, **flags)
+  return Request(image=image, state=state, prompt=str(prompt), request_id=request_id, **flags,
+                 **_parse_guidance(obj, spec, flags["infer"], fail))
+
+
+def _parse_guidance(obj: dict, spec: PolicySpec, infer: bool, fail) -> dict[str, Any]:
+  """The real-time chunking keys: all three or none, on an inference request, checked."""
+  given = [k for k in GUIDANCE_KEYS if k in obj]
+  if not given:
+    return {}
+  if len(given) < len(GUIDANCE_KEYS):
+    raise fail(f"keys {given} given without {[k for k in GUIDANCE_KEYS if k not in obj]}: real-time chunking "
+               f"needs all of {list(GUIDANCE_KEYS)}")
+  if not infer:
+    raise fail("an observe-only request (infer: false) cannot carry guidance: no chunk is sampled")
+  guidance = obj["guidance"]
+  if not isinstance(guidance, str) or guidance not in spec.guidance:
+    raise fail(f"key 'guidance': expected one of {list(spec.guidance)} (what this policy can sample), "
+               f"got {guidance!r:.40}")
+  arrays = {}
+  for key, shape in (("prefix_actions", (spec.action_horizon, spec.action_dim)),
+                     ("prefix_weights", (spec.action_horizon,))):
+    value = obj[key]
+    if (not isinstance(value, np.ndarray) or value.dtype not in (np.float32, np.float64)
+        or value.shape != shape):
+      raise fail(f"key {key!r}: expected float32 {list(shape)}, got {_describe(value)}")
+    with np.errstate(over="ignore"):
+      value = value.astype(np.float32)
+    if not np.isfinite(value).all():
+      raise fail(f"key {key!r}: non-finite values (NaN or inf after casting to float32)")
+    arrays[key] = value
+  if ((arrays["prefix_weights"] < 0) | (arrays["prefix_weights"] > 1)).any():
+    raise fail("key 'prefix_weights': expected values in [0, 1] (1: frozen, 0: free)")
+  return {"guidance": guidance, **arrays}
 
 
 def check_actions(actions: np.ndarray, spec: PolicySpec) -> np.ndarray:

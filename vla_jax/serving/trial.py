@@ -21,6 +21,7 @@ The entry point is `python -m experiments.robot_trial` (config: experiments/conf
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -104,6 +105,7 @@ class EpisodeOutcome:
   tick_latency_ms: list[float]  # Per executed step: observation -> action ready.
   deadline_missed: list[bool]  # Per executed step.
   request_latency_ms: list[float]
+  delay_ticks: list[int]  # Async: ticks executed while each reply was computed (the inference delay d).
   requests: int
   stale_replies_dropped: int
   starved_ticks: int
@@ -163,6 +165,7 @@ def run_episode(env, executor, *, index: int, seed: int, family: str, instructio
       grounding_note=info["grounding_note"], deadline_misses=sum(missed), tick_latency_ms=ticks_ms,
       deadline_missed=missed,
       request_latency_ms=[float(x) for x in after["request_latency_ms"][len(before["request_latency_ms"]):]],
+      delay_ticks=[int(x) for x in after["delay_ticks"][len(before["delay_ticks"]):]],
       requests=delta("requests"), stale_replies_dropped=delta("stale_replies_dropped"),
       starved_ticks=delta("starved_ticks"), wall_time_s=time.perf_counter() - start_wall)
   return outcome, recorder
@@ -319,7 +322,8 @@ def summarise(config, url: str, metadata: dict, outcomes: list[EpisodeOutcome], 
       "deadline_misses": sum(o.deadline_misses for o in outcomes),
       "deadline_miss_rate": sum(o.deadline_misses for o in outcomes) / max(ticks, 1),
       "executor": {k: sum(getattr(o, k) for o in outcomes) for k in ("requests", "stale_replies_dropped",
-                                                                     "starved_ticks")},
+                                                                     "starved_ticks")}
+                  | {"delay_ticks": dict(sorted(collections.Counter(d for o in outcomes for d in o.delay_ticks).items()))},
       "episodes": [o.record() for o in outcomes],
   }
 

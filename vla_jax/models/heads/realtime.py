@@ -65,6 +65,15 @@ MODES = ("rtc", "hard", "conditioned")
 DEFAULT_MAX_GUIDANCE = 5.0  # β of the paper.
 
 
+def supported_modes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The `MODES` a model of `config` can sample: none for one-step heads and stochastic DDIM;
+  "conditioned" only for heads trained with prefix conditioning."""
+  kind = config.head.kind
+  if kind not in ("flow", "diffusion") or (kind == "diffusion" and config.head.diffusion.eta > 0):
+    return ()
+  return tuple(m for m in MODES if m != "conditioned" or common.prefix_max_delay(config) > 0)
+
+
 def prefix_weights(horizon: int, delay: Array | int, execute_horizon: Array | int, xp=jnp) -> Array:
   """The soft mask W float32 [H] (module docstring); delay and execute_horizon may be traced.
 
