@@ -5,6 +5,7 @@
   python -m experiments.robot_trial --config.export_dir=exports/tabletop --config.control_hz=20
   python -m experiments.robot_trial --config.untrained=tiny --config.episodes_per_family=1  # the wiring
       [--config.name=x] [--config.episodes_per_family=N] [--config.chunking.mode=async] ...
+      [--config.chunking.guidance=rtc]   # async with real-time chunking (hard | rtc | conditioned)
       (every knob: experiments/configs/robot_trial.py; the key: --config.api_key or env VLA_JAX_API_KEY)
 
 The control loop, its timing model and what a trial writes (runs/trials/<name>/summary.json and

@@ -119,9 +119,10 @@ def long_chunk_variant(config: ml_collections.ConfigDict) -> None:
   # a 16-step chunk from before a mistake would learn to sample recoveries from mistakes that
   # never happen. Chunk entries after a recorded mistake carry no loss (traj_transforms).
   config.data.mask_after_perturbation = True
-  # Real-time chunking trained in (strategy "conditioned"): each training chunk's first
-  # d ~ U{0 … 8} actions are given clean, as the frozen prefix is at inference under a delay of d.
-  config.model.head.prefix_conditioning.max_delay = 8
+  # Real-time chunking trained in (strategy "conditioned") stays off: with
+  # --config.model.head.prefix_conditioning.max_delay=8 (half the rows given d ~ U{1 … 8} clean
+  # actions) sync success at d = 0 fell from 82 to 55 % and "conditioned" at d = 4 reached 17 %
+  # against naive async's 24 % (benchmarks/results/realtime_chunking.md).
   config.eval.execute_steps = 4
   # One closed-loop evaluation, at the end: the benchmark draws the full delay picture afterwards.
   config.train.closed_loop_every = config.train.num_steps

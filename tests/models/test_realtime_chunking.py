@@ -284,3 +284,24 @@ def test_a_prefix_conditioned_head_learns_to_continue_the_mode_its_prefix_starte
   on_path = ((got[:, 2:] * path[2:]).sum(axis=(1, 2)) > 0).mean()  # Measured 0.98 (400 steps).
   error = np.median(np.abs(got[:, 2:] - path[2:]).max(axis=(1, 2)))  # Measured 0.03.
   assert on_path >= 0.95 and error < 0.1, (on_path, error)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_backbone_stops_the_gradient_of_prefix_rows_into_the_readouts(detach, make_tiny_config):
+  """With head.prefix_conditioning.detach_backbone the readouts get gradient from the plain rows
+  only: every noise copy of an example in the plain half, none from the conditioned half."""
+  from vla_jax.models.heads.diffusion import DiffusionHead
+
+  config = make_tiny_config("diffusion")
+  config.head.prefix_conditioning.update(max_delay=2, detach_backbone=detach)
+  config.head.diffusion.num_noise_samples = 1  # One row per example: row b is plain iff b < B / 2.
+  head = DiffusionHead(config)
+  b, h, a = 8, config.action_horizon, config.action_dim
+  readouts = jax.random.normal(jax.random.key(0), (b, 2, 16))
+  actions = jax.random.uniform(jax.random.key(1), (b, h, a), minval=-1, maxval=1)
+  mask = jnp.ones((b, h), bool)
+  params = head.init(jax.random.key(2), readouts, actions, mask, jax.random.key(3))
+  grad = jax.grad(lambda r: head.apply(params, r, actions, mask, jax.random.key(3))[0])(readouts)
+  per_row = np.abs(np.asarray(grad)).sum(axis=(1, 2))
+  assert (per_row[: b // 2] > 0).all()
+  assert (per_row[b // 2:] == 0).all() if detach else (per_row[b // 2:] > 0).all()

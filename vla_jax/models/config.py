@@ -132,8 +132,8 @@ def head_config(size: str, kind: str = "diffusion") -> ml_collections.ConfigDict
           # "conditioned"): a plain_fraction of the training rows is given nothing; every other row
           # draws d ~ U{1 … max_delay} and its first d actions are given clean (and flagged) to the
           # denoiser with no loss, so the head learns to continue a prefix. max_delay 0 = off (the
-          # denoiser has no prefix input).
-          prefix_conditioning=dict(max_delay=0, plain_fraction=0.5),
+          # denoiser has no prefix input). detach_backbone: rows given a prefix train the head only.
+          prefix_conditioning=dict(max_delay=0, plain_fraction=0.5, detach_backbone=False),
           regression=dict(hidden_dim=hidden),
           discrete=dict(num_bins=256, hidden_dim=hidden),
       )

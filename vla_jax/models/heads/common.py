@@ -74,6 +74,18 @@ def prefix_plain_fraction(config: ml_collections.ConfigDict) -> float:
   return float(config.head.get("prefix_conditioning", {}).get("plain_fraction", 0.5))
 
 
+def prefix_detach_backbone(config: ml_collections.ConfigDict) -> bool:
+  """head.prefix_conditioning.detach_backbone: rows given a prefix send no gradient to the readouts."""
+  return bool(config.head.get("prefix_conditioning", {}).get("detach_backbone", False))
+
+
+def detach_prefix_rows(readouts: Array, given: Array) -> Array:
+  """readouts [B, R, D] with the gradient stopped on the rows that were given a prefix (given [B, H]):
+  the backbone then learns only from plain rows, as when nothing is conditioned."""
+  conditioned = (given.sum(axis=1) > 0)[:, None, None]
+  return jnp.where(conditioned, jax.lax.stop_gradient(readouts), readouts)
+
+
 def condition_on_prefix(rng: Array, actions: Array, noisy: Array, loss_mask: Array, max_delay: int,
                         plain_fraction: float = 0.5) -> tuple[Array, Array, Array]:
   """Training-time action conditioning: a random prefix of each chunk is given, clean.

@@ -97,6 +97,8 @@ class DiffusionHead(nn.Module):
       noisy, given, action_pad_mask = common.condition_on_prefix(
           jax.random.fold_in(rng, 1), actions, noisy, action_pad_mask, self.max_delay,
           common.prefix_plain_fraction(self.config))
+      if common.prefix_detach_backbone(self.config):
+        readouts = common.detach_prefix_rows(readouts, given)
     pred = self.predict(readouts, noisy, level, given)
     loss = common.masked_mean(jnp.square(pred - noise), action_pad_mask)
     return loss, {"diffusion_mse": loss}

@@ -56,6 +56,8 @@ class FlowHead(nn.Module):
       x_t, given, action_pad_mask = common.condition_on_prefix(
           jax.random.fold_in(rng, 1), actions, x_t, action_pad_mask, self.max_delay,
           common.prefix_plain_fraction(self.config))
+      if common.prefix_detach_backbone(self.config):
+        readouts = common.detach_prefix_rows(readouts, given)
     pred = self.predict(readouts, x_t, t, given)
     loss = common.masked_mean(jnp.square(pred - (actions - noise)), action_pad_mask)
     return loss, {"flow_mse": loss}
