@@ -86,6 +86,19 @@ def detach_prefix_rows(readouts: Array, given: Array) -> Array:
   return jnp.where(conditioned, jax.lax.stop_gradient(readouts), readouts)
 
 
+def maybe_condition_on_prefix(config: ml_collections.ConfigDict, rng: Array, actions: Array, noisy: Array,
+                              loss_mask: Array, readouts: Array) -> tuple[Array, Array | None, Array, Array]:
+  """The iterative heads' training inputs under `head.prefix_conditioning` (unchanged when it is
+  off): (denoiser input, given [B, H] or None, loss mask, readouts)."""
+  max_delay = prefix_max_delay(config)
+  if max_delay == 0:
+    return noisy, None, loss_mask, readouts
+  x, given, loss_mask = condition_on_prefix(rng, actions, noisy, loss_mask, max_delay, prefix_plain_fraction(config))
+  if prefix_detach_backbone(config):
+    readouts = detach_prefix_rows(readouts, given)
+  return x, given, loss_mask, readouts
+
+
 def condition_on_prefix(rng: Array, actions: Array, noisy: Array, loss_mask: Array, max_delay: int,
                         plain_fraction: float = 0.5) -> tuple[Array, Array, Array]:
   """Training-time action conditioning: a random prefix of each chunk is given, clean.

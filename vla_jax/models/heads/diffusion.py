@@ -63,9 +63,8 @@ class DiffusionHead(nn.Module):
 
   def setup(self):
     d = self.config.head.denoiser
-    self.max_delay = common.prefix_max_delay(self.config)
     self.denoiser = Denoiser(d.hidden_dim, d.num_blocks, d.time_features,
-                             prefix_conditioning=self.max_delay > 0)
+                             prefix_conditioning=common.prefix_max_delay(self.config) > 0)
     self.num_train_steps = self.config.head.diffusion.num_train_steps
     # Configs written before max_beta was a knob used the customary 0.999: keep them exact.
     self.alphas_cumprod = cosine_alphas_cumprod(
@@ -92,13 +91,8 @@ class DiffusionHead(nn.Module):
     noise = jax.random.normal(noise_rng, actions.shape)
     ab = jnp.asarray(self.alphas_cumprod)[level][:, None, None]
     noisy = jnp.sqrt(ab) * actions + jnp.sqrt(1.0 - ab) * noise
-    given = None
-    if self.max_delay > 0:
-      noisy, given, action_pad_mask = common.condition_on_prefix(
-          jax.random.fold_in(rng, 1), actions, noisy, action_pad_mask, self.max_delay,
-          common.prefix_plain_fraction(self.config))
-      if common.prefix_detach_backbone(self.config):
-        readouts = common.detach_prefix_rows(readouts, given)
+    noisy, given, action_pad_mask, readouts = common.maybe_condition_on_prefix(
+        self.config, jax.random.fold_in(rng, 1), actions, noisy, action_pad_mask, readouts)
     pred = self.predict(readouts, noisy, level, given)
     loss = common.masked_mean(jnp.square(pred - noise), action_pad_mask)
     return loss, {"diffusion_mse": loss}

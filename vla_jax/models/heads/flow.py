@@ -29,9 +29,8 @@ class FlowHead(nn.Module):
 
   def setup(self):
     d = self.config.head.denoiser
-    self.max_delay = common.prefix_max_delay(self.config)
     self.denoiser = Denoiser(d.hidden_dim, d.num_blocks, d.time_features,
-                             prefix_conditioning=self.max_delay > 0)
+                             prefix_conditioning=common.prefix_max_delay(self.config) > 0)
 
   def predict(self, readouts: Array, x: Array, t: Array, given: Array | None = None) -> Array:
     """One network call: readouts [B, R, D], x [B, H, A], t float32 [B] → velocity [B, H, A].
@@ -51,13 +50,8 @@ class FlowHead(nn.Module):
     t = jax.random.uniform(t_rng, (actions.shape[0],))
     noise = jax.random.normal(noise_rng, actions.shape)
     x_t = (1.0 - t[:, None, None]) * noise + t[:, None, None] * actions
-    given = None
-    if self.max_delay > 0:
-      x_t, given, action_pad_mask = common.condition_on_prefix(
-          jax.random.fold_in(rng, 1), actions, x_t, action_pad_mask, self.max_delay,
-          common.prefix_plain_fraction(self.config))
-      if common.prefix_detach_backbone(self.config):
-        readouts = common.detach_prefix_rows(readouts, given)
+    x_t, given, action_pad_mask, readouts = common.maybe_condition_on_prefix(
+        self.config, jax.random.fold_in(rng, 1), actions, x_t, action_pad_mask, readouts)
     pred = self.predict(readouts, x_t, t, given)
     loss = common.masked_mean(jnp.square(pred - (actions - noise)), action_pad_mask)
     return loss, {"flow_mse": loss}

@@ -35,8 +35,7 @@ Hard inpainting (the baseline without guidance): after every step the frozen pos
 are overwritten with the prefix noised to the next τ, τ Y + (1 - τ) ε₀ (ε₀ the initial noise),
 and the output reproduces Y there exactly.
 
-Training-time conditioning (mode "conditioned"; Black et al., arXiv 2512.05964, the same idea
-trained in): a head trained with `head.prefix_conditioning.max_delay` > 0 saw chunks whose first d
+Training-time conditioning (mode "conditioned": the continuation learned instead of guided): a head trained with `head.prefix_conditioning.max_delay` > 0 saw chunks whose first d
 actions were given clean and flagged, with no loss on them. It samples the continuation directly:
 at every step the frozen positions of its input hold Y (flagged), the rest is integrated as in
 plain sampling, and the output reproduces Y there exactly. No guidance and no VJP, so it costs
