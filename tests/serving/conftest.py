@@ -48,7 +48,9 @@ def jax_server(jax_served):
   """A JAX-backend server on a thread of the test process, for the whole session."""
   from vla_jax.serving import serve_in_background
 
-  with serve_in_background(jax_served, ping_interval_s=1.0, ping_timeout_s=1.0, open_timeout_s=2.0) as server:
+  # Guided samplers are compiled by the tests that use them, not at start-up (test_guided_warm_up).
+  with serve_in_background(jax_served, ping_interval_s=1.0, ping_timeout_s=1.0, open_timeout_s=2.0,
+                           warm_up_guided=False) as server:
     yield server
 
 

@@ -397,3 +397,16 @@ def test_guided_requests_through_the_server_keep_the_prefix_and_unsupported_mode
                                           "(what this policy can sample), got 'conditioned'")
     with pytest.raises(ValueError, match=r"guidance='conditioned', but the policy server can sample only \['rtc', 'hard'\]"):
       ChunkExecutor(RemoteSource(client), spec.action_horizon, ChunkingConfig(mode="async", guidance="conditioned"))
+
+
+@pytest.mark.slow  # Compiles the tiny policy's RTC and hard samplers (~5 s).
+def test_guided_warm_up_compiles_every_listed_sampler_before_the_first_request(tiny_bundle):
+  """A server warms the samplers it lists, so a guided client does not measure a compile as its
+  inference delay (and freeze too long a prefix for its next requests)."""
+  from vla_jax.serving import backends
+
+  served = backends.from_jax_policy(make_jax_policy(tiny_bundle), model_id="tiny-random")
+  served.warm_up(guided=False)
+  assert set(served.policy._samplers) == {None}
+  served.warm_up()
+  assert set(served.policy._samplers) == {None, "rtc", "hard"} == {None, *served.spec.guidance}

@@ -93,10 +93,12 @@ class PolicyServer:
 
   def __init__(self, served: ServedPolicy, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                api_key: str | None = None, max_message_bytes: int | None = None, max_connections: int = 16,
-               ping_interval_s: float = 20.0, ping_timeout_s: float = 20.0, open_timeout_s: float = 10.0):
+               ping_interval_s: float = 20.0, ping_timeout_s: float = 20.0, open_timeout_s: float = 10.0,
+               warm_up_guided: bool = True):
     if api_key is not None and not api_key:
       raise ValueError("api_key is empty; pass None for no key")
     self.served = served
+    self.warm_up_guided = bool(warm_up_guided)  # Also compile the real-time chunking samplers before listening.
     self.host, self.port = host, int(port)
     self.api_key = api_key
     self.max_message_bytes = int(max_message_bytes or default_max_message_bytes(served.spec))
@@ -132,7 +134,7 @@ class PolicyServer:
                      self.host)
     try:
       # On the inference thread itself, before listening: a robot's first request is then not a compile.
-      warm_up_ms = await self._loop.run_in_executor(self._executor, self.served.warm_up)
+      warm_up_ms = await self._loop.run_in_executor(self._executor, self.served.warm_up, self.warm_up_guided)
       logger.info("warm-up request took %.0f ms", warm_up_ms)
       async with serve(self._handle, self.host, self.port, compression=None, max_size=self.max_message_bytes,
                        max_queue=MAX_QUEUED_FRAMES, ping_interval=self.ping_interval_s,
