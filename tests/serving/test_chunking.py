@@ -67,6 +67,28 @@ def test_malformed_infer_flag_is_an_error_naming_the_key(jax_server):
     assert client.ws.recv(timeout=10) == "error [request_id=3]: key 'infer': expected a bool, got int"
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"prefix_weights": None}, r"keys \['guidance', 'prefix_actions'\] given without \['prefix_weights'\]"),
+    ({"guidance": "soft"}, r"key 'guidance': expected one of \['rtc', 'hard'\] \(what this policy can sample\), got 'soft'"),
+    ({"prefix_actions": np.zeros((4, 4), np.float32)}, r"key 'prefix_actions': expected float32 \[4, 3\], got float32 \[4, 4\]"),
+    ({"prefix_weights": np.full(4, np.nan, np.float32)}, r"key 'prefix_weights': non-finite values"),
+    ({"prefix_weights": np.full(4, 1.5, np.float32)}, r"key 'prefix_weights': expected values in \[0, 1\]"),
+    ({"infer": False}, r"an observe-only request \(infer: false\) cannot carry guidance"),
+])
+def test_guidance_keys_are_checked_and_errors_name_the_key(change, message):
+  from vla_jax.serving import protocol
+
+  spec = protocol.PolicySpec(image_size_px=8, state_dim=5, action_horizon=4, action_dim=3, window_size=1,
+                             camera="primary", guidance=("rtc", "hard"))
+  request = {"image": np.zeros((8, 8, 3), np.uint8), "state": np.zeros(5, np.float32), "prompt": "p",
+             "guidance": "rtc", "prefix_actions": np.ones((4, 3), np.float64), "prefix_weights": np.ones(4, np.float32)}
+  parsed = protocol.parse_request(wire.packb(request), spec)
+  assert parsed.guidance == "rtc" and parsed.prefix_actions.dtype == np.float32 and parsed.prefix_weights.shape == (4,)
+  bad = {k: v for k, v in {**request, **change}.items() if v is not None}
+  with pytest.raises(protocol.RequestError, match=message):
+    protocol.parse_request(wire.packb(bad), spec)
+
+
 # ---- Configuration. -----------------------------------------------------------------------------------
 
 
