@@ -89,7 +89,14 @@ def small_knobs(name: str, extra_rlds_dir: str, untrained_run: Path, tmp_path: P
   }[name]
 
 
-@pytest.mark.parametrize("name", [p.stem for p in notebook_paths()])
+# The two heaviest (~35-40 s each on 2 cores: compiling every head of the model notebook; jax2tf and
+# tf2onnx in the export notebook) run with the slow tests, which CI runs too; the default suite
+# keeps the data and training notebooks.
+SLOW_NOTEBOOKS = ("02_model", "04_export_and_serve")
+
+
+@pytest.mark.parametrize("name", [pytest.param(p.stem, marks=pytest.mark.slow) if p.stem in SLOW_NOTEBOOKS else p.stem
+                                  for p in notebook_paths()])
 def test_notebook_runs_top_to_bottom_with_small_knobs(name, extra_rlds_dir, untrained_run, tmp_path):
   knobs = small_knobs(name, extra_rlds_dir, untrained_run, tmp_path)
   seconds = run_notebook(NOTEBOOKS / f"{name}.ipynb", knobs)

@@ -286,6 +286,7 @@ def test_a_prefix_conditioned_head_learns_to_continue_the_mode_its_prefix_starte
   assert on_path >= 0.95 and error < 0.1, (on_path, error)
 
 
+@pytest.mark.slow  # ~12 s: two head compilations and their gradients.
 @pytest.mark.parametrize("detach", [False, True])
 def test_detach_backbone_stops_the_gradient_of_prefix_rows_into_the_readouts(detach, make_tiny_config):
   """With head.prefix_conditioning.detach_backbone the readouts get gradient from the plain rows
