@@ -71,6 +71,7 @@ def test_serves_an_export_with_onnx_runtime(tiny_export, onnx_server, tmp_path):
   assert metadata == onnx_server.metadata  # The same export, in a thread or from the command line.
 
 
+@pytest.mark.slow  # ~25 s: a serving subprocess that loads JAX and compiles; CI runs the slow tests too.
 def test_serves_a_run_directory_with_jax_and_exits_0_on_sigterm(tiny_run, tmp_path):
   from vla_jax.inference import jax_policy
 
