@@ -254,12 +254,15 @@ def _observe_on_worker(session: Session, request: protocol.Request, submitted: f
 
 
 @contextlib.contextmanager
-def serve_in_background(served: ServedPolicy, *, port: int = 0, startup_timeout_s: float = 30.0,
+def serve_in_background(served: ServedPolicy, *, port: int = 0, startup_timeout_s: float = 300.0,
                         **kwargs: Any) -> Iterator[PolicyServer]:
   """Runs a `PolicyServer` on a thread of this process (tests, notebooks, benchmarks):
 
       with serve_in_background(served) as server:
         client = PolicyClient(server.url)
+
+  startup_timeout_s bounds the warm-up before listening: compiling the plain and the real-time
+  chunking samplers of the small_h16 policy took over 30 s on 2 shared cores.
   """
   server = PolicyServer(served, port=port, **kwargs)
   ready = threading.Event()
