@@ -63,13 +63,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vla_jax.inference.execution import align_prefix, ensemble_mean
+from vla_jax.inference.execution import GUIDED, align_prefix, ensemble_mean
 from vla_jax.serving.client import PolicyClient
 
 logger = logging.getLogger(__name__)
 
 MODES = ("receding", "ensemble", "async")
-GUIDANCE = ("hard", "rtc", "conditioned")  # vla_jax.models.heads.realtime.MODES (that module imports JAX).
 DELAY_MEMORY = 4  # Replies whose measured delay sets the next request's frozen prefix.
 OBSERVATION_KEYS = ("image", "state")
 
@@ -99,9 +98,9 @@ class ChunkingConfig:
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"ChunkingConfig.mode={self.mode!r} is not valid; expected one of {list(MODES)}")
-    if self.guidance is not None and (self.guidance not in GUIDANCE or self.mode != "async"):
+    if self.guidance is not None and (self.guidance not in GUIDED or self.mode != "async"):
       raise ValueError(f"ChunkingConfig.guidance={self.guidance!r} is not valid with mode={self.mode!r}; expected "
-                       f"None, or one of {list(GUIDANCE)} with mode='async'")
+                       f"None, or one of {list(GUIDED)} with mode='async'")
     if self.guided_delay is not None and (not _is_int(self.guided_delay) or self.guided_delay < 0):
       raise ValueError(f"ChunkingConfig.guided_delay={self.guided_delay!r} is not valid; expected an int >= 0 "
                        "or None (measured)")
@@ -480,7 +479,8 @@ class ChunkExecutor:
             self._stats["observed"] += 1
           continue
         with self._cv:
-          guided = self._guided_request(job)
+          plan = self._guided_plan(job)
+        guided = self._guided_request(plan)  # Outside the lock: the robot thread keeps acting.
         start = time.perf_counter()
         chunk = self._check_chunk(self.source.infer(job.observation, **guided))
         latency_ms = (time.perf_counter() - start) * 1e3
@@ -497,14 +497,23 @@ class ChunkExecutor:
         self._deliver(job, chunk)
         self._cv.notify_all()
 
-  def _guided_request(self, job: _Frame) -> dict[str, Any]:
-    """The real-time chunking fields for `job`'s request (lock held): {} without guidance or a plan."""
+  def _guided_plan(self, job: _Frame) -> tuple[np.ndarray, int, int] | None:
+    """(plan [H, A], offset of job's tick in it, frozen actions d) for `job`'s request, or None
+    without guidance or a plan (lock held; chunks are replaced, never modified, so the plan can be
+    read after the lock is released)."""
     if self.config.guidance is None or self._chunk is None or job.episode != self._episode:
-      return {}
+      return None
     delay = self.config.guided_delay
     if delay is None:  # At least 1: the request's own tick executed from the plan before it was sent.
       delay = max([1, *self._stats["delay_ticks"][-DELAY_MEMORY:]])
-    prefix, weights = align_prefix(self._chunk[None], job.tick - self._chunk_tick, delay)
+    return self._chunk, job.tick - self._chunk_tick, delay
+
+  def _guided_request(self, plan: tuple[np.ndarray, int, int] | None) -> dict[str, Any]:
+    """The real-time chunking fields of a request: {} for plain sampling."""
+    if plan is None:
+      return {}
+    chunk, offset, delay = plan
+    prefix, weights = align_prefix(chunk[None], offset, delay)
     return {"guidance": self.config.guidance, "prefix": prefix[0], "weights": weights[0]}
 
   def _deliver(self, job: _Frame, chunk: np.ndarray) -> None:
