@@ -114,6 +114,7 @@ def test_artifacts_json_markdown_and_gifs_are_written(tmp_path):
   table = paths["markdown"].read_text()
   assert table.startswith("| condition | place | push | pick | overall | mean length |")
   assert "| language_blind |" in table
+  assert "## Per phrasing template" in table and "| heldout_paraphrase | push |" in table
   gifs = sorted(p.name for p in paths["videos"].glob("*.gif"))
   assert len(gifs) == 2 * 3  # videos_for=("seen", "language_blind") x 3 families.
   from PIL import Image
@@ -124,6 +125,21 @@ def test_artifacts_json_markdown_and_gifs_are_written(tmp_path):
       [{"step": 10, "seen/overall/success_rate": 0.2}, {"step": 20, "seen/overall/success_rate": 0.6}],
       tmp_path / "curve.png")
   assert plot.stat().st_size > 1000
+
+
+def test_template_table_counts_each_held_out_wording_separately():
+  bring, shove = tasks.TEMPLATES["push"].heldout[1], tasks.TEMPLATES["push"].heldout[0]
+  said = lambda t: t.format(obj="red square", ref="blue circle")  # noqa: E731
+  episodes = ([{"condition": "heldout_phrasing", "family": "push", "instruction": said(bring), "success": s}
+               for s in (True, False, False)] +
+              [{"condition": "heldout_phrasing", "family": "push", "instruction": said(shove), "success": True}] +
+              [{"condition": "seen", "family": "push", "instruction": "push the red square next to the blue circle",
+                "success": False}])
+  table = ev.template_table({"episodes": episodes})
+  assert f"| heldout_phrasing | push | {bring} | 1/3 (33 % [" in table
+  assert f"| heldout_phrasing | push | {shove} | 1/1 (100 % [" in table
+  assert "| seen |" not in table and len(table.splitlines()) == 4
+  assert ev.template_table({"episodes": episodes[-1:]}) == ""
 
 
 class ChunkRecorder:

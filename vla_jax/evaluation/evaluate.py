@@ -132,6 +132,36 @@ def markdown_table(summary: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+PHRASING_CONDITIONS = ("heldout_phrasing", "heldout_paraphrase")
+
+
+def template_table(summary: dict[str, Any]) -> str:
+  """Success per phrasing template of the held-out phrasing conditions ("" when none ran).
+
+  Why: a condition's rate hides which wordings fail — one template can carry most of a gap
+  (a push phrased with a pick verb, "... without lifting it"), which the per-family table cannot show.
+  """
+  counts: dict[tuple[str, str, str], list[int]] = {}
+  for episode in summary["episodes"]:
+    if episode.get("condition") not in PHRASING_CONDITIONS:
+      continue
+    try:
+      family, _, template, _ = tasks.parse_instruction(episode["instruction"])
+    except ValueError:  # Not a template's instruction (cannot happen for these conditions today).
+      family, template = episode["family"], "(no template)"
+    row = counts.setdefault((episode["condition"], family, template), [0, 0])
+    row[0] += bool(episode["success"])
+    row[1] += 1
+  if not counts:
+    return ""
+  lines = ["| condition | family | template | success |", "|---|---|---|---|"]
+  for (condition, family, template), (ok, n) in sorted(counts.items()):
+    low, high = metrics.wilson_interval(ok, n)
+    lines.append(f"| {condition} | {family} | {template} | {ok}/{n} ({100 * ok / n:.0f} % "
+                 f"[{100 * low:.0f}, {100 * high:.0f}]) |")
+  return "\n".join(lines)
+
+
 def save_gif(frames: list[np.ndarray], path: Path, instruction: str, success: bool, scale: int = 4) -> None:
   """An episode as an animated GIF, upscaled, with the instruction written above the frames."""
   import textwrap
@@ -167,7 +197,9 @@ def write_artifacts(summary: dict[str, Any], outdir: str | Path, step: int | Non
   if "suite" in summary:  # Meta-World; the built-in suite's summary.json keeps its layout.
     payload = {"suite": summary["suite"], **payload}
   write_json_atomic(paths["json"], payload)
-  paths["markdown"].write_text(markdown_table(summary) + "\n")
+  per_template = template_table(summary) if summary.get("suite") != "metaworld" else ""
+  paths["markdown"].write_text(markdown_table(summary) + "\n" +
+                              (f"\n## Per phrasing template\n\n{per_template}\n" if per_template else ""))
   for video in summary["videos"]:
     name = f"{video['condition']}_{video['family']}_{video['seed']}_{'ok' if video['success'] else 'fail'}.gif"
     save_gif(video["frames"], paths["videos"] / name, video["instruction"], video["success"])
