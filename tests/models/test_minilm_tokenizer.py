@@ -1,5 +1,6 @@
 """The task tokens a policy makes from frozen MiniLM features (LanguageTokenizer, encoder "minilm")."""
 
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -58,3 +59,31 @@ def test_no_absolute_position_embedding_unless_asked():
   task = _task()
   assert "position_embedding" not in _tokenizer().init(jax.random.key(0), task)["params"]
   assert "position_embedding" in _tokenizer(feature_position_embedding=True).init(jax.random.key(0), task)["params"]
+
+
+def _encoder_outputs(seed=0, b=3, length=12):
+  """Per-token states and sentence embeddings of a small random MiniLM-shaped network."""
+  from vla_jax.language import minilm  # The real module's pooling, not a re-statement of it.
+  config = minilm.MiniLMConfig(hidden_size=24, num_layers=1, num_heads=2, intermediate_size=48, max_positions=32)
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(1, config.vocab_size, (b, length)).astype(np.int32)
+  mask = np.arange(length)[None] < np.array([4, 9, 12])[:b, None]
+  module = minilm.MiniLM(config)
+  out = module.apply(module.init(jax.random.key(seed), ids, mask), ids, mask)
+  return {"language_features": np.asarray(out["token_embeddings"]), "language_mask": mask}, out["sentence_embedding"]
+
+
+def test_sentence_token_projects_the_encoders_sentence_embedding_and_ignores_dropout():
+  module, (task, sentence) = _tokenizer(sentence_token=True, token_dropout=0.5), _encoder_outputs()
+  params = module.init(jax.random.key(0), task)
+  tokens, mask = module.apply(params, task)
+  assert tokens.shape == (3, 4, 16) and bool(np.asarray(mask).all())  # K = 3 resampled + 1.
+  p = params["params"]
+  expected = nn.Dense(16).apply({"params": p["sentence_projection"]},
+                                nn.LayerNorm().apply({"params": p["sentence_norm"]}, sentence))
+  np.testing.assert_allclose(tokens[:, -1], expected, atol=1e-5)
+  # Token dropout hides words from the resampled tokens, never from the sentence summary.
+  trained, _ = module.apply(params, task, train=True, rngs={"dropout": jax.random.key(1)})
+  np.testing.assert_allclose(trained[:, -1], expected, atol=1e-5)
+  assert not np.allclose(trained[:, :-1], tokens[:, :-1], atol=1e-3)
+  assert "sentence_projection" not in _tokenizer().init(jax.random.key(0), task)["params"]

@@ -137,7 +137,8 @@ class Backbone(nn.Module):
           num_task_tokens=lang.get("num_task_tokens", 0), num_heads=cfg.transformer.num_heads,
           # Configs saved before these keys existed had a position embedding and no dropout.
           feature_position_embedding=lang.get("feature_position_embedding", True),
-          token_dropout=lang.get("token_dropout", 0.0), name="language_tokenizer")(task, train)
+          token_dropout=lang.get("token_dropout", 0.0), sentence_token=lang.get("sentence_token", False),
+          name="language_tokenizer")(task, train)
     embodiments = embodiment_names(cfg)
     if embodiments and cfg.embodiment.get("token", True):
       # One learned token per embodiment (robot / dataset), first among the task tokens: every

@@ -96,6 +96,7 @@ def language_config(size: str, mode: str = "tokens", encoder: str = "learned") -
           num_task_tokens=4,  # K learned queries that resample the encoder's tokens (0 = keep all L).
           feature_position_embedding=False,  # Add learned positions to the encoder's states.
           token_dropout=0.0,  # Training: hide each encoder token (not [CLS]) with this probability.
+          sentence_token=False,  # MiniLM: add one task token from the pooled sentence embedding.
           max_len=64,  # L of `task/language_tokens` (bytes) or of `task/language_features` (MiniLM).
           vocab_size=257,  # vla_jax.data.language.VOCAB_SIZE.
           byte_embedding_dim={"tiny": 16, "small": 64, "base": 128}[size],

@@ -166,6 +166,7 @@ class LanguageTokenizer(nn.Module):
   num_heads: int = 1
   feature_position_embedding: bool = False
   token_dropout: float = 0.0
+  sentence_token: bool = False
 
   @nn.compact
   def __call__(self, task: dict[str, Array], train: bool = False) -> tuple[Array, Array]:
@@ -190,6 +191,8 @@ class LanguageTokenizer(nn.Module):
       if self.num_task_tokens:
         tokens = self._resample(tokens, mask)
         mask = jnp.ones(tokens.shape[:2], bool)
+      if self.sentence_token:
+        tokens, mask = self._add_sentence_token(features, task["language_mask"].astype(bool), tokens, mask)
     elif self.mode == "tokens":
       ids = task["language_tokens"]
       chex.assert_rank(ids, 2)
@@ -224,6 +227,23 @@ class LanguageTokenizer(nn.Module):
       raise ValueError(f"LanguageTokenizer called with mode {self.mode!r}")
     chex.assert_shape(tokens, (b, mask.shape[1], self.width))
     return tokens, mask
+
+  def _add_sentence_token(self, features: Array, full_mask: Array, tokens: Array,
+                          mask: Array) -> tuple[Array, Array]:
+    """Appends one token made from the encoder's sentence embedding (mean over the real tokens,
+    L2-normalised: the model card's, which is what MiniLM was trained to make paraphrases agree
+    on). Why: the per-token states let the policy key a family on one verb ("lifting" in "bring
+    the A beside the B without lifting it" read as pick), while the pooled embedding places every
+    held-out phrasing and paraphrase nearest to its own family's training phrasings. Pooled from
+    the full mask, before token dropout, so it is the always-present summary; the tokens keep
+    which object plays which role.
+    """
+    weights = full_mask.astype(jnp.float32)[..., None]
+    pooled = (features * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
+    pooled = pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-9)
+    token = nn.Dense(self.width, name="sentence_projection")(nn.LayerNorm(name="sentence_norm")(pooled))
+    tokens = jnp.concatenate([tokens, token[:, None]], axis=1)
+    return tokens, jnp.concatenate([mask, jnp.ones((mask.shape[0], 1), bool)], axis=1)
 
   def _resample(self, tokens: Array, mask: Array) -> Array:
     """[B, L, D] encoder tokens → [B, K, D]: K learned queries attend over the real tokens.
