@@ -46,6 +46,7 @@ def minilm_export(tmp_path_factory):
   config = tiny_export_model_config()
   config.language.feature_dim = encoder.feature_dim
   minilm_language(config.language)
+  config.language.sentence_token = True  # As the quickstart policy: its pooling goes through the export too.
   bundle = random_bundle(config, seed=0, normalization="bounds")
   bundle.encoder = encoder
   out = tmp_path_factory.mktemp("exports") / "tiny_minilm"
