@@ -52,6 +52,9 @@ def eval_config(episodes_per_family: int = 50) -> ml_collections.ConfigDict:
   c.seed = 1_000_000  # Scene seeds: seed + family_index * 100_000 + episode.
   c.videos_per_family = 2  # GIFs of the first episodes of each family per condition in `videos_for`.
   c.videos_for = ("seen", "language_blind")
+  # `experiments.evaluate` only (built-in simulator, policies trained with the referent loss): where
+  # the target token looks on this many first frames per condition and family (evaluation/grounding).
+  c.grounding_scenes = 100
   return c
 
 
@@ -196,10 +199,18 @@ def write_artifacts(summary: dict[str, Any], outdir: str | Path, step: int | Non
   payload = {"step": step, "conditions": summary["conditions"], "episodes": summary["episodes"]}
   if "suite" in summary:  # Meta-World; the built-in suite's summary.json keeps its layout.
     payload = {"suite": summary["suite"], **payload}
+  if summary.get("grounding"):
+    payload["grounding"] = summary["grounding"]
   write_json_atomic(paths["json"], payload)
   per_template = template_table(summary) if summary.get("suite") != "metaworld" else ""
-  paths["markdown"].write_text(markdown_table(summary) + "\n" +
-                              (f"\n## Per phrasing template\n\n{per_template}\n" if per_template else ""))
+  text = markdown_table(summary) + "\n"
+  if per_template:
+    text += f"\n## Per phrasing template\n\n{per_template}\n"
+  if summary.get("grounding"):
+    from vla_jax.evaluation import grounding  # Local: grounding imports this module.
+
+    text += f"\n## Where the target token looks\n\n{grounding.markdown_table(summary['grounding'])}\n"
+  paths["markdown"].write_text(text)
   for video in summary["videos"]:
     name = f"{video['condition']}_{video['family']}_{video['seed']}_{'ok' if video['success'] else 'fail'}.gif"
     save_gif(video["frames"], paths["videos"] / name, video["instruction"], video["success"])

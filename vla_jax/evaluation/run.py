@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from vla_jax.evaluation import evaluate as ev
+from vla_jax.evaluation import evaluate as ev, grounding
 from vla_jax.inference import bundle as bundle_lib, jax_policy
 from vla_jax.io import write_json_atomic
 
@@ -26,6 +26,10 @@ def evaluate_checkpoints(checkpoints: Sequence[Path], config: ml_collections.Con
     outdir = Path(out) / ckpt.name if out and len(checkpoints) > 1 else Path(out or workdir / "eval" / f"step_{step}")
     policy = jax_policy.load(ckpt, seed=config.seed)
     summary = ev.evaluate(policy, config, progress=True)
+    if (config.get("env", "tabletop") == "tabletop" and config.get("grounding_scenes", 0)
+        and grounding.applies(policy.bundle.model_config)):
+      summary["grounding"] = grounding.grounding_report(policy.bundle, config.conditions, config.families,
+                                                        int(config.grounding_scenes))
     paths = ev.write_artifacts(summary, outdir, step=step)
     scalars = ev.scalars(summary)
     with tf.summary.create_file_writer(str(outdir.parent / "tensorboard")).as_default(step=step or 0):

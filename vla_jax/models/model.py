@@ -95,6 +95,10 @@ class VLAModel(nn.Module):
     """→ readout embeddings float32 [B, R, D]."""
     return self.backbone(observation, task, train, readouts_only=True)["readout"]
 
+  def token_maps(self, observation: dict, task: dict) -> dict[str, Array]:
+    """{camera: attention logits of the learned image tokens [B, T, h, w, P]} (inspection)."""
+    return self.backbone(observation, task, False, readouts_only=True, token_maps=True)["token_maps"]
+
   def backbone_outputs(self, observation: dict, task: dict) -> dict[str, Array]:
     """All backbone token outputs (task / observation / readout), for inspection and tests."""
     return self.backbone(observation, task, False)

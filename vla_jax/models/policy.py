@@ -213,6 +213,16 @@ class Policy:
     return self.model.apply({"params": params}, readouts, *args, embodiment=embodiment,
                             method=VLAModel.head_predict)
 
+  def token_maps(self, params: Params, observation: dict, task: dict) -> dict[str, Array]:
+    """Where each learned image token looks: {camera: logits float32 [B, T, h, w, P]} over the
+    stem's feature map (a softmax over h × w is the token's attention). Needs
+    `image.num_learned_tokens` > 0; with the referent loss, token 0 is trained onto the
+    instruction's target and token 1 onto its goal (`vla_jax.evaluation.grounding`)."""
+    self.check_inputs(observation, task)
+    if not self.config.image.get("num_learned_tokens", 0):
+      raise ValueError("token_maps needs learned image tokens; this model's image.num_learned_tokens is 0")
+    return self.model.apply({"params": params}, observation, task, method=VLAModel.token_maps)
+
   def backbone_outputs(self, params: Params, observation: dict, task: dict) -> dict[str, Array]:
     """All backbone outputs {task [B, Lt, D], observation [B, T, N, D], readout [B, R, D]}."""
     self.check_inputs(observation, task)
