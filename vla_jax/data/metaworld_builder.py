@@ -18,14 +18,14 @@ dz), while the recorded action is the clean expert action — the demos show rec
 small errors a cloned policy makes. Only successful demos are kept (some experts fail now and then,
 more so under noise); each task gets exactly `episodes_per_task` of them.
 
-Episodes are rolled out in `num_workers` spawned processes (MuJoCo and TensorFlow in one forked
-process do not mix) and written in a fixed order, so a config always writes the same dataset.
+Episodes are rolled out by `worker_pool.ordered_map` in `num_workers` spawned processes (MuJoCo and
+TensorFlow in one forked process do not mix; 1 = in this process) and written in job order, so a
+config always writes the same dataset.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import functools
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from vla_jax.data import rlds, rlds_writer
+from vla_jax.data import rlds, rlds_writer, worker_pool
 from vla_jax.envs import metaworld_tasks
 
 VERSION = "1.0.0"
@@ -73,23 +73,21 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
   return {"steps": steps, "episode_metadata": metadata}
 
 
-_WORKER_ENVS: dict[str, Any] = {}
-_WORKER_CONFIG: dict[str, Any] = {}
+def _episode_worker(env_kwargs: dict[str, Any], noise_std: float):
+  """Builds a worker process's episode function (`worker_pool.ordered_map`'s make_worker): one
+  env per task, made on the task's first episode and kept."""
+  from vla_jax.envs.metaworld import MetaWorldEnv  # In the worker: MuJoCo never loads in the writer.
 
+  envs: dict[str, Any] = {}
 
-def _worker_init(env_kwargs: dict[str, Any], noise_std: float) -> None:
-  _WORKER_CONFIG.update(env_kwargs=env_kwargs, noise_std=noise_std)
+  def run(job: tuple[str, str, int, int]) -> dict[str, Any]:
+    task, split, index, seed = job
+    if task not in envs:
+      envs[task] = MetaWorldEnv(task, split="train", **env_kwargs)
+    # Val episodes are told training phrasings too (held-out phrasings are for closed-loop evaluation).
+    return rollout_episode(envs[task], seed, noise_std, index, split)
 
-
-def _worker_rollout(job: tuple[str, str, int, int]) -> dict[str, Any]:
-  """One episode in a worker process; its envs (one per task) are built once and kept."""
-  from vla_jax.envs.metaworld import MetaWorldEnv
-
-  task, split, index, seed = job
-  if task not in _WORKER_ENVS:
-    _WORKER_ENVS[task] = MetaWorldEnv(task, split="train", **_WORKER_CONFIG["env_kwargs"])
-  # Val episodes are told training phrasings too (held-out phrasings are for closed-loop evaluation).
-  return rollout_episode(_WORKER_ENVS[task], seed, _WORKER_CONFIG["noise_std"], index, split)
+  return run
 
 
 def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: bool = True) -> Iterator[tuple[str, dict]]:
@@ -103,10 +101,9 @@ def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: b
   wanted = int(config[f"{split}_episodes_per_task"])
   kept = {t: 0 for t in tasks}
   attempts = {t: 0 for t in tasks}
-  workers = int(config.num_workers) or max(1, os.cpu_count() or 1)
-  ctx = multiprocessing.get_context("spawn")
+  make_worker = functools.partial(_episode_worker, config.env.to_dict(), float(config.expert.noise_std))
   with tqdm.tqdm(total=wanted * len(tasks), desc=f"{config.name}/{split}", unit="ep", disable=not progress) as bar, \
-      ctx.Pool(workers, _worker_init, (config.env.to_dict(), float(config.expert.noise_std))) as pool:
+      worker_pool.ordered_map(make_worker, int(config.num_workers)) as run_jobs:
     while any(kept[t] < wanted for t in tasks):
       jobs = []
       for t in tasks:
@@ -120,7 +117,7 @@ def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: b
         extra = missing + max(1, missing // 5)
         jobs += [(t, split, attempts[t] + i, episode_seed(config.seed, split, t, attempts[t] + i)) for i in range(extra)]
         attempts[t] += extra
-      for (t, _, index, _), episode in zip(jobs, pool.imap(_worker_rollout, jobs)):
+      for (t, _, index, _), episode in zip(jobs, run_jobs(jobs)):
         if kept[t] < wanted and (episode["episode_metadata"]["success"] or config.keep_failures):
           kept[t] += 1
           bar.update(1)
