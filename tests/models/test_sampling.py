@@ -77,6 +77,17 @@ def test_film_makes_image_tokens_depend_on_the_instruction():
   assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-2
 
 
+def test_film_from_layer_leaves_the_earlier_stem_convs_unconditioned():
+  tokenizer = ImageTokenizer(width=8, stem_features=(4, 4), stem_kernel_size=3, stem_strides=(1, 1), patch_size=2,
+                             film=True, film_from_layer=1)
+  images = np.random.default_rng(0).integers(0, 256, (2, 1, 8, 8, 3)).astype(np.uint8)
+  params = tokenizer.init(jax.random.key(0), images, np.ones((2, 5), np.float32))["params"]
+  assert "film_0" not in params and "film_1" in params
+  with pytest.raises(ValueError, match="image.film_from_layer=2 is not valid"):
+    ImageTokenizer(width=8, stem_features=(4, 4), stem_kernel_size=3, patch_size=2, film=True,
+                   film_from_layer=2).init(jax.random.key(0), images, np.ones((2, 5), np.float32))
+
+
 def test_diffusion_level_features_are_the_exact_float64_table():
   """The denoiser's time features at integer levels come from a float64 table (picked by a one-hot
   matmul), not from float32 sin/cos of angles up to ~1000 rad, whose result differs between XLA,

@@ -169,6 +169,7 @@ class Backbone(nn.Module):
           num_learned_tokens=cfg.image.get("num_learned_tokens", 0),
           stem_strides=tuple(cfg.image.get("stem_strides", ())),
           stem_activation=cfg.image.get("stem_activation", "gelu"),
+          film_from_layer=cfg.image.get("film_from_layer", 0),
           name=f"image_tokenizer_{camera}")(images, film_condition, return_maps=token_maps)
       if token_maps:
         out, maps[camera] = out

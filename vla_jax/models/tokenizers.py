@@ -58,6 +58,7 @@ class ImageTokenizer(nn.Module):
   num_learned_tokens: int = 0
   stem_strides: Sequence[int] = ()  # One per stem conv; () = all 2.
   stem_activation: str = "gelu"  # A key of STEM_ACTIVATIONS.
+  film_from_layer: int = 0  # FiLM the stem convs from this index on (film=True); earlier ones are unconditioned.
 
   @nn.compact
   def __call__(self, images: Array, film_condition: Array | None = None,
@@ -77,6 +78,9 @@ class ImageTokenizer(nn.Module):
     stride = int(np.prod(strides)) * self.patch_size
     if not self.num_learned_tokens and (h % stride or w % stride):
       raise ValueError(f"image {h}x{w} px is not divisible by stem stride × patch = {stride}")
+    if self.film and not 0 <= self.film_from_layer < len(self.stem_features):
+      raise ValueError(f"image.film_from_layer={self.film_from_layer} is not valid; expected 0 ... "
+                       f"{len(self.stem_features) - 1} (stem_features={tuple(self.stem_features)})")
     if self.film and film_condition is None:
       raise ValueError("image.film=True needs a language condition, but language.mode is 'none'")
     if self.stem_activation not in STEM_ACTIVATIONS:
@@ -93,7 +97,7 @@ class ImageTokenizer(nn.Module):
       x = nn.Conv(features, (self.stem_kernel_size,) * 2, strides=(s, s), padding="SAME",
                   name=f"stem_conv_{i}")(x)
       x = nn.GroupNorm(num_groups=min(8, features), name=f"stem_norm_{i}")(x)
-      if self.film:
+      if self.film and i >= self.film_from_layer:
         chex.assert_rank(film_condition, 2)
         # Zero-init: FiLM starts as the identity and the language learns to modulate features.
         scale_shift = nn.Dense(2 * features, kernel_init=nn.initializers.zeros,
