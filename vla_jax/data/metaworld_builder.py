@@ -76,7 +76,7 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
 def _episode_worker(env_kwargs: dict[str, Any], noise_std: float):
   """Builds a worker process's episode function (`worker_pool.ordered_map`'s make_worker): one
   env per task, made on the task's first episode and kept."""
-  from vla_jax.envs.metaworld import MetaWorldEnv  # In the worker: MuJoCo never loads in the writer.
+  from vla_jax.envs.metaworld import MetaWorldEnv  # Here: with worker processes, MuJoCo loads only in them.
 
   envs: dict[str, Any] = {}
 
