@@ -51,26 +51,28 @@ def _tiny_referent_config(referent_weight=1.0):
   return config
 
 
-def test_report_runs_a_policy_on_each_condition_and_skips_language_blind(tmp_path):
+def test_report_scores_each_condition_that_tells_its_own_instruction(tmp_path):
   bundle = random_bundle(_tiny_referent_config())
   assert grounding.applies(bundle.model_config)
-  report = grounding.grounding_report(bundle, ("seen", "heldout_combo", "language_blind"),
-                                      families=("place", "push"), scenes_per_family=6)
+  splits = ev.grounding_splits(("seen", "heldout_combo", "language_blind"))
+  assert splits == {"seen": "train", "heldout_combo": "heldout_combo"}  # language_blind: another scene's words.
+  report = grounding.grounding_report(bundle, splits, families=("place", "push"), scenes_per_family=6)
   assert list(report) == ["seen", "heldout_combo"]
   for families in report.values():
     assert list(families) == ["place", "push"]
     for r in families.values():
       assert r["scenes"] == 6 and sum(r["counts"].values()) == 6
       assert r["ci95_low"] <= r["target_rate"] <= r["ci95_high"] and r["median_error"] >= 0
-  table = grounding.markdown_table(report)
+  table = ev.grounding_table(report)
   assert table.count("\n| heldout_combo | ") == 2 and "6 scenes per family" in table
+  assert "| on target | reference | same colour | same shape | other |" in table
   summary = ev.evaluate(policies.ExpertPolicy(), _one_episode_config())
   summary["grounding"] = report
   paths = ev.write_artifacts(summary, tmp_path)
   assert "## Where the target token looks" in paths["markdown"].read_text()
   assert json.loads(paths["json"].read_text())["grounding"] == json.loads(json.dumps(report))
-  with pytest.raises(ValueError, match="grounding condition 'unseen'"):
-    grounding.grounding_report(bundle, ("unseen",), scenes_per_family=1)
+  with pytest.raises(ValueError, match="eval condition 'unseen' is unknown"):
+    ev.grounding_splits(("unseen",))
 
 
 def test_only_policies_with_a_trained_target_token_are_checked():
@@ -80,4 +82,4 @@ def test_only_policies_with_a_trained_target_token_are_checked():
   assert not grounding.applies(no_tokens)
   with pytest.raises(ValueError, match="num_learned_tokens is 0"):
     bundle = random_bundle(no_tokens)
-    grounding.grounding_report(bundle, ("seen",), scenes_per_family=1)
+    grounding.grounding_report(bundle, {"seen": "train"}, scenes_per_family=1)

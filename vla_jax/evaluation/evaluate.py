@@ -13,7 +13,7 @@ Conditions (all on the same scene seeds, so they are paired comparisons):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
@@ -165,6 +165,32 @@ def template_table(summary: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def grounding_splits(conditions: Sequence[str]) -> dict[str, str]:
+  """{condition: scene split} of the conditions a grounding check can score (`evaluation/grounding`):
+  all but those that tell another scene's instruction ("language_blind")."""
+  for name in conditions:
+    if name not in CONDITIONS:
+      raise ValueError(f"eval condition {name!r} is unknown; expected some of {list(CONDITIONS)}")
+  return {name: CONDITIONS[name]["split"] for name in conditions if "instruction_override" not in CONDITIONS[name]}
+
+
+def grounding_table(report: dict[str, Any]) -> str:
+  """One row per (condition, family) of a grounding report: on-target rate [95 % CI], the misses
+  by kind of object, median error."""
+  first = next(iter(next(iter(report.values())).values()))
+  misses = [c for c in first["counts"] if c != "target"]
+  lines = ["| condition | family | on target | " + " | ".join(misses) + " | median error |",
+           "|---|---|---|" + "---|" * len(misses) + "---|"]
+  for condition, families in report.items():
+    for family, r in families.items():
+      lines.append(f"| {condition} | {family} | {100 * r['target_rate']:.0f} % [{100 * r['ci95_low']:.0f}, "
+                   f"{100 * r['ci95_high']:.0f}] | " + " | ".join(str(r["counts"][c]) for c in misses)
+                   + f" | {r['median_error']:.3f} |")
+  lines.append(f"\n{first['scenes']} scenes per family (first frames); a miss counts the object nearest the "
+               "target token's attention; error in image widths.")
+  return "\n".join(lines)
+
+
 def save_gif(frames: list[np.ndarray], path: Path, instruction: str, success: bool, scale: int = 4) -> None:
   """An episode as an animated GIF, upscaled, with the instruction written above the frames."""
   import textwrap
@@ -207,9 +233,7 @@ def write_artifacts(summary: dict[str, Any], outdir: str | Path, step: int | Non
   if per_template:
     text += f"\n## Per phrasing template\n\n{per_template}\n"
   if summary.get("grounding"):
-    from vla_jax.evaluation import grounding  # Local: grounding imports this module.
-
-    text += f"\n## Where the target token looks\n\n{grounding.markdown_table(summary['grounding'])}\n"
+    text += f"\n## Where the target token looks\n\n{grounding_table(summary['grounding'])}\n"
   paths["markdown"].write_text(text)
   for video in summary["videos"]:
     name = f"{video['condition']}_{video['family']}_{video['seed']}_{'ok' if video['success'] else 'fail'}.gif"

@@ -15,7 +15,7 @@ tokenizer), so proprio inputs are zeros here; each scene is its first frame.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,6 @@ import numpy as np
 from vla_jax.data import language
 from vla_jax.envs import tabletop, tasks
 from vla_jax.evaluation import metrics
-from vla_jax.evaluation.evaluate import CONDITIONS
 from vla_jax.inference.policy_fn import embodiment_index
 from vla_jax.models import referents
 
@@ -61,14 +60,14 @@ def applies(model_config) -> bool:
   return bool(model_config.image.get("num_learned_tokens", 0)) and ref is not None and ref.weight > 0
 
 
-def grounding_report(bundle, conditions: Sequence[str], families: Sequence[str] = tasks.FAMILIES,
+def grounding_report(bundle, splits: Mapping[str, str], families: Sequence[str] = tasks.FAMILIES,
                      scenes_per_family: int = 100, seed: int = 2_000_000) -> dict[str, Any]:
   """{condition: {family: {"scenes", "counts": {category: n}, "target_rate", "ci95_low",
   "ci95_high", "median_error"}}} for a bundle whose model has learned image tokens.
 
-  conditions: names of `evaluate.CONDITIONS` that tell the scene's own instruction ("language_blind"
-  is skipped: its instruction names another scene's task). median_error: distance from the token's
-  expected position to the target, in image widths.
+  splits: {condition: the scene split it draws} for conditions whose scenes tell their own
+  instruction (`evaluate.grounding_splits`). median_error: distance from the token's expected
+  position to the target, in image widths. Rendered by `evaluate.grounding_table`.
   """
   cfg = bundle.model_config
   camera, size, window = bundle.camera, int(cfg.image_size_px), int(cfg.window_size)
@@ -77,12 +76,7 @@ def grounding_report(bundle, conditions: Sequence[str], families: Sequence[str] 
   embodiment = embodiment_index(bundle)
   env = tabletop.TabletopEnv(image_size=size)
   report: dict[str, Any] = {}
-  for condition in conditions:
-    if condition not in CONDITIONS:
-      raise ValueError(f"grounding condition {condition!r} is unknown; expected some of {list(CONDITIONS)}")
-    if "instruction_override" in CONDITIONS[condition]:
-      continue
-    split = CONDITIONS[condition]["split"]
+  for condition, split in splits.items():
     report[condition] = {}
     for index, family in enumerate(families):
       scenes, images, instructions = [], [], []
@@ -108,17 +102,3 @@ def grounding_report(bundle, conditions: Sequence[str], families: Sequence[str] 
                                    "ci95_low": low, "ci95_high": high, "median_error": float(np.median(errors))}
   return report
 
-
-def markdown_table(report: dict[str, Any]) -> str:
-  """One row per (condition, family): target rate [95 % CI], the misses by kind, median error."""
-  lines = ["| condition | family | on target | " + " | ".join(CATEGORIES[1:]) + " | median error |",
-           "|---|---|---|" + "---|" * (len(CATEGORIES) - 1) + "---|"]
-  for condition, families in report.items():
-    for family, r in families.items():
-      lines.append(f"| {condition} | {family} | {100 * r['target_rate']:.0f} % [{100 * r['ci95_low']:.0f}, "
-                   f"{100 * r['ci95_high']:.0f}] | " + " | ".join(str(r["counts"][c]) for c in CATEGORIES[1:])
-                   + f" | {r['median_error']:.3f} |")
-  scenes = next(iter(next(iter(report.values())).values()))["scenes"] if report else 0
-  lines.append(f"\n{scenes} scenes per family (first frames); the misses count the object nearest the "
-               "target token's attention; error in image widths.")
-  return "\n".join(lines)

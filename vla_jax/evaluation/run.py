@@ -28,8 +28,8 @@ def evaluate_checkpoints(checkpoints: Sequence[Path], config: ml_collections.Con
     summary = ev.evaluate(policy, config, progress=True)
     if (config.get("env", "tabletop") == "tabletop" and config.get("grounding_scenes", 0)
         and grounding.applies(policy.bundle.model_config)):
-      summary["grounding"] = grounding.grounding_report(policy.bundle, config.conditions, config.families,
-                                                        int(config.grounding_scenes))
+      summary["grounding"] = grounding.grounding_report(policy.bundle, ev.grounding_splits(config.conditions),
+                                                        config.families, int(config.grounding_scenes))
     paths = ev.write_artifacts(summary, outdir, step=step)
     scalars = ev.scalars(summary)
     with tf.summary.create_file_writer(str(outdir.parent / "tensorboard")).as_default(step=step or 0):
