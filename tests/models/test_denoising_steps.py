@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 
-@pytest.mark.parametrize("head", ["diffusion", "flow"])
+@pytest.mark.parametrize("head", ["diffusion", pytest.param("flow", marks=pytest.mark.slow)])
 def test_steps_start_at_the_noise_and_end_at_the_sampled_chunk(tiny_policy, jit, head):
   policy, params, batch, _ = tiny_policy(head)
   obs, task = batch["observation"], batch["task"]

@@ -166,7 +166,7 @@ def test_bimodal_toy_ensembling_averages_the_modes_rtc_follows_the_prefix(kind):
   assert np.abs(ensembled - PATH).min() > 0.25 and np.abs(ensembled + PATH).min() > 0.25
 
 
-@pytest.mark.parametrize("head", ["flow", "diffusion"])
+@pytest.mark.parametrize("head", [pytest.param("flow", marks=pytest.mark.slow), "diffusion"])
 def test_policy_guided_sampling_runs_the_backbone_once_and_reduces_to_plain(head, make_tiny_config, jit):
   """Policy.sample_actions_guided on a real (tiny, untrained) model: one compiled function for
   every delay (d traced), no previous chunk (W = 0) gives `sample_actions_from_noise`, hard mode keeps the prefix."""

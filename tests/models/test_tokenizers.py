@@ -103,6 +103,7 @@ def test_stem_activation_is_applied_to_the_stem_and_the_learned_token_maps():
         jax.random.key(0), images)
 
 
+@pytest.mark.slow  # ~11 s of compiles for a config plumbing check.
 def test_stem_activation_reaches_the_image_tokenizer_from_the_model_config(make_tiny_config):
   config = make_tiny_config()
   batch = example_batch(config, 2, seed=0)

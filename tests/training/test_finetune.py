@@ -32,6 +32,7 @@ def _init(config: ml_collections.ConfigDict, seed: int = 0):
 # ---- Merging a checkpoint's parameters into a new config. ------------------------------------------
 
 
+@pytest.mark.slow  # ~8 s; the other fine-tuning tests stay in the default suite.
 def test_merge_report_counts_copied_new_shape_changed_and_dropped():
   source_cfg = _tiny()
   # A new robot: 7-D actions (the head's input and output change shape), a wrist camera (a new
