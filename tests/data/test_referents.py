@@ -166,3 +166,26 @@ def test_tabletop_batches_carry_each_steps_simulator_labels(tiny_tabletop_dir, s
   np.testing.assert_array_equal(xy, np.stack(want_xy))
   np.testing.assert_array_equal(valid, np.stack(want_valid))
   assert batches[0]["aux"]["referent_xy"].shape == (16, 2, 2)
+
+
+def test_the_built_in_dataset_gives_the_attribute_labels_of_the_current_step(tiny_tabletop_dir, stats_dir):
+  """The target is the first object of both attribute rows (it shares its own colour and shape),
+  so row slot 0 must be the same step's target referent; the rest are padding or its mates."""
+  config = _config([spec_lib.tabletop_spec(str(tiny_tabletop_dir))], stats_dir, window=1, batch_size=16,
+                   num_referents=2, attribute_objects=6)
+  batch = next(_train(config))
+  aux = batch["aux"]
+  assert aux["attribute_xy"].shape == (16, 2, 6, 2) and aux["attribute_xy"].dtype == np.float32
+  assert aux["attribute_valid"].shape == (16, 2, 6) and aux["attribute_valid"].dtype == bool
+  assert aux["referent_valid"][:, 0].all() and aux["attribute_valid"][:, :, :2].all()
+  for row in range(2):
+    np.testing.assert_array_equal(aux["attribute_xy"][:, row, 0], aux["referent_xy"][:, 0])
+  assert (aux["attribute_xy"][~aux["attribute_valid"]] == 0).all()
+
+
+def test_attribute_labels_missing_from_a_dataset_or_without_referents_are_clear_errors(two_dir, stats_dir):
+  with pytest.raises(ValueError, match=r"steps/referents/attributes/position \(referent attribute positions\).*"
+                                       r"regenerate the dataset"):
+    _train(_config([_spec(two_dir)], stats_dir, num_referents=2, attribute_objects=6))
+  with pytest.raises(ValueError, match=r"config.attribute_objects=6 needs referent labels"):
+    _train(_config([_spec(two_dir)], stats_dir, attribute_objects=6))

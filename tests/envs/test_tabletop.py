@@ -1,5 +1,7 @@
 """Specification of the built-in tabletop simulator."""
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -8,7 +10,8 @@ import vla_jax.envs  # noqa: F401  (registers the gymnasium ids)
 from vla_jax.envs import tasks
 from vla_jax.envs.expert import ScriptedExpert
 from vla_jax.envs.tabletop import (
-    CONTACT_DIST, GRASP_RADIUS, MAX_STEP, NUM_REFERENTS, SceneState, TabletopEnv, is_success, referents,
+    CONTACT_DIST, GRASP_RADIUS, MAX_OBJECTS, MAX_STEP, NUM_REFERENTS, SceneState, TabletopEnv, attribute_referents,
+    is_success, referents,
 )
 from vla_jax.envs.vector import VectorTabletopEnv
 
@@ -162,6 +165,24 @@ def test_target_referent_is_the_target_objects_centre_in_every_family():
     assert valid.shape == (NUM_REFERENTS,) and valid.dtype == bool
     np.testing.assert_allclose(position[0], [0.3, 0.6], rtol=1e-6)
     assert valid[0]
+
+
+def test_attribute_referents_list_every_object_sharing_the_targets_colour_or_shape():
+  env = TabletopEnv(num_objects=(6, 6))
+  for seed in range(6):
+    env.reset(seed=seed)
+    s = env.scene
+    position, valid = attribute_referents(s)
+    assert position.shape == (2, MAX_OBJECTS, 2) and position.dtype == np.float32
+    assert valid.shape == (2, MAX_OBJECTS) and valid.dtype == bool
+    for row, values in enumerate((s.obj_colour, s.obj_shape)):
+      want = [i for i, v in enumerate(values) if v == values[s.target]]
+      assert len(want) >= 2, "every scene has a distractor sharing each attribute"
+      assert valid[row].sum() == len(want) and valid[row, :len(want)].all()
+      np.testing.assert_allclose(position[row, :len(want)], s.obj_pos[want], rtol=1e-6)
+      assert (position[row, len(want):] == 0).all()
+  ungrounded = dataclasses.replace(_scene("pick"), judgeable=False)
+  assert not attribute_referents(ungrounded)[1].any()
 
 
 def test_push_goal_referent_is_the_reference_objects_centre():

@@ -36,6 +36,8 @@ def _batched_steps(steps):
       "state": np.stack([r["observation"]["state"] for r in rows]),
       "referent_xy": np.stack([r["referents"]["position"] for r in rows]),
       "referent_valid": np.stack([r["referents"]["valid"] for r in rows]),
+      "attribute_xy": np.stack([r["referents"]["attributes"]["position"] for r in rows]),
+      "attribute_valid": np.stack([r["referents"]["attributes"]["valid"] for r in rows]),
       **{k: np.stack([r[k] for r in rows]) for k in rows[0] if k not in ("observation", "referents")},
   }
 
@@ -50,7 +52,8 @@ print(json.dumps({{
     "image": [list(steps["observation"]["image"].shape), steps["observation"]["image"].dtype.name],
     "state": [list(steps["observation"]["state"].shape), steps["observation"]["state"].dtype.name],
     "action": [list(steps["action"].shape), steps["action"].dtype.name],
-    "referents": {{k: [list(v.shape), v.dtype.name] for k, v in steps["referents"].items()}},
+    "referents": {{k: [list(v.shape), v.dtype.name] for k, v in steps["referents"].items() if k != "attributes"}},
+    "attributes": {{k: [list(v.shape), v.dtype.name] for k, v in steps["referents"]["attributes"].items()}},
     "keys": sorted(steps.keys()),
     "meta": sorted(b.info.features["episode_metadata"].keys()),
 }}))
@@ -62,6 +65,7 @@ print(json.dumps({{
   assert info["state"] == [[5], "float32"]
   assert info["action"] == [[3], "float32"]
   assert info["referents"] == {"position": [[2, 2], "float32"], "valid": [[2], "bool"]}
+  assert info["attributes"] == {"position": [[2, 6, 2], "float32"], "valid": [[2, 6], "bool"]}
   assert info["keys"] == sorted([
       "observation", "action", "language_instruction", "reward", "discount", "is_first", "is_last",
       "is_terminal", "referents",
@@ -106,7 +110,8 @@ def test_episode_is_reproducible_from_its_metadata_seed(tiny_tabletop_dir):
 
 
 def test_referents_describe_the_scene_each_frame_was_rendered_from(tiny_tabletop_dir):
-  """Replays episodes step by step: label t is `tabletop.referents` of the state image t shows."""
+  """Replays episodes step by step: label t is `tabletop.referents` (and `attribute_referents`) of
+  the state image t shows."""
   from vla_jax.envs import TabletopEnv
 
   config = tabletop_data.get_config("tiny")
@@ -122,6 +127,9 @@ def test_referents_describe_the_scene_each_frame_was_rendered_from(tiny_tabletop
       position, valid = tabletop.referents(env.scene)
       np.testing.assert_array_equal(s["referent_xy"][t], position, err_msg=f"step {t}")
       np.testing.assert_array_equal(s["referent_valid"][t], valid, err_msg=f"step {t}")
+      position, valid = tabletop.attribute_referents(env.scene)
+      np.testing.assert_array_equal(s["attribute_xy"][t], position, err_msg=f"step {t}")
+      np.testing.assert_array_equal(s["attribute_valid"][t], valid, err_msg=f"step {t}")
       if t < len(s["action"]) - 1:
         obs, *_ = env.step(expert.perturb(env.scene, expert.act(env.scene)))
 

@@ -8,7 +8,7 @@ import pytest
 
 from vla_jax.data import language
 from vla_jax.models import Policy, example_batch
-from vla_jax.models.referents import cell_centres, referent_loss
+from vla_jax.models.referents import attribute_loss, cell_centres, referent_loss
 
 
 def _peaked_logits(cell_yx: tuple[int, int], size: int = 8, tokens: int = 2) -> np.ndarray:
@@ -47,6 +47,46 @@ def test_more_referents_than_learned_tokens_is_a_clear_error():
                   np.ones((1, 2), bool), 0.05)
 
 
+def _two_peaks(cells: list[tuple[int, int]], size: int = 8) -> np.ndarray:
+  """[size, size] logits with equal peaks on `cells`."""
+  logits = np.zeros((size, size), np.float32)
+  for y, x in cells:
+    logits[y, x] = 20.0
+  return logits
+
+
+def test_attribute_loss_wants_the_mass_spread_over_every_listed_object():
+  centres = cell_centres(8, 8)
+  xy = np.zeros((1, 2, 3, 2), np.float32)
+  valid = np.zeros((1, 2, 3), bool)
+  xy[0, :, :2] = [centres[1, 1], centres[5, 6]]  # Target at (1, 1), a mate at (5, 6), in both rows.
+  valid[0, :, :2] = True
+  both = np.stack([_two_peaks([(1, 1), (5, 6)])] * 2, -1)[None]
+  target_only = np.stack([_two_peaks([(1, 1)])] * 2, -1)[None]
+  elsewhere = np.stack([_two_peaks([(1, 1), (7, 0)])] * 2, -1)[None]
+  l_both, m_both = attribute_loss(both, xy, valid, 0.03)
+  l_target, _ = attribute_loss(target_only, xy, valid, 0.03)
+  l_else, m_else = attribute_loss(elsewhere, xy, valid, 0.03)
+  assert float(l_both) < float(l_target) - 1.0 and float(l_both) < float(l_else) - 1.0
+  assert float(m_both["attribute_miss"]) < 1e-3
+  np.testing.assert_allclose(float(m_else["attribute_miss"]), 0.5, atol=1e-3)
+
+
+def test_attribute_rows_and_slots_without_objects_add_no_loss():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(2, 8, 8, 2)).astype(np.float32)
+  xy = rng.uniform(size=(2, 2, 4, 2)).astype(np.float32)
+  valid = np.zeros((2, 2, 4), bool)
+  valid[:, 0, :2] = True  # Shape rows empty; two colour slots.
+  moved = xy.copy()
+  moved[:, 0, 2:] = 1.0 - moved[:, 0, 2:]
+  moved[:, 1] = 1.0 - moved[:, 1]
+  a = attribute_loss(logits, xy, valid, 0.05)[0]
+  b = attribute_loss(logits, moved, valid, 0.05)[0]
+  np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+  assert float(attribute_loss(logits, xy, np.zeros_like(valid), 0.05)[0]) == 0.0
+
+
 def _referent_config(make_tiny_config, weight: float):
   config = make_tiny_config("l1")
   config.image.update(stem_features=(8,), film=True, coord_channels=True, num_learned_tokens=2)
@@ -69,6 +109,31 @@ def test_policy_loss_adds_the_referent_term_only_when_enabled_and_labelled(make_
   np.testing.assert_allclose(float(total), float(base) + 0.5 * float(metrics["referent_ce"]), rtol=1e-5)
   with pytest.raises(ValueError, match="batch/aux/referent_valid"):
     on.loss(params, {**batch, "aux": {**aux, "referent_valid": np.ones((2, 3), bool)}}, rng)
+
+
+def test_attribute_maps_make_token_0_attend_with_the_colour_map_plus_the_shape_map(make_tiny_config):
+  config = _referent_config(make_tiny_config, 1.0)
+  config.image.attribute_maps = True
+  config.referent_loss.attribute_weight = 0.5
+  batch = example_batch(config, 2, seed=0)
+  policy = Policy(config)
+  params = policy.init(jax.random.key(0), batch)
+  maps = np.asarray(policy.token_maps(params, batch["observation"], batch["task"])["primary"])  # [B, T, h, w, K + 2]
+  assert maps.shape[-1] == 4
+  np.testing.assert_allclose(maps[..., 0], maps[..., 2] + maps[..., 3], rtol=1e-5, atol=1e-5)
+  aux = {"referent_xy": np.full((2, 2, 2), 0.5, np.float32), "referent_valid": np.ones((2, 2), bool),
+         "attribute_xy": np.full((2, 2, 6, 2), 0.5, np.float32), "attribute_valid": np.ones((2, 2, 6), bool)}
+  rng = jax.random.key(1)
+  total, metrics = policy.loss(params, {**batch, "aux": aux}, rng)
+  np.testing.assert_allclose(float(total), float(metrics["head_loss"]) + float(metrics["referent_ce"])
+                             + 0.5 * float(metrics["attribute_ce"]), rtol=1e-5)
+  no_attr = {k: v for k, v in aux.items() if not k.startswith("attribute")}
+  with pytest.raises(ValueError, match="data.attribute_objects"):
+    policy.loss(params, {**batch, "aux": no_attr}, rng)
+  config.image.attribute_maps = False
+  plain = Policy(config)
+  with pytest.raises(ValueError, match="image.attribute_maps=True"):
+    plain.loss(plain.init(jax.random.key(0), batch), {**batch, "aux": aux}, rng)
 
 
 def _colour_scene(rng: np.random.Generator, batch_size: int, config) -> dict:

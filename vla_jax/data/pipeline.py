@@ -43,6 +43,9 @@ Output batch (numpy; B = batch_size, T = window, H = action_horizon, L = max_lan
                                           in the current (last) frame: 0 target object, 1 goal
   aux/referent_valid              bool    [B, K]      False for absent referents (padding, "pick"'s
                                           goal, every row of a dataset without labels); position 0
+  aux/attribute_xy                float32 [B, 2, M, 2] only with also config.attribute_objects = M > 0:
+  aux/attribute_valid             bool    [B, 2, M]    the objects in the current frame that share the
+                                          target's colour (row 0) / shape (row 1), target included
   `aux` holds privileged training labels for auxiliary losses, never model inputs; with
   num_referents = 0 (default) there is no `aux` key and batches are exactly as without this feature.
 
@@ -110,6 +113,9 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   c.goal_relabeling = False        # Adds task/image_goal (uniform future frame of cameras[0]).
   c.num_referents = 0              # K > 0: adds aux/referent_xy, aux/referent_valid (simulator labels
                                    # of the current frame, for an auxiliary loss); 0 = off.
+  c.attribute_objects = 0          # M > 0 (needs num_referents > 0): adds aux/attribute_xy,
+                                   # aux/attribute_valid (the objects sharing the target's colour /
+                                   # shape, M slots); 0 = off.
   c.mask_after_perturbation = False  # True: chunk entries after a demonstrator's recorded mistake
                                    # (spec.perturbation_keys) get action_pad_mask False (see
                                    # traj_transforms; for long chunks). False: keys never read.
@@ -155,6 +161,8 @@ def _config_fingerprint(config: ml_collections.ConfigDict) -> str:
   if not fields.get("num_referents"):
     fields.pop("num_referents", None)
     unused.add("referents_key")
+  if not fields.get("attribute_objects"):
+    fields.pop("attribute_objects", None)
   if not fields.get("mask_after_perturbation"):
     fields.pop("mask_after_perturbation", None)
     unused.add("perturbation_keys")
@@ -248,7 +256,8 @@ class DatasetSource:
     except (KeyError, TypeError):  # Not the usual RLDS nesting; validate_spec reports what is missing.
       pass
     spec_lib.validate_spec(spec, element_spec, stored, num_referents=_num_referents(self.config),
-                           perturbations=bool(self.config.get("mask_after_perturbation", False)))
+                           perturbations=bool(self.config.get("mask_after_perturbation", False)),
+                           attribute_objects=_attribute_objects(self.config))
     self._stored_image_shapes = stored
     if self.config.language in ("embedding", "both") and not spec.language_embedding_key:
       raise ValueError(f"dataset '{spec.name}': config.language={self.config.language!r} needs a precomputed "
@@ -338,7 +347,7 @@ class DatasetSource:
     """Standardised raw episode -> decoded, normalised, tokenised trajectory (leaves [T, ...])."""
     config, spec = self.config, self.spec
     num_referents = _num_referents(config)
-    traj = standardize.to_internal(episode, spec, num_referents)
+    traj = standardize.to_internal(episode, spec, num_referents, _attribute_objects(config))
     length = tf.shape(traj["action"])[0]
     size = tuple(config.image_size_px)
     obs = {}
@@ -391,6 +400,16 @@ def _num_referents(config: ml_collections.ConfigDict) -> int:
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
     raise ValueError(f"config.num_referents={k!r} is not valid; expected an int >= 0 (0 = no referent labels)")
   return int(k)
+
+
+def _attribute_objects(config: ml_collections.ConfigDict) -> int:
+  """config.attribute_objects, validated (absent in configs saved before it existed: 0)."""
+  m = config.get("attribute_objects", 0)
+  if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
+    raise ValueError(f"config.attribute_objects={m!r} is not valid; expected an int >= 0 (0 = no attribute labels)")
+  if m > 0 and _num_referents(config) == 0:
+    raise ValueError(f"config.attribute_objects={m} needs referent labels: set config.num_referents > 0")
+  return int(m)
 
 
 def _check_augmentation_keeps_referents(config: ml_collections.ConfigDict) -> None:
@@ -619,7 +638,7 @@ def open_sources(config: ml_collections.ConfigDict,
     raise ValueError("config.datasets is empty")
   _resolved_dim(config, "action_dim")
   _resolved_dim(config, "proprio_dim")
-  _num_referents(config)
+  _attribute_objects(config)  # Validates num_referents too.
   statistics_by_name = statistics_by_name or {}
   return [DatasetSource(spec, config, statistics_by_name.get(name)) for name, spec in config.datasets.items()]
 

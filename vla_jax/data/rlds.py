@@ -41,7 +41,7 @@ def episode_steps(images: Sequence[np.ndarray], states: Sequence[np.ndarray], ac
 
 def step_features(*, images: Mapping[str, Any], state_key: str, state_dim: int,
                   action: Any, language: bool = True, num_referents: int = 0,
-                  docs: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  num_attribute_objects: int = 0, docs: Mapping[str, str] | None = None) -> dict[str, Any]:
   """The `steps` feature dict (wrap it in `tfds.features.Dataset`).
 
   Args:
@@ -51,8 +51,10 @@ def step_features(*, images: Mapping[str, Any], state_key: str, state_dim: int,
     language: a per-step `language_instruction` (False: the dataset keeps it elsewhere or has none).
     num_referents: K > 0 adds `referents/{position [K, 2], valid [K]}` (privileged labels for the
       auxiliary referent loss, never model inputs).
+    num_attribute_objects: M > 0 (with num_referents) adds `referents/attributes/{position [2, M, 2],
+      valid [2, M]}`: the objects sharing the target's colour (row 0) and shape (row 1).
     docs: optional documentation per feature: "state", "referents", "referents/position",
-      "referents/valid".
+      "referents/valid", "referents/attributes".
   """
   import tensorflow_datasets as tfds  # Local: writing episodes (above) needs no TFDS.
 
@@ -74,9 +76,15 @@ def step_features(*, images: Mapping[str, Any], state_key: str, state_dim: int,
       "is_terminal": tfds.features.Scalar(dtype=np.bool_),
   })
   if num_referents:
-    features["referents"] = tfds.features.FeaturesDict({
+    referents = {
         "position": tfds.features.Tensor(shape=(num_referents, 2), dtype=np.float32,
                                          doc=docs.get("referents/position")),
         "valid": tfds.features.Tensor(shape=(num_referents,), dtype=np.bool_, doc=docs.get("referents/valid")),
-    }, doc=docs.get("referents"))
+    }
+    if num_attribute_objects:
+      referents["attributes"] = tfds.features.FeaturesDict({
+          "position": tfds.features.Tensor(shape=(2, num_attribute_objects, 2), dtype=np.float32),
+          "valid": tfds.features.Tensor(shape=(2, num_attribute_objects), dtype=np.bool_),
+      }, doc=docs.get("referents/attributes"))
+    features["referents"] = tfds.features.FeaturesDict(referents, doc=docs.get("referents"))
   return features

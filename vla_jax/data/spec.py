@@ -304,11 +304,12 @@ def _siblings(flat: Mapping[str, Any], path: str) -> str:
 
 
 def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0,
-                   perturbations: bool = False) -> dict[str, str]:
+                   perturbations: bool = False, attribute_objects: int = 0) -> dict[str, str]:
   """{flattened key path -> role} that the spec needs to find in a standardised episode.
 
-  The referent labels are needed only when `num_referents` > 0 and the spec names them, the
-  perturbation steps only when `perturbations` (the pipeline masks chunks after them).
+  The referent labels are needed only when `num_referents` > 0 and the spec names them (their
+  `attributes` also when `attribute_objects` > 0), the perturbation steps only when
+  `perturbations` (the pipeline masks chunks after them).
   """
   paths = {f"steps/observation/{key}": f"camera '{cam}'" for cam, key in spec.cameras.items()}
   if spec.proprio_key:
@@ -323,6 +324,9 @@ def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0,
   if num_referents > 0 and referents_key:
     paths[f"steps/{referents_key}/position"] = "referent positions"
     paths[f"steps/{referents_key}/valid"] = "referent validity"
+    if attribute_objects > 0:
+      paths[f"steps/{referents_key}/attributes/position"] = "referent attribute positions"
+      paths[f"steps/{referents_key}/attributes/valid"] = "referent attribute validity"
   if perturbations:
     for key in spec.get("perturbation_keys", ()):
       paths[f"episode_metadata/{key}"] = "perturbation step"
@@ -331,7 +335,7 @@ def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0,
 
 def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, Any],
                   stored_image_shapes: Mapping[str, Iterable[int | None]] | None = None,
-                  num_referents: int = 0, perturbations: bool = False) -> None:
+                  num_referents: int = 0, perturbations: bool = False, attribute_objects: int = 0) -> None:
   """Checks that a standardised episode has every key the spec names, with the declared sizes.
 
   Args:
@@ -344,6 +348,8 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
       spec's `referents_key` must exist with position [T, K, 2] and valid [T, K], K <= num_referents.
     perturbations: the pipeline masks chunks after recorded perturbations
       (`config.mask_after_perturbation`): the spec's `perturbation_keys` must exist.
+    attribute_objects: `config.attribute_objects` (M > 0: the referents' `attributes` labels must
+      exist with position [T, 2, M', 2], M' <= M).
 
   Raises:
     ValueError naming every missing key and the keys that exist, or the first size mismatch.
@@ -351,15 +357,16 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
   import tensorflow as tf  # Local: this module stays importable without TF for config building.
 
   flat = _flatten_spec(element_spec)
-  needed = required_paths(spec, num_referents, perturbations)
+  needed = required_paths(spec, num_referents, perturbations, attribute_objects)
   missing = [p for p in needed if p not in flat]
   if missing:
     parts = [f"spec wants {p} ({needed[p]}), dataset has {_siblings(flat, p)}" for p in missing]
     hint = ""
     if any(needed[p].startswith("referent") for p in missing):
-      hint = ("; referent labels are read because config.num_referents > 0: regenerate the dataset with "
-              "them, set the spec's referents_key=None (its samples then get valid=False) or "
-              "config.num_referents=0")
+      hint = ("; referent labels are read because config.num_referents > 0 (their attributes because "
+              "config.attribute_objects > 0): regenerate the dataset with them, set the spec's "
+              "referents_key=None (its samples then get valid=False) or config.num_referents=0 "
+              "(config.attribute_objects=0)")
     raise ValueError(f"dataset '{spec.name}': " + "; ".join(parts) + hint)
 
   def dim(path: str) -> int | None:
@@ -401,6 +408,9 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
   if num_referents > 0 and spec.get("referents_key"):
     check_referent_shapes(spec, flat[f"steps/{spec.referents_key}/position"].shape,
                           flat[f"steps/{spec.referents_key}/valid"].shape, num_referents)
+    if attribute_objects > 0:
+      check_attribute_shapes(spec, flat[f"steps/{spec.referents_key}/attributes/position"].shape,
+                             flat[f"steps/{spec.referents_key}/attributes/valid"].shape, attribute_objects)
 
 
 def check_referent_shapes(spec: ml_collections.ConfigDict, position_shape: Any, valid_shape: Any,
@@ -426,3 +436,21 @@ def check_referent_shapes(spec: ml_collections.ConfigDict, position_shape: Any, 
     raise ValueError(f"dataset '{spec.name}': {key}/position has {k} referents per step (shape "
                      f"{position_shape}) but config.num_referents={num_referents}; raise num_referents to "
                      f"at least {k} (datasets with fewer are padded with invalid referents)")
+
+
+def check_attribute_shapes(spec: ml_collections.ConfigDict, position_shape: Any, valid_shape: Any,
+                           attribute_objects: int) -> None:
+  """Attribute labels must be position [T, 2, M, 2] and valid [T, 2, M] with M <= attribute_objects
+  (fewer slots are padded; more would drop objects the loss should see, so they are an error)."""
+  import tensorflow as tf  # Local, as in validate_spec.
+
+  position_shape, valid_shape = tf.TensorShape(position_shape), tf.TensorShape(valid_shape)
+  key = f"steps/{spec.referents_key}/attributes"
+  if (position_shape.rank != 4 or valid_shape.rank != 3 or position_shape[1] not in (None, 2)
+      or position_shape[3] not in (None, 2) or position_shape[1:3] != valid_shape[1:3]):
+    raise ValueError(f"dataset '{spec.name}': {key} should hold position [T, 2, M, 2] and valid [T, 2, M] "
+                     f"per episode (rows: colour, shape), got position {position_shape} and valid {valid_shape}")
+  m = position_shape[2]
+  if m is not None and m > attribute_objects:
+    raise ValueError(f"dataset '{spec.name}': {key}/position has {m} object slots (shape {position_shape}) "
+                     f"but config.attribute_objects={attribute_objects}; raise it to at least {m}")

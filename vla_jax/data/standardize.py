@@ -18,6 +18,9 @@ Two steps, both inside tf.data on whole episodes (step-level tensors have a lead
      aux/referent_xy              float32 [T, K, 2]         (only if num_referents = K > 0: the
      aux/referent_valid           bool [T, K]                spec's referents_key, padded with
                                                              invalid rows; all invalid without one)
+     aux/attribute_xy             float32 [T, 2, M, 2]      (only if also attribute_objects = M > 0:
+     aux/attribute_valid          bool [T, 2, M]             objects sharing the target's colour /
+                                                             shape, padded with invalid slots)
 
    Decoding, normalisation and windowing happen later (`obs_transforms.py`, `traj_transforms.py`).
 
@@ -139,11 +142,13 @@ def lookup(tree: Any, path: str) -> Any:
   return tree
 
 
-def to_internal(episode: Episode, spec: ml_collections.ConfigDict, num_referents: int = 0) -> dict[str, Any]:
+def to_internal(episode: Episode, spec: ml_collections.ConfigDict, num_referents: int = 0,
+                attribute_objects: int = 0) -> dict[str, Any]:
   """Raw (standardised) episode -> internal layout documented in the module docstring.
 
-  `num_referents` = K > 0 adds `aux` (referent labels, for auxiliary losses), so every dataset of
-  a mixture has the same structure whether or not it has labels.
+  `num_referents` = K > 0 adds `aux` (referent labels, for auxiliary losses; with
+  `attribute_objects` = M > 0 also the attribute labels), so every dataset of a mixture has the
+  same structure whether or not it has labels.
   """
   steps = episode["steps"]
   obs = steps["observation"]
@@ -167,7 +172,28 @@ def to_internal(episode: Episode, spec: ml_collections.ConfigDict, num_referents
   out = {"observation": out_obs, "task": task, "action": action}
   if num_referents > 0:
     out["aux"] = referent_labels(steps, spec, length, num_referents)
+    if attribute_objects > 0:
+      out["aux"].update(attribute_labels(steps, spec, length, attribute_objects))
   return out
+
+
+def attribute_labels(steps: dict[str, Any], spec: ml_collections.ConfigDict, length: tf.Tensor,
+                     attribute_objects: int) -> dict[str, tf.Tensor]:
+  """{"attribute_xy": float32 [T, 2, M, 2], "attribute_valid": bool [T, 2, M]} for M = attribute_objects
+  (the spec's `<referents_key>/attributes`, padded with invalid slots; all invalid without a key)."""
+  key = spec.get("referents_key")
+  if not key:
+    return {"attribute_xy": tf.zeros([length, 2, attribute_objects, 2], tf.float32),
+            "attribute_valid": tf.zeros([length, 2, attribute_objects], tf.bool)}
+  labels = lookup(steps, key)["attributes"]
+  position = tf.cast(labels["position"], tf.float32)
+  valid = tf.cast(labels["valid"], tf.bool)
+  spec_lib.check_attribute_shapes(spec, position.shape, valid.shape, attribute_objects)
+  missing = attribute_objects - tf.shape(position)[2]
+  position = tf.pad(position, [[0, 0], [0, 0], [0, missing], [0, 0]])
+  valid = tf.pad(valid, [[0, 0], [0, 0], [0, missing]], constant_values=False)
+  return {"attribute_xy": tf.ensure_shape(position, [None, 2, attribute_objects, 2]),
+          "attribute_valid": tf.ensure_shape(valid, [None, 2, attribute_objects])}
 
 
 def referent_labels(steps: dict[str, Any], spec: ml_collections.ConfigDict, length: tf.Tensor,

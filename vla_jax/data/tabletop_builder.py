@@ -16,6 +16,9 @@ hold episodes from disjoint seeds. Each episode:
                                                   reference object; place: the region centre)
   steps/referents/valid          bool [2]         False where there is none (the goal of "pick",
                                                   whose position is then 0)
+  steps/referents/attributes/position  float32 [2, 6, 2]  every object sharing the target's colour
+                                                  (row 0) / shape (row 1), target included
+  steps/referents/attributes/valid     bool [2, 6]  False for padding slots
   episode_metadata/{task_family, split, scene_objects: string; seed, expert_seed, episode_index,
                     perturbation_step, slip_step: int64; success: bool}
 
@@ -48,7 +51,7 @@ import tensorflow_datasets as tfds
 from vla_jax.data import rlds, rlds_writer, tabletop_episodes
 from vla_jax.data.tabletop_episodes import SPLIT_INDEX, generate_episodes, validate_config
 from vla_jax.envs import tabletop
-from vla_jax.envs.tabletop import ACTION_DIM, NUM_REFERENTS, STATE_DIM
+from vla_jax.envs.tabletop import ACTION_DIM, MAX_OBJECTS, NUM_REFERENTS, STATE_DIM
 
 VERSION = "1.0.0"
 def features(image_size: int) -> tfds.features.FeaturesDict:
@@ -58,7 +61,7 @@ def features(image_size: int) -> tfds.features.FeaturesDict:
       state_key="state", state_dim=STATE_DIM,
       action=tfds.features.Tensor(shape=(ACTION_DIM,), dtype=np.float32,
                                   doc="dx, dy in [-1, 1] (x MAX_STEP table units); gripper 1 = close, 0 = open."),
-      num_referents=NUM_REFERENTS,
+      num_referents=NUM_REFERENTS, num_attribute_objects=MAX_OBJECTS,
       docs={
           "state": ", ".join(tabletop.STATE_NAMES),
           "referents/position": (
@@ -67,6 +70,10 @@ def features(image_size: int) -> tfds.features.FeaturesDict:
               "(push: reference object, place: region centre). Privileged simulator labels for "
               "auxiliary losses only, never model inputs."),
           "referents/valid": "False where a referent does not exist (the goal of 'pick'); its position is 0.",
+          "referents/attributes": (
+              "position [2, MAX_OBJECTS, 2] / valid [2, MAX_OBJECTS]: every object sharing the "
+              "target's colour (row 0) / shape (row 1), the target included, padded with invalid "
+              "slots (tabletop.attribute_referents)."),
           "referents": "Privileged simulator labels for auxiliary losses only, never model inputs.",
       })
   return tfds.features.FeaturesDict({

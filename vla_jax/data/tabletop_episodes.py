@@ -43,6 +43,7 @@ def rollout_episode(
   images, states, actions, rewards = [obs["image"]], [obs["state"]], [], []
   # Labels of the scene each image was rendered from (taken right after reset / step, like obs).
   referents = [tabletop.referents(env.scene)]
+  attributes = [tabletop.attribute_referents(env.scene)]
   success = False
   perturbation_step = slip_step = -1
   while True:
@@ -58,6 +59,7 @@ def rollout_episode(
     images.append(obs["image"])
     states.append(obs["state"])
     referents.append(tabletop.referents(env.scene))
+    attributes.append(tabletop.attribute_referents(env.scene))
     if terminated or truncated:
       success = bool(terminated)
       break
@@ -67,6 +69,10 @@ def rollout_episode(
       "referents": {
           "position": np.stack([p for p, _ in referents]).astype(np.float32),
           "valid": np.stack([v for _, v in referents]),
+          "attributes": {
+              "position": np.stack([p for p, _ in attributes]).astype(np.float32),
+              "valid": np.stack([v for _, v in attributes]),
+          },
       },
   })
   metadata = {

@@ -57,6 +57,10 @@ INSTRUCTION_CHARSET = string.ascii_letters + string.digits + string.punctuation 
 #   1 "goal": "push" the reference object's centre, "place" the goal region's centre, "pick" none.
 NUM_REFERENTS = 2
 REFERENT_NAMES = ("target", "goal")
+# Attribute referents (see `attribute_referents`): per attribute of the target, every object in the
+# scene that shares it (the target included), in MAX_OBJECTS slots.
+MAX_OBJECTS = 6
+ATTRIBUTE_NAMES = ("colour", "shape")
 
 
 @dataclasses.dataclass
@@ -120,6 +124,31 @@ def referents(state: SceneState) -> tuple[np.ndarray, np.ndarray]:
     position[1], valid[1] = ((x0 + x1) / 2, (y0 + y1) / 2), True
   elif state.family != "pick":
     raise ValueError(f"unknown task family {state.family!r}; expected one of {list(tasks.FAMILIES)}")
+  return position, valid
+
+
+def attribute_referents(state: SceneState) -> tuple[np.ndarray, np.ndarray]:
+  """Where the objects sharing the target's colour / shape are: (position float32 [2, MAX_OBJECTS, 2],
+  valid bool [2, MAX_OBJECTS]).
+
+  Row a follows `ATTRIBUTE_NAMES` and lists, in scene order, every object whose colour (a = 0) or
+  shape (a = 1) is the target's — the target included — padded with invalid zero slots. Why: a
+  map trained to find "all purple things" and one trained to find "all diamonds" are each learned
+  from every training scene, and their intersection names a purple diamond the policy never saw
+  (see `vla_jax/models/referents.py`). All invalid when the instruction is not judgeable.
+  Privileged labels for auxiliary training losses only, never policy inputs.
+  """
+  position = np.zeros((len(ATTRIBUTE_NAMES), MAX_OBJECTS, 2), np.float32)
+  valid = np.zeros((len(ATTRIBUTE_NAMES), MAX_OBJECTS), bool)
+  if not state.judgeable:
+    return position, valid
+  if len(state.obj_pos) > MAX_OBJECTS:
+    raise ValueError(f"scene has {len(state.obj_pos)} objects; attribute labels hold at most MAX_OBJECTS={MAX_OBJECTS}")
+  wanted = (state.obj_colour[state.target], state.obj_shape[state.target])
+  for a, values in enumerate((state.obj_colour, state.obj_shape)):
+    match = [i for i, v in enumerate(values) if v == wanted[a]]
+    position[a, :len(match)] = state.obj_pos[match]
+    valid[a, :len(match)] = True
   return position, valid
 
 
@@ -300,9 +329,9 @@ class TabletopEnv(gym.Env):
     if not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1:
       raise ValueError(f"max_episode_steps={max_episode_steps!r} is not valid; expected a positive int")
     lo, hi = num_objects
-    if not 4 <= lo <= hi <= 6:
+    if not 4 <= lo <= hi <= MAX_OBJECTS:
       raise ValueError(
-          f"num_objects={tuple(num_objects)!r} is not valid; expected (lo, hi) with 4 <= lo <= hi <= 6 "
+          f"num_objects={tuple(num_objects)!r} is not valid; expected (lo, hi) with 4 <= lo <= hi <= {MAX_OBJECTS} "
           "(target + reference + at least 2 distractors)"
       )
     if render_mode not in (None, "rgb_array"):

@@ -170,6 +170,7 @@ class Backbone(nn.Module):
           stem_strides=tuple(cfg.image.get("stem_strides", ())),
           stem_activation=cfg.image.get("stem_activation", "gelu"),
           film_from_layer=cfg.image.get("film_from_layer", 0),
+          attribute_maps=cfg.image.get("attribute_maps", False),
           name=f"image_tokenizer_{camera}")(images, film_condition, return_maps=token_maps)
       if token_maps:
         out, maps[camera] = out

@@ -78,8 +78,10 @@ def image_config(size: str) -> ml_collections.ConfigDict:
   # film_from_layer: with film, the index of the first FiLMed stem conv (0 = all; 1 leaves the
   # colour-level first conv unconditioned; measured on the quickstart, seed 0: held-out combos
   # 72 % vs 83 %, benchmarks/results/minilm_ablation.md).
+  # attribute_maps: learned token 0 attends with the sum of a colour map and a shape map (an AND
+  # that composes colour-shape pairs never seen together; tokenizers.ImageTokenizer._learned_tokens).
   return ml_collections.ConfigDict(dict(stem_kernel_size=3, stem_strides=(), film=False, stem_activation="gelu",
-                                        film_from_layer=0,
+                                        film_from_layer=0, attribute_maps=False,
                                         film_context_depth=0, coord_channels=False,
                                         num_learned_tokens=0, **sizes[size]))
 
@@ -156,6 +158,9 @@ def referent_loss_config(weight: float = 0.0) -> ml_collections.ConfigDict:
       weight=weight,  # 0 = off. Multiplies the mean cross-entropy over valid referents.
       camera="primary",  # Whose learned-token maps are supervised.
       sigma=0.03,  # Std of the target heatmap, in image-width units ([0, 1] coordinates).
+      # > 0: also trains image.attribute_maps' colour and shape maps towards every object sharing
+      # the target's colour / shape (batch aux/attribute_xy; data.attribute_objects > 0).
+      attribute_weight=0.0,
   ))
 
 

@@ -68,7 +68,9 @@ class VLAModel(nn.Module):
     """Training loss (also what `init` traces, so every parameter is created).
 
     aux: optional labels {"referent_xy" [B, K, 2], "referent_valid" [B, K]}; with
-    `referent_loss.weight` > 0 they add the referent loss (see `referents.py`).
+    `referent_loss.weight` > 0 they add the referent loss (see `referents.py`), and with
+    `referent_loss.attribute_weight` > 0 also {"attribute_xy" [B, 2, M, 2], "attribute_valid"
+    [B, 2, M]} the attribute loss.
     action_dim_mask: optional bool [B, A], False on the action dims an example's dataset does not
     have (mixtures pad every robot's actions to one size): those entries get no loss.
     """
@@ -89,6 +91,18 @@ class VLAModel(nn.Module):
           logits, aux["referent_xy"], aux["referent_valid"], ref_cfg.sigma)
       metrics = {**metrics, "head_loss": loss, **ref_metrics}
       loss = loss + ref_cfg.weight * ref_loss
+      attr_weight = ref_cfg.get("attribute_weight", 0.0)
+      if attr_weight > 0:
+        if not self.config.image.get("attribute_maps", False):
+          raise ValueError("referent_loss.attribute_weight > 0 trains the colour and shape maps of "
+                           "image.attribute_maps=True, which this model does not have")
+        if "attribute_xy" not in aux:
+          raise ValueError("referent_loss.attribute_weight > 0 needs aux/attribute_xy: set "
+                           "data.attribute_objects > 0 (datasets with attribute labels)")
+        attr_loss, attr_metrics = referents.attribute_loss(
+            logits[..., -2:], aux["attribute_xy"], aux["attribute_valid"], ref_cfg.sigma)
+        metrics.update(attr_metrics)
+        loss = loss + attr_weight * attr_loss
     return loss, metrics
 
   def embed(self, observation: dict, task: dict, train: bool = False) -> Array:

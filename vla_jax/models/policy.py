@@ -217,7 +217,8 @@ class Policy:
     """Where each learned image token looks: {camera: logits float32 [B, T, h, w, P]} over the
     stem's feature map (a softmax over h × w is the token's attention). Needs
     `image.num_learned_tokens` > 0; with the referent loss, token 0 is trained onto the
-    instruction's target and token 1 onto its goal (`vla_jax.evaluation.grounding`)."""
+    instruction's target and token 1 onto its goal (`vla_jax.evaluation.grounding`). With
+    `image.attribute_maps`, P = tokens + 2: the colour and shape maps whose sum is token 0's."""
     self.check_inputs(observation, task)
     if not self.config.image.get("num_learned_tokens", 0):
       raise ValueError("token_maps needs learned image tokens; this model's image.num_learned_tokens is 0")

@@ -8,6 +8,10 @@ map over the stem features is trained, by cross-entropy, towards a Gaussian heat
 referent k (k = 0 the object to act on, k = 1 its goal), so token k's spatial-softmax (x, y)
 becomes that object's position. Labels come from the simulator and are used in training only;
 the policy's inputs are unchanged, and datasets without labels simply contribute nothing.
+
+`attribute_loss` supervises the factorised target map of `image.attribute_maps` (see
+`ImageTokenizer._learned_tokens`): a colour map towards every object with the target's colour and
+a shape map towards every object with its shape.
 """
 
 from __future__ import annotations
@@ -59,3 +63,40 @@ def referent_loss(logits: Array, referent_xy: Array, referent_valid: Array,
   count = jnp.maximum(valid.sum(), 1.0)
   loss = jnp.sum(ce * valid) / count
   return loss, {"referent_ce": loss, "referent_error": jnp.sum(error * valid) / count}
+
+
+def attribute_loss(logits: Array, attribute_xy: Array, attribute_valid: Array,
+                   sigma: float) -> tuple[Array, dict[str, Array]]:
+  """Cross-entropy of the colour and shape maps against multi-object heatmaps.
+
+  Args:
+    logits: float [B, h, w, 2] attention logits of the colour and shape maps.
+    attribute_xy: float [B, 2, M, 2] positions in [0, 1] image units of the objects that share the
+      target's colour (row 0) / shape (row 1), the target included.
+    attribute_valid: bool [B, 2, M]; padding slots are False. A row with none adds no loss.
+    sigma: std of each object's Gaussian, in image-width units.
+
+  The target of a row is the normalised sum of one Gaussian per valid object, so the map must
+  spread its mass over all of them (and none elsewhere).
+
+  Returns: (scalar loss = mean CE over rows with an object, metrics) with `attribute_ce` and
+  `attribute_miss` (the share of each map's mass farther than 2 sigma from every listed object).
+  """
+  b, h, w, c = logits.shape
+  m = attribute_xy.shape[2]
+  chex.assert_equal(c, 2)
+  chex.assert_shape(attribute_xy, (b, 2, m, 2))
+  chex.assert_shape(attribute_valid, (b, 2, m))
+  centres = jnp.asarray(cell_centres(h, w).reshape(h * w, 2))
+  log_p = jax.nn.log_softmax(logits.reshape(b, h * w, 2).astype(jnp.float32), axis=1)  # [B, h·w, 2]
+  d2 = jnp.sum((centres[None, :, None, None, :] - attribute_xy[:, None]) ** 2, -1)  # [B, h·w, 2, M]
+  valid = attribute_valid[:, None].astype(bool)
+  heat = jnp.where(valid, jnp.exp(-d2 / (2.0 * sigma**2)), 0.0).sum(-1)  # [B, h·w, 2]
+  target = heat / jnp.maximum(heat.sum(1, keepdims=True), 1e-12)
+  ce = -jnp.sum(target * log_p, axis=1)  # [B, 2]
+  near = jnp.any(valid & (d2 < (2.0 * sigma) ** 2), axis=-1)  # [B, h·w, 2]
+  miss = jnp.sum(jnp.exp(log_p) * (~near), axis=1)  # [B, 2]
+  row_valid = attribute_valid.any(-1).astype(jnp.float32)
+  count = jnp.maximum(row_valid.sum(), 1.0)
+  loss = jnp.sum(ce * row_valid) / count
+  return loss, {"attribute_ce": loss, "attribute_miss": jnp.sum(miss * row_valid) / count}

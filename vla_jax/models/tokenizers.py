@@ -59,6 +59,7 @@ class ImageTokenizer(nn.Module):
   stem_strides: Sequence[int] = ()  # One per stem conv; () = all 2.
   stem_activation: str = "gelu"  # A key of STEM_ACTIVATIONS.
   film_from_layer: int = 0  # FiLM the stem convs from this index on (film=True); earlier ones are unconditioned.
+  attribute_maps: bool = False  # Learned token 0's map = a colour map + a shape map (see _learned_tokens).
 
   @nn.compact
   def __call__(self, images: Array, film_condition: Array | None = None,
@@ -67,7 +68,8 @@ class ImageTokenizer(nn.Module):
 
     Returns: float32 [B, T, P, D]: P = num_learned_tokens if set, else
     (Hpx / (prod(stem strides) * patch))^2 patch tokens per frame. With return_maps (learned tokens
-    only), also the tokens' attention logits float32 [B, T, h, w, P] over the stem's feature map.
+    only), also the tokens' attention logits float32 [B, T, h, w, P] over the stem's feature map
+    (with `attribute_maps`, P + 2: the colour and shape maps follow the tokens' own).
     """
     chex.assert_rank(images, 5)
     b, t, h, w, c = images.shape
@@ -106,6 +108,8 @@ class ImageTokenizer(nn.Module):
         scale, shift = jnp.split(scale_shift, 2, axis=-1)
         x = x * (1.0 + scale) + shift
       x = act(x)
+    if self.attribute_maps and not self.num_learned_tokens:
+      raise ValueError("image.attribute_maps needs learned tokens; set image.num_learned_tokens > 0")
     if return_maps and not self.num_learned_tokens:
       raise ValueError("attention maps exist only for learned tokens; set image.num_learned_tokens > 0")
     if self.num_learned_tokens:
@@ -127,11 +131,24 @@ class ImageTokenizer(nn.Module):
     is the map-weighted mean feature plus the map's expected (x, y). A few tokens that say *what*
     and *where* replace dozens of mostly-background patches: attention is not diluted over the
     table, and the transformer is ~4x cheaper per frame.
+
+    With `attribute_maps`, two more maps are computed and token 0's logits are their sum: a colour
+    map and a shape map, each trained (`referents.attribute_loss`) to cover every object with the
+    target's colour / shape. Adding logits multiplies the maps, an AND: "purple" and "diamond" are
+    each learned from every scene that has them, so their intersection can find a purple diamond
+    that never appeared in training, where one map learned per named object binds to the colour
+    it saw most (measured before: held-out colour-shape pairs mostly land on the same-colour
+    distractor). The returned logits then have K + 2 channels: the tokens', colour, shape.
     """
     n, hh, ww, cc = x.shape
     k = self.num_learned_tokens
-    logits = nn.Conv(k, (1, 1), name="token_logits")(act(nn.Conv(cc, (1, 1), name="token_hidden")(x)))
-    weights = nn.softmax(logits.reshape(n, hh * ww, k), axis=1)  # [n, hh·ww, K], sums to 1 over space.
+    hidden = act(nn.Conv(cc, (1, 1), name="token_hidden")(x))
+    if self.attribute_maps:  # Conv channels: tokens 1 … K-1, colour, shape.
+      logits = nn.Conv(k + 1, (1, 1), name="token_logits")(hidden)
+      logits = jnp.concatenate([logits[..., -2:].sum(-1, keepdims=True), logits], axis=-1)
+    else:
+      logits = nn.Conv(k, (1, 1), name="token_logits")(hidden)
+    weights = nn.softmax(logits[..., :k].reshape(n, hh * ww, k), axis=1)  # [n, hh·ww, K], sums to 1 over space.
     grid = jnp.asarray(_pixel_grid(hh, ww).reshape(hh * ww, 2))
     features = jnp.einsum("npk,npc->nkc", weights, x.reshape(n, hh * ww, cc))
     where = jnp.einsum("npk,pc->nkc", weights, grid)
