@@ -43,7 +43,7 @@ def main(argv):
   if rlds_writer.is_complete(path) and not overwrite:
     stale = tabletop_builder.config_differences(path, config)
     if stale:  # Written with another generation config (e.g. an older default): rebuild it.
-      print(f"{path} was written with a different generation config ({', '.join(stale)}); rebuilding it.")
+      print(f"{path} was written with a different generation config or schema ({', '.join(stale)}); rebuilding it.")
       overwrite = True
     else:
       print(f"{path} already exists; not regenerating (pass --overwrite to rebuild it).")

@@ -283,6 +283,14 @@ def test_config_differences_name_what_makes_a_finished_dataset_stale(tiny_tablet
       "expert.mistake_prob", "num_train_episodes"]
 
 
+def test_a_dataset_written_before_the_attribute_labels_is_stale(tiny_tabletop_dir, tmp_path):
+  metadata = json.loads((tiny_tabletop_dir / "metadata.json").read_text())
+  assert metadata["schema"] == tabletop_builder.SCHEMA
+  del metadata["schema"]  # What a writer before `SCHEMA` existed stored.
+  (tmp_path / "metadata.json").write_text(json.dumps(metadata))
+  assert tabletop_builder.config_differences(tmp_path, tabletop_data.get_config("tiny")) == ["schema"]
+
+
 def test_equal_family_weights_give_the_plain_cycle_of_older_datasets():
   families = ("place", "push", "pick")
   plain = [families[i % 3] for i in range(10)]

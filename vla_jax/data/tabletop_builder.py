@@ -54,6 +54,9 @@ from vla_jax.envs import tabletop
 from vla_jax.envs.tabletop import ACTION_DIM, MAX_OBJECTS, NUM_REFERENTS, STATE_DIM
 
 VERSION = "1.0.0"
+# The features' layout, stored in the metadata: a finished dataset with another (or none: 1) is
+# stale. 2: steps/referents/attributes.
+SCHEMA = 2
 def features(image_size: int) -> tfds.features.FeaturesDict:
   steps = rlds.step_features(
       images={"image": tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8, encoding_format="png",
@@ -114,7 +117,8 @@ class Tabletop(rlds_writer.GeneratedBuilder):
         description=__doc__.split("\n\n")[0],
         features=features(self.gen_config.env.image_size),
         disable_shuffling=True,  # Keep episodes in seed order: reproducible and easy to audit.
-        metadata=tfds.core.MetadataDict(generation_config=stored_generation_config(self.gen_config)),
+        metadata=tfds.core.MetadataDict(generation_config=stored_generation_config(self.gen_config),
+                                        schema=SCHEMA),
     )
 
   def _split_generators(self, dl_manager):
@@ -142,12 +146,14 @@ def stored_generation_config(config: ml_collections.ConfigDict) -> dict[str, Any
 def config_differences(path: Path, config: ml_collections.ConfigDict) -> list[str]:
   """Generation-config keys (dotted) whose value in the finished dataset at `path` differs from
   `config`, e.g. ["expert.mistake_prob", "num_train_episodes"]; `NOT_GENERATION_KEYS` (`data_dir`,
-  `num_workers`) are ignored.
+  `num_workers`) are ignored. "schema" when the dataset was written with another feature layout
+  (`SCHEMA`, e.g. before the attribute labels existed).
 
-  A dataset is a pure function of its generation config, so any difference means it is stale
-  (e.g. written by an older version of the default config).
+  A dataset is a pure function of its generation config and the writer's schema, so any
+  difference means it is stale (e.g. written by an older version of the default config).
   """
-  stored = json.loads((Path(path) / "metadata.json").read_text()).get("generation_config", {})
+  metadata = json.loads((Path(path) / "metadata.json").read_text())
+  stored = metadata.get("generation_config", {})
 
   def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
@@ -156,7 +162,8 @@ def config_differences(path: Path, config: ml_collections.ConfigDict) -> list[st
     return out
 
   a, b = flat(stored), flat(json.loads(json.dumps(config.to_dict(), default=list)))
-  return sorted(k for k in set(a) | set(b) if k not in NOT_GENERATION_KEYS and a.get(k) != b.get(k))
+  stale = sorted(k for k in set(a) | set(b) if k not in NOT_GENERATION_KEYS and a.get(k) != b.get(k))
+  return stale + (["schema"] if metadata.get("schema", 1) != SCHEMA else [])
 
 
 def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, progress: bool = True) -> Path:
