@@ -78,6 +78,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     batch["aux"] = {"referent_xy": rng.uniform(-1, 1, (args.batch_size, k, 2)).astype(np.float32),
                     "referent_valid": np.ones((args.batch_size, k), bool)}
+    m = config.data.get("attribute_objects", 0)
+    if m and config.model.referent_loss.get("attribute_weight", 0) > 0:
+      batch["aux"].update(attribute_xy=rng.uniform(0, 1, (args.batch_size, 2, m, 2)).astype(np.float32),
+                          attribute_valid=np.ones((args.batch_size, 2, m), bool))
   tx, schedule = optimizer_lib.make_optimizer(config.optim, 1000)
   state = create_state(lambda rng: policy.init(rng, example_batch(config.model, 1)), tx, jax.random.PRNGKey(0))
   train_step = jax.jit(step_lib.make_train_step(
