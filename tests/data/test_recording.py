@@ -73,6 +73,8 @@ def test_recorded_values_come_back_exactly(episodes, trial_dir):
       np.testing.assert_array_equal([s[key] for s in steps], want["steps"][key], err_msg=key)
     np.testing.assert_array_equal(np.stack([s["referents"]["position"] for s in steps]),
                                   want["steps"]["referents"]["position"])
+    np.testing.assert_array_equal(np.stack([s["referents"]["attributes"]["valid"] for s in steps]),
+                                  want["steps"]["referents"]["attributes"]["valid"])
     assert {s["language_instruction"].decode() for s in steps} == set(want["steps"]["language_instruction"])
     meta, want_meta = got["episode_metadata"], want["episode_metadata"]
     for key in ("seed", "episode_index", "success", "expert_seed"):

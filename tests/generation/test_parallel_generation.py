@@ -87,7 +87,7 @@ def test_a_dataset_written_with_other_or_no_num_workers_is_not_stale(tmp_path, s
   del stored["num_workers"]
   if stored_num_workers is not None:  # Meta-World datasets store theirs.
     stored["num_workers"] = stored_num_workers
-  (tmp_path / "metadata.json").write_text(json.dumps({"generation_config": stored}))
+  (tmp_path / "metadata.json").write_text(json.dumps({"generation_config": stored, "schema": tabletop_builder.SCHEMA}))
   for num_workers in (0, 1, 3):
     assert tabletop_builder.config_differences(tmp_path, tiny_config(num_workers=num_workers)) == []
   assert tabletop_builder.config_differences(tmp_path, tiny_config(num_workers=3, seed=7)) == ["seed"]

@@ -22,8 +22,8 @@ solved). What differs is what the fields mean for a trial:
                               to `env.step` (the policy's chunk entry after chunk execution), not a
                               label; the simulator clips dx, dy to [-1, 1] and closes at gripper > 0.5
   steps/language_instruction  what the policy was told (a typed instruction as typed)
-  steps/referents             the simulator's labels of the judged task (all invalid when a typed
-                              instruction named no task in the scene)
+  steps/referents             the simulator's labels of the judged task, attributes included (all
+                              invalid when a typed instruction named no task in the scene)
 
 `episode_metadata/` holds the built-in fields (task_family, split, scene_objects, seed,
 success, episode_index; expert_seed, perturbation_step, slip_step are -1: no expert was involved)
@@ -141,7 +141,7 @@ class EpisodeRecorder:
   def _observe(self, obs: Mapping[str, Any], scene: tabletop.SceneState) -> None:
     self.images.append(np.array(obs["image"], np.uint8))
     self.states.append(np.array(obs["state"], np.float32))
-    self.referents.append(tabletop.referents(scene))
+    self.referents.append(tabletop.step_referents(scene))
 
   @property
   def num_transitions(self) -> int:
@@ -164,8 +164,7 @@ class EpisodeRecorder:
     steps = rlds.episode_steps(self.images, self.states, self.actions, self.rewards,
                                np.array([0.0, 0.0, self.actions[-1][2]], np.float32),  # As the built-in dataset's.
                                self.instruction, bool(success))
-    steps["referents"] = {"position": np.stack([p for p, _ in self.referents]).astype(np.float32),
-                          "valid": np.stack([v for _, v in self.referents])}
+    steps["referents"] = tabletop.stack_referents(self.referents)
     meta = {"expert_seed": -1, "perturbation_step": -1, "slip_step": -1, **metadata, "success": bool(success)}
     return {"steps": steps, "episode_metadata": {**meta, "trial": complete_trial_fields(trial)}}
 

@@ -42,8 +42,7 @@ def rollout_episode(
   expert.reset(env.scene, seed=expert_seed)
   images, states, actions, rewards = [obs["image"]], [obs["state"]], [], []
   # Labels of the scene each image was rendered from (taken right after reset / step, like obs).
-  referents = [tabletop.referents(env.scene)]
-  attributes = [tabletop.attribute_referents(env.scene)]
+  referents = [tabletop.step_referents(env.scene)]
   success = False
   perturbation_step = slip_step = -1
   while True:
@@ -58,23 +57,13 @@ def rollout_episode(
     rewards.append(reward)
     images.append(obs["image"])
     states.append(obs["state"])
-    referents.append(tabletop.referents(env.scene))
-    attributes.append(tabletop.attribute_referents(env.scene))
+    referents.append(tabletop.step_referents(env.scene))
     if terminated or truncated:
       success = bool(terminated)
       break
   steps = rlds.episode_steps(images, states, actions, rewards, np.array([0.0, 0.0, actions[-1][2]], np.float32),
                              info["instruction"], success)
-  steps.update({
-      "referents": {
-          "position": np.stack([p for p, _ in referents]).astype(np.float32),
-          "valid": np.stack([v for _, v in referents]),
-          "attributes": {
-              "position": np.stack([p for p, _ in attributes]).astype(np.float32),
-              "valid": np.stack([v for _, v in attributes]),
-          },
-      },
-  })
+  steps["referents"] = tabletop.stack_referents(referents)
   metadata = {
       "task_family": family,
       "split": env.split,

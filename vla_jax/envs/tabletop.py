@@ -152,6 +152,21 @@ def attribute_referents(state: SceneState) -> tuple[np.ndarray, np.ndarray]:
   return position, valid
 
 
+def step_referents(state: SceneState) -> dict[str, Any]:
+  """One recorded observation's `steps/referents` entry in the built-in datasets: `referents` as
+  {"position", "valid"} plus `attribute_referents` as "attributes" {"position", "valid"}. Take it
+  when the frame is rendered (the scene changes in place as the episode runs)."""
+  position, valid = referents(state)
+  attr_position, attr_valid = attribute_referents(state)
+  return {"position": position, "valid": valid, "attributes": {"position": attr_position, "valid": attr_valid}}
+
+
+def stack_referents(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """`step_referents` of every step of an episode → the same tree with a leading [T] axis."""
+  return {"position": np.stack([r["position"] for r in steps]), "valid": np.stack([r["valid"] for r in steps]),
+          "attributes": {k: np.stack([r["attributes"][k] for r in steps]) for k in ("position", "valid")}}
+
+
 def push_approach_point(state: SceneState) -> np.ndarray:
   """Where a fist must stand to push the target straight towards its goal."""
   t = state.obj_pos[state.target]
