@@ -32,6 +32,23 @@ def cell_centres(height: int, width: int) -> np.ndarray:
   return np.stack([gx, gy], -1)
 
 
+def _heatmap_ce(logits: Array, xy: Array, valid: Array, sigma: float) -> tuple[Array, Array, Array, Array]:
+  """Cross-entropy of R attention maps against heatmaps with one Gaussian per valid object.
+
+  logits [B, h, w, R], xy [B, R, M, 2], valid bool [B, R, M] → (ce [B, R], log_p [B, h·w, R],
+  d2 [B, h·w, R, M] squared distances cell-object, centres [h·w, 2]). The target of row r is the
+  normalised sum of its valid objects' Gaussians (a row with none gets a uniform target; callers
+  mask it out).
+  """
+  b, h, w, r = logits.shape
+  centres = jnp.asarray(cell_centres(h, w).reshape(h * w, 2))
+  log_p = jax.nn.log_softmax(logits.reshape(b, h * w, r).astype(jnp.float32), axis=1)
+  d2 = jnp.sum((centres[None, :, None, None, :] - xy[:, None]) ** 2, -1)  # [B, h·w, R, M]
+  log_heat = jax.nn.logsumexp(jnp.where(valid[:, None], -d2 / (2.0 * sigma**2), -1e30), axis=-1)
+  target = jax.nn.softmax(log_heat, axis=1)  # [B, h·w, R]
+  return -jnp.sum(target * log_p, axis=1), log_p, d2, centres
+
+
 def referent_loss(logits: Array, referent_xy: Array, referent_valid: Array,
                   sigma: float) -> tuple[Array, dict[str, Array]]:
   """Cross-entropy of the first K token maps against Gaussian heatmaps at the referents.
@@ -45,18 +62,15 @@ def referent_loss(logits: Array, referent_xy: Array, referent_valid: Array,
   Returns: (scalar loss = mean CE over valid referents, metrics) with metrics `referent_ce` and
   `referent_error` (mean distance of the map's expected (x, y) from the label, image units).
   """
-  b, h, w, p = logits.shape
+  b, _, _, p = logits.shape
   k = referent_xy.shape[1]
   chex.assert_shape(referent_xy, (b, k, 2))
   chex.assert_shape(referent_valid, (b, k))
   if k > p:
     raise ValueError(f"aux/referent_xy has {k} referents but the image tokenizer has only {p} learned "
                      "tokens; set image.num_learned_tokens >= the dataset's num_referents")
-  centres = jnp.asarray(cell_centres(h, w).reshape(h * w, 2))
-  log_p = jax.nn.log_softmax(logits[..., :k].reshape(b, h * w, k).astype(jnp.float32), axis=1)
-  d2 = jnp.sum((centres[None, :, None, :] - referent_xy[:, None, :, :]) ** 2, -1)  # [B, h·w, K]
-  target = jax.nn.softmax(-d2 / (2.0 * sigma**2), axis=1)
-  ce = -jnp.sum(target * log_p, axis=1)  # [B, K]
+  ce, log_p, _, centres = _heatmap_ce(logits[..., :k], referent_xy[:, :, None],
+                                      jnp.ones((b, k, 1), bool), sigma)
   expected = jnp.einsum("bpk,pc->bkc", jnp.exp(log_p), centres)
   error = jnp.linalg.norm(expected - referent_xy, axis=-1)
   valid = referent_valid.astype(jnp.float32)
@@ -82,18 +96,13 @@ def attribute_loss(logits: Array, attribute_xy: Array, attribute_valid: Array,
   Returns: (scalar loss = mean CE over rows with an object, metrics) with `attribute_ce` and
   `attribute_miss` (the share of each map's mass farther than 2 sigma from every listed object).
   """
-  b, h, w, c = logits.shape
+  b, _, _, c = logits.shape
   m = attribute_xy.shape[2]
   chex.assert_equal(c, 2)
   chex.assert_shape(attribute_xy, (b, 2, m, 2))
   chex.assert_shape(attribute_valid, (b, 2, m))
-  centres = jnp.asarray(cell_centres(h, w).reshape(h * w, 2))
-  log_p = jax.nn.log_softmax(logits.reshape(b, h * w, 2).astype(jnp.float32), axis=1)  # [B, h·w, 2]
-  d2 = jnp.sum((centres[None, :, None, None, :] - attribute_xy[:, None]) ** 2, -1)  # [B, h·w, 2, M]
+  ce, log_p, d2, _ = _heatmap_ce(logits, attribute_xy, attribute_valid, sigma)
   valid = attribute_valid[:, None].astype(bool)
-  heat = jnp.where(valid, jnp.exp(-d2 / (2.0 * sigma**2)), 0.0).sum(-1)  # [B, h·w, 2]
-  target = heat / jnp.maximum(heat.sum(1, keepdims=True), 1e-12)
-  ce = -jnp.sum(target * log_p, axis=1)  # [B, 2]
   near = jnp.any(valid & (d2 < (2.0 * sigma) ** 2), axis=-1)  # [B, h·w, 2]
   miss = jnp.sum(jnp.exp(log_p) * (~near), axis=1)  # [B, 2]
   row_valid = attribute_valid.any(-1).astype(jnp.float32)
