@@ -61,8 +61,7 @@ def run_condition(policy, strategy: str, delay: int, args: argparse.Namespace, c
     index = tasks.FAMILIES.index(family)
     seeds = [config.seed + index * 100_000 + i for i in range(args.episodes_per_family)]
     results = rollout.run_episodes(policy, seeds, family=family, split="train", num_envs=args.num_envs,
-                                   image_size=config.image_size, max_episode_steps=config.max_episode_steps,
-                                   strategy=strategy, execute_steps=args.execute_steps, delay=delay,
+                                   **ev.sim_kwargs(config, policy), strategy=strategy, execute_steps=args.execute_steps, delay=delay,
                                    delay_seed=config.seed)
     s = metrics.summarise(results)
     wins = [r for r in results if r.success]
@@ -191,7 +190,8 @@ def markdown(payload: dict[str, Any]) -> str:
   lines = [f"# Real-time chunking: strategies under inference delay\n",
            f"`{payload['command']}`\n",
            f"Checkpoint `{payload['checkpoint']}` (H = {payload['action_horizon']}, s = {payload['execute_steps']} "
-           f"executed per inference); {payload['episodes_per_family']} episodes per family and condition "
+           f"executed per inference, simulator control rate {payload.get('control_rate', 1)}); "
+           f"{payload['episodes_per_family']} episodes per family and condition "
            f"({len(families)} families, same scenes and noise for every row); success % with the 95 % "
            "Wilson interval of the pooled episodes. Jumps: ‖a_t − a_{t−1}‖ of env-unit actions at chunk "
            "switches (boundary) and at other steps (interior). Steps to success include waits.\n",
@@ -291,6 +291,7 @@ def main() -> None:
       "checkpoint": str(checkpoint),
       "action_horizon": policy.action_horizon,
       "execute_steps": args.execute_steps,
+      "control_rate": ev.sim_kwargs(config, policy)["control_rate"],
       "episodes_per_family": args.episodes_per_family,
       "families": list(config.families),
       "condition": "seen",

@@ -23,7 +23,9 @@ _INSTRUCTION = flags.DEFINE_string("instruction", None, "What to tell the robot.
 _SEED = flags.DEFINE_integer("seed", 0, "Scene seed.")
 _FAMILY = flags.DEFINE_enum("family", "place", ["place", "push", "pick"], "Which family's scene layout to draw.")
 _GIF = flags.DEFINE_string("gif", None, "Write the episode as an animated GIF here.")
-_STEPS = flags.DEFINE_integer("max_steps", 100, "Episode length limit.")
+_STEPS = flags.DEFINE_integer("max_steps", None, "Episode length limit (default 100 x the control rate).")
+_RATE = flags.DEFINE_integer("control_rate", None, "Simulator steps per default step (default: the rate the "
+                             "policy's training run evaluated at, e.g. 4 for tabletop.py:small_h16_rate4).")
 
 
 def main(argv):
@@ -47,7 +49,7 @@ def main(argv):
       checkpoint = _CHECKPOINT.value or latest_checkpoint(_WORKDIR.value)
       policy = jax_policy.load(checkpoint, seed=_SEED.value)
     config = evaluate.eval_config()
-    config.max_episode_steps = _STEPS.value
+    config.control_rate, config.max_episode_steps = _RATE.value, _STEPS.value
     result = evaluate.run_typed_instruction(policy, _INSTRUCTION.value, seed=_SEED.value, family=_FAMILY.value,
                                             config=config, gif=_GIF.value)
   except (ValueError, FileNotFoundError) as e:

@@ -10,7 +10,8 @@ import ml_collections
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-  """variant: "default" (the quickstart dataset), "tiny" (a few episodes, for tests), or the
+  """variant: "default" (the quickstart dataset), "tiny" (a few episodes, for tests), "rate4" (the
+  same tasks at 4x the control rate, for real-time chunking: `rate4_variant`), or the
   few-demo transfer study's (benchmarks/finetune_transfer.py): "place_pick" (pretraining data
   without any push) and "push" (1 000 push demos; runs read its first 100 / 300 / 1 000)."""
   config = ml_collections.ConfigDict()
@@ -75,7 +76,24 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.seed = 1  # Scenes of their own: none is shared with the pretraining data.
     config.num_train_episodes = 1000
     config.family_weights = ml_collections.ConfigDict(dict(place=0.0, push=1.0, pick=0.0))
+  elif variant == "rate4":
+    rate4_variant(config)
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} of tabletop_data; expected 'default', 'tiny', "
-                     "'place_pick' or 'push'")
+                     "'rate4', 'place_pick' or 'push'")
   return config
+
+
+def rate4_variant(config: ml_collections.ConfigDict, rate: int = 4) -> None:
+  """The default dataset's tasks and scenes at `rate` x the control rate (each step 1/rate of the
+  default one; vla_jax/envs/tabletop.py says why): what an inference delay of several steps means
+  on a real arm commanded at 10-50 Hz. Episodes are `rate` x longer in steps; the expert's
+  per-step noise grows by sqrt(rate) so the demos wander as far per unit of time, and the slips
+  last as long in time. (control_rate is set only here: the default dataset's config, and so its
+  staleness check, stay as they were.)"""
+  config.name = f"tabletop_rate{rate}"
+  config.env.control_rate = rate
+  config.env.max_episode_steps = 100 * rate
+  config.expert.noise_std = round(0.1 * rate**0.5, 6)
+  config.expert.slip_steps = (2 * rate, 4 * rate)
+  config.expert.slip_after = (1 * rate, 5 * rate)

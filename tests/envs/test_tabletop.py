@@ -288,6 +288,8 @@ def test_gymnasium_registration_and_api():
         (dict(max_episode_steps=0), "max_episode_steps=0"),
         (dict(num_objects=(2, 3)), "num_objects=(2, 3)"),
         (dict(render_mode="human"), "render_mode='human'"),
+        (dict(control_rate=0), "control_rate=0"),
+        (dict(control_rate=2.0), "control_rate=2.0"),
     ],
 )
 def test_bad_env_arguments_raise_clear_errors(kwargs, expected):
@@ -347,3 +349,41 @@ def test_vector_env_matches_single_envs_and_freezes_finished_ones():
   assert venv.success.all()
   with pytest.raises(ValueError, match=r"expected \(4, 3\)"):
     venv.step(np.zeros((3, 3), np.float32))
+
+
+def test_control_rate_divides_every_step_and_stretches_the_episode_limit():
+  """control_rate k: the same scene, each step 1/k of the default one (a k-times finer control
+  period), the default limit k x 100; the fist's push_force stays in units of the step."""
+  coarse, fine = TabletopEnv(task_family="push"), TabletopEnv(task_family="push", control_rate=4)
+  assert (coarse.max_episode_steps, fine.max_episode_steps) == (100, 400)
+  assert TabletopEnv(control_rate=4, max_episode_steps=50).max_episode_steps == 50
+  a, _ = coarse.reset(seed=5)
+  b, _ = fine.reset(seed=5)
+  np.testing.assert_array_equal(a["image"], b["image"])
+  assert a["instruction"] == b["instruction"]
+  move = np.array([1.0, -0.5, 0.0], np.float32)
+  coarse.step(move)
+  for _ in range(4):
+    fine.step(move)
+  np.testing.assert_allclose(fine.scene.gripper_pos, coarse.scene.gripper_pos, atol=1e-12)
+  start = np.array([0.5 - CONTACT_DIST - 0.001, 0.5])
+  forces = []
+  for rate in (1, 4):
+    env = _env_with(_scene("push", gripper_pos=start.copy()))
+    env.scene.step_size = MAX_STEP / rate
+    env.step(np.array([0, 0, 1], np.float32))
+    obs, *_ = env.step(np.array([0.5, 0, 1], np.float32))
+    forces.append(obs["state"][4])
+  # Half a step forward from 0.001 short of contact: 0.5 - 0.001 / step_size of a step deep.
+  np.testing.assert_allclose(forces, [0.5 - 0.001 / MAX_STEP, 0.5 - 0.001 / (MAX_STEP / 4)], atol=1e-6)
+
+
+@pytest.mark.parametrize("family", tasks.FAMILIES)
+def test_expert_at_four_times_the_control_rate_succeeds_in_about_four_times_the_steps(family):
+  lengths = {}
+  for rate in (1, 4):
+    env = TabletopEnv(task_family=family, control_rate=rate)
+    results = [run_expert(env, seed, noise_std=0.1 * rate**0.5) for seed in range(30)]
+    assert np.mean([ok for ok, _ in results]) >= 0.95, f"{family} at control_rate {rate}"
+    lengths[rate] = np.mean([len(frames) - 1 for ok, frames in results if ok])
+  assert 3.0 < lengths[4] / lengths[1] < 5.0, lengths

@@ -199,3 +199,43 @@ def test_wilson_interval():
   assert hi == pytest.approx(1.0) and 0.91 < lo < 0.95
   lo, hi = metrics.wilson_interval(25, 50)
   assert lo < 0.5 < hi and hi - lo == pytest.approx(0.27, abs=0.01)
+
+
+def test_the_eval_configs_control_rate_reaches_the_simulator():
+  """A config at control_rate 4 runs the tabletop in quarter steps (the expert needs ~4x the
+  steps, within 4x the default limit)."""
+  lengths = {}
+  for rate in (1, 4):
+    config = small_config(episodes=6, conditions=("seen",), control_rate=rate)
+    summary = ev.evaluate(policies.ExpertPolicy(), config)
+    assert summary["control_rate"] == rate
+    assert summary["conditions"]["seen"]["overall"]["success_rate"] == 1.0, rate
+    lengths[rate] = summary["conditions"]["seen"]["overall"]["mean_length"]
+  assert 3.0 < lengths[4] / lengths[1] < 5.0, lengths
+
+
+def test_an_open_control_rate_is_the_one_the_policys_training_run_evaluated_at():
+  from types import SimpleNamespace
+
+  config = small_config()
+  assert config.control_rate is None and config.max_episode_steps is None
+  assert ev.sim_kwargs(config, policies.ExpertPolicy()) == dict(image_size=64, control_rate=1, max_episode_steps=100)
+  jax_like = SimpleNamespace(bundle=SimpleNamespace(run_config={"eval": {"control_rate": 4}}))
+  onnx_like = SimpleNamespace(manifest={"run_config": {"eval": {"control_rate": 4}}})
+  old_run = SimpleNamespace(bundle=SimpleNamespace(run_config={"eval": {"max_episode_steps": 100}}))
+  for policy, rate in ((jax_like, 4), (onnx_like, 4), (old_run, 1)):
+    assert ev.sim_kwargs(config, policy)["control_rate"] == rate
+    assert ev.sim_kwargs(config, policy)["max_episode_steps"] == 100 * rate
+  config.control_rate, config.max_episode_steps = 2, 50  # Explicit settings win.
+  assert ev.sim_kwargs(config, jax_like) == dict(image_size=64, control_rate=2, max_episode_steps=50)
+
+
+def test_the_rate4_policy_config_reads_and_evaluates_at_the_rate_of_its_data():
+  from experiments.configs import tabletop, tabletop_data
+
+  data = tabletop_data.get_config("rate4")
+  config = tabletop.get_config("small_h16_rate4")
+  assert config.data.datasets.tabletop.builder_dir == f"{data.data_dir}/{data.name}/1.0.0"
+  assert (config.eval.control_rate, config.eval.max_episode_steps) == (data.env.control_rate, data.env.max_episode_steps)
+  assert config.data.action_horizon == 16 and config.eval.execute_steps == 4
+  assert tabletop.get_config("small").eval.control_rate is None  # The policy's own: 1.

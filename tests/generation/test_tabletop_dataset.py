@@ -235,6 +235,32 @@ def test_bad_generation_config_values_name_the_key(tmp_path):
   config.env.split = "validation"
   with pytest.raises(ValueError, match="split='validation'"):
     tabletop_builder.write_dataset(config)
+  config = tiny_config(tmp_path)
+  config.env.max_episode_steps = 101
+  with pytest.raises(ValueError, match=r"max_episode_steps=101 .*control_rate \(1\)"):
+    tabletop_builder.write_dataset(config)
+
+
+def test_the_rate4_dataset_records_the_default_tasks_at_four_times_the_control_rate(tmp_path):
+  """Same scenes and tasks as the default config's episodes, each step a quarter of the default
+  one: episodes take ~4x the steps, and the default config's keys (so its staleness check) are
+  untouched by the variant."""
+  coarse = tabletop_data.get_config()
+  fine = tabletop_data.get_config("rate4")
+  tabletop_episodes.validate_config(fine)
+  assert "control_rate" not in coarse.env and fine.env.control_rate == 4 and fine.env.max_episode_steps == 400
+  lengths = {}
+  for name, config in (("coarse", coarse), ("fine", fine)):
+    env = tabletop.TabletopEnv(**config.env.to_dict())
+    expert = tabletop_episodes.make_expert(config)
+    episodes = [tabletop_episodes.rollout_episode(env, expert, *tabletop_episodes.episode_seeds(0, "train", i),
+                                                  tasks.FAMILIES[i % 3]) for i in range(12)]
+    assert all(e["episode_metadata"]["success"] for e in episodes), name
+    lengths[name] = np.mean([len(e["steps"]["action"]) for e in episodes])
+    if name == "fine":
+      assert max(np.abs(e["steps"]["observation"]["state"][1:, :2] - e["steps"]["observation"]["state"][:-1, :2]).max()
+                 for e in episodes) <= tabletop.MAX_STEP / 4 + 1e-6
+  assert 3.0 < lengths["fine"] / lengths["coarse"] < 5.0, lengths
 
 
 def run_cli(*args):

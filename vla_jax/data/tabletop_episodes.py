@@ -23,7 +23,7 @@ import tqdm
 from vla_jax.data import rlds, worker_pool
 from vla_jax.envs import tabletop
 from vla_jax.envs.expert import TIGHT_PUSH, PushTolerances, ScriptedExpert
-from vla_jax.envs.tabletop import TabletopEnv
+from vla_jax.envs.tabletop import DEFAULT_EPISODE_STEPS, TabletopEnv
 
 SPLIT_INDEX = {"train": 0, "val": 1}
 
@@ -221,5 +221,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     worker_pool.process_count(config.get("num_workers", 0))
   except ValueError as e:
     raise ValueError(f"config.{e}") from None
-  if config.env.max_episode_steps > 100:
-    raise ValueError(f"config.env.max_episode_steps={config.env.max_episode_steps} is not valid; episodes are <= 100 steps")
+  if env.max_episode_steps > DEFAULT_EPISODE_STEPS * env.control_rate:
+    raise ValueError(f"config.env.max_episode_steps={env.max_episode_steps} is not valid; episodes are <= "
+                     f"{DEFAULT_EPISODE_STEPS} steps x config.env.control_rate ({env.control_rate})")

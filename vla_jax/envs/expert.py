@@ -37,7 +37,7 @@ import dataclasses
 import numpy as np
 
 from vla_jax.envs import tabletop
-from vla_jax.envs.tabletop import CONTACT_DIST, MAX_STEP, SceneState
+from vla_jax.envs.tabletop import CONTACT_DIST, SceneState
 
 GRASP_TOLERANCE = 0.025  # Close when this near the target centre (well inside GRASP_RADIUS).
 RELEASE_TOLERANCE = 0.03
@@ -216,7 +216,7 @@ class ScriptedExpert:
     return target - direction * (CONTACT_DIST - tol.depth), True
 
   def _action(self, s: SceneState, goal: np.ndarray, close: bool) -> np.ndarray:
-    move = (goal - s.gripper_pos) / MAX_STEP
+    move = (goal - s.gripper_pos) / s.step_size
     norm = np.linalg.norm(move)
     if norm > 1.0:
       move /= norm

@@ -5,14 +5,21 @@ from a family ("place" the X in a corner, "push" X next to Y, "pick" up X), phra
 at least two distractors share the target's colour or shape, so a policy must read the instruction.
 
 Physics, kept simple and exactly reproducible (kinematic, no object-object collisions):
-  * action = [dx, dy, gripper] float32; dx, dy in [-1, 1] scale `MAX_STEP`; gripper > 0.5 closes.
+  * action = [dx, dy, gripper] float32; dx, dy in [-1, 1] scale the step size (`MAX_STEP` divided
+    by the env's `control_rate`); gripper > 0.5 closes.
   * closing grasps the nearest object within `GRASP_RADIUS`; a held object moves with the gripper;
     opening releases it where it is;
   * a closed, empty gripper is a fist that pushes objects it overlaps out to contact distance;
     an open gripper passes over objects (its fingers are above them).
 Proprio `state` float32 [5] = [gripper_x, gripper_y, gripper_closed, grasp_contact, push_force]:
 the last two are the tactile-style channels (1 while an object is in the grasp; fist penetration
-this step in units of MAX_STEP, clipped to [0, 1]).
+this step in units of the step size, clipped to [0, 1]).
+
+Control rate: at the default `control_rate=1` a step moves up to `MAX_STEP` = 0.06 table units,
+more than the grasp radius, so a policy that reacts one step late has already missed. Real arms
+are commanded at 10-50 Hz in much finer increments, and an inference delay of d steps is only
+meaningful against that. `control_rate=k` makes every step 1/k of the default one (and the
+default episode limit k times longer); the scene, tasks and success are unchanged.
 
 `referents(scene)` gives privileged per-step labels of where the instruction's objects are (for
 auxiliary training losses only; a policy never sees them).
@@ -40,7 +47,8 @@ OBJECT_RADIUS = 0.06
 GRIPPER_RADIUS = 0.04  # Radius of the closed fist, for pushing.
 GRASP_RADIUS = 0.05  # Closing within this distance of an object's centre grasps it.
 CONTACT_DIST = OBJECT_RADIUS + GRIPPER_RADIUS
-MAX_STEP = 0.06  # Table units moved per step at |dx| = 1.
+MAX_STEP = 0.06  # Table units moved per step at |dx| = 1 and control_rate 1.
+DEFAULT_EPISODE_STEPS = 100  # Episode limit at control_rate 1 (k times this at control_rate k).
 PUSH_SUCCESS_DIST = 0.16  # "next to": centre distance, objects touch at 0.12.
 MIN_OBJECT_SEPARATION = 0.17
 STATE_DIM = 5
@@ -81,6 +89,7 @@ class SceneState:
   instruction: str
   push_force: float = 0.0
   steps: int = 0
+  step_size: float = MAX_STEP  # Table units moved per step at |dx| = 1: MAX_STEP / the env's control_rate.
   # False when the instruction (typed by a person) names no task in this scene: family, target,
   # ref and region are then the drawn task, which the policy was not told, so nothing is judged
   # on them (no success, no referents). `grounding_note` says what a typed instruction meant.
@@ -317,7 +326,8 @@ class TabletopEnv(gym.Env):
 
   Observation (dict): `image` uint8 [S, S, 3], `state` float32 [5] (see module docstring),
   `instruction` str. Action: float32 [3] = [dx, dy, gripper]. Reward 1 on the success step, else 0;
-  `terminated` on success, `truncated` after `max_episode_steps`.
+  `terminated` on success, `truncated` after `max_episode_steps` (default 100 x `control_rate`).
+  `control_rate` k: each step moves 1/k of the default step (see the module docstring).
 
   `reset(seed=..., options={"task_family": ..., "split": ..., "instruction": ...})` overrides the
   family/split for one episode and, with "instruction", replaces the drawn task by the one the typed
@@ -334,13 +344,18 @@ class TabletopEnv(gym.Env):
       task_family: str | Sequence[str] = "any",
       split: str = "train",
       image_size: int = 64,
-      max_episode_steps: int = 100,
+      max_episode_steps: int | None = None,
       num_objects: tuple[int, int] = (4, 5),
       render_mode: str | None = "rgb_array",
+      control_rate: int = 1,
   ):
     self.families = _normalise_families(task_family)
     tasks.check_choice("split", split, tasks.SPLITS)
     render_lib.check_image_size(image_size)
+    if not isinstance(control_rate, (int, np.integer)) or control_rate < 1:
+      raise ValueError(f"control_rate={control_rate!r} is not valid; expected a positive int (steps per default step)")
+    if max_episode_steps is None:
+      max_episode_steps = DEFAULT_EPISODE_STEPS * int(control_rate)
     if not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1:
       raise ValueError(f"max_episode_steps={max_episode_steps!r} is not valid; expected a positive int")
     lo, hi = num_objects
@@ -354,6 +369,7 @@ class TabletopEnv(gym.Env):
     self.split = split
     self.image_size = int(image_size)
     self.max_episode_steps = int(max_episode_steps)
+    self.control_rate = int(control_rate)
     self.num_objects = (int(lo), int(hi))
     self.render_mode = render_mode
     self.observation_space = gym.spaces.Dict({
@@ -388,6 +404,7 @@ class TabletopEnv(gym.Env):
     tasks.check_choice("task_family", family, tasks.FAMILIES)
     n = int(self.np_random.integers(self.num_objects[0], self.num_objects[1] + 1))
     self.scene = sample_scene(self.np_random, family, split, n)
+    self.scene.step_size = MAX_STEP / self.control_rate
     if typed is not None:
       self.scene = with_instruction(self.scene, typed)
     self._done = False
@@ -431,7 +448,7 @@ class TabletopEnv(gym.Env):
     elif not close and s.gripper_closed:
       s.gripper_closed = False
       s.held = -1
-    delta = np.clip(action[:2], -1.0, 1.0) * MAX_STEP
+    delta = np.clip(action[:2], -1.0, 1.0) * s.step_size
     s.gripper_pos = np.clip(s.gripper_pos + delta, 0.0, 1.0)
     s.push_force = 0.0
     if s.held >= 0:
@@ -448,7 +465,7 @@ class TabletopEnv(gym.Env):
             s.gripper_pos + direction * CONTACT_DIST, OBJECT_RADIUS, 1 - OBJECT_RADIUS
         )
         s.push_force += CONTACT_DIST - dist[i]
-      s.push_force = min(1.0, s.push_force / MAX_STEP)
+      s.push_force = min(1.0, s.push_force / s.step_size)
 
   def _state_vector(self) -> np.ndarray:
     s = self.scene

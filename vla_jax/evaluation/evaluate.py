@@ -17,8 +17,10 @@ from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
+from ml_collections import config_dict
 
 from vla_jax.envs import tasks
+from vla_jax.envs.tabletop import DEFAULT_EPISODE_STEPS
 from vla_jax.evaluation import metaworld, metrics, rollout
 from vla_jax.evaluation.policies import ChunkPolicy
 from vla_jax.io import write_json_atomic
@@ -38,7 +40,11 @@ def eval_config(episodes_per_family: int = 50) -> ml_collections.ConfigDict:
   c.families = tasks.FAMILIES
   c.conditions = tuple(CONDITIONS)
   c.num_envs = 50  # Episodes stepped together (one policy call for all).
-  c.max_episode_steps = 100
+  # The simulator's steps per default step (`TabletopEnv(control_rate=...)`): None = the rate the
+  # policy's training run evaluated at (its saved config's eval.control_rate; 1 without one), so a
+  # policy trained on data/tabletop_rate4 is never run at the default rate by mistake.
+  c.control_rate = config_dict.placeholder(int)
+  c.max_episode_steps = config_dict.placeholder(int)  # Control steps; None = 100 x control_rate.
   c.image_size = 64
   # Chunk execution (vla_jax.inference.execution): "sync" (k of H per query; at delay 0 receding
   # horizon), "naive_async", "ensemble" (temporal ensembling), "hard" (inpainting), "rtc",
@@ -56,6 +62,25 @@ def eval_config(episodes_per_family: int = 50) -> ml_collections.ConfigDict:
   # the target token looks on this many first frames per condition and family (evaluation/grounding).
   c.grounding_scenes = 100
   return c
+
+
+def sim_kwargs(config: ml_collections.ConfigDict, policy: Any = None) -> dict[str, Any]:
+  """`rollout.run_episodes` arguments for the simulator of an eval config, the control rate
+  resolved against `policy` when the config leaves it open (`policy_control_rate`)."""
+  rate = config.get("control_rate")
+  rate = int(rate) if rate is not None else policy_control_rate(policy)
+  steps = config.get("max_episode_steps")
+  return dict(image_size=config.image_size, control_rate=rate,
+              max_episode_steps=int(steps) if steps is not None else DEFAULT_EPISODE_STEPS * rate)
+
+
+def policy_control_rate(policy: Any) -> int:
+  """The control rate a policy was trained and evaluated at: its training run's eval.control_rate
+  (a JaxPolicy's bundle, an OnnxPolicy's manifest), 1 for policies without one (scripted ones,
+  runs from before the knob)."""
+  bundle = getattr(policy, "bundle", None)
+  run = getattr(bundle, "run_config", None) or (getattr(policy, "manifest", None) or {}).get("run_config") or {}
+  return int((run.get("eval") or {}).get("control_rate") or 1)
 
 
 def execution_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -79,7 +104,8 @@ def evaluate(policy: ChunkPolicy, config: ml_collections.ConfigDict, progress: b
   for name in config.conditions:
     if name not in CONDITIONS:
       raise ValueError(f"eval condition {name!r} is unknown; expected some of {list(CONDITIONS)}")
-  summary = metrics.new_summary()
+  sim = sim_kwargs(config, policy)
+  summary = metrics.new_summary(control_rate=sim["control_rate"])  # What the episodes ran at.
   jobs = [(c, f) for c in config.conditions for f in config.families]
   bar = None
   if progress:
@@ -93,8 +119,8 @@ def evaluate(policy: ChunkPolicy, config: ml_collections.ConfigDict, progress: b
     split = kwargs.pop("split")
     record = config.videos_per_family if condition in config.videos_for else 0
     results = rollout.run_episodes(
-        policy, seeds, family=family, split=split, num_envs=config.num_envs, image_size=config.image_size,
-        max_episode_steps=config.max_episode_steps, record_frames=record, **execution_kwargs(config), **kwargs,
+        policy, seeds, family=family, split=split, num_envs=config.num_envs, record_frames=record,
+        **sim, **execution_kwargs(config), **kwargs,
     )
     metrics.add_results(summary, condition, family, results)
     if bar is not None:
@@ -276,9 +302,8 @@ def run_typed_instruction(policy: ChunkPolicy, instruction: str, *, seed: int, f
   config = config or eval_config()
   tasks.check_choice("family", family, tasks.FAMILIES)
   result = rollout.run_episodes(
-      policy, [int(seed)], family=family, split="train", num_envs=1, image_size=config.image_size,
-      max_episode_steps=config.max_episode_steps, instruction_override=[instruction], record_frames=1 if gif else 0,
-      **execution_kwargs(config))[0]
+      policy, [int(seed)], family=family, split="train", num_envs=1, instruction_override=[instruction],
+      record_frames=1 if gif else 0, **sim_kwargs(config, policy), **execution_kwargs(config))[0]
   if gif:
     save_gif(result.frames, Path(gif), instruction, result.success)
   return result

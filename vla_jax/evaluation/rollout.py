@@ -64,7 +64,8 @@ def run_episodes(
     split: str,
     num_envs: int = 32,
     image_size: int = 64,
-    max_episode_steps: int = 100,
+    max_episode_steps: int | None = None,
+    control_rate: int = 1,
     strategy: str | None = None,
     execution: str | None = None,
     execute_steps: int | None = None,
@@ -78,6 +79,8 @@ def run_episodes(
 ) -> list[EpisodeResult]:
   """Runs one episode per seed (in batches of `num_envs`) and returns their results.
 
+  max_episode_steps, control_rate: of the built-in tabletop (`TabletopEnv`; default limit 100 x
+    control_rate steps).
   strategy: one of `STRATEGIES` (default "sync"); `execution` is its former name ("receding" =
     "sync", "ensemble") — pass one of the two.
   execute_steps: k, actions executed per inference (sync) or steps between requests (naive_async,
@@ -118,7 +121,8 @@ def run_episodes(
     batch_seeds = list(seeds[begin : begin + num_envs])
     n = len(batch_seeds)
     venv = make_env(n) if make_env is not None else VectorTabletopEnv(
-        n, task_family=family, split=split, image_size=image_size, max_episode_steps=max_episode_steps)
+        n, task_family=family, split=split, image_size=image_size, max_episode_steps=max_episode_steps,
+        control_rate=control_rate)
     options = None if typed is None else [{"instruction": text} for text in typed[begin : begin + num_envs]]
     obs, infos = venv.reset(batch_seeds, options)
     tasks = [info.get("task_instruction", info["instruction"]) for info in infos]

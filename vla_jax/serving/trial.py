@@ -230,7 +230,7 @@ def run_trial(config, url: str, api_key: str | None = None, *,
   try:
     image_size = check_robot_fits(metadata)
     env = TabletopEnv(task_family=tuple(config.families), split=config.split, image_size=image_size,
-                      max_episode_steps=config.max_episode_steps)
+                      max_episode_steps=config.max_episode_steps, control_rate=config.get("control_rate", 1))
     plan = episode_plan(config)
     print_fn(f"trial {config.name}: {len(plan)} episodes of {metadata.get('model_id')} ({metadata.get('backend')}) "
              f"at {url}, {config.control_hz:g} Hz, chunking {config.chunking.mode}")
