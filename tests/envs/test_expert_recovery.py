@@ -47,6 +47,26 @@ def test_episodes_get_one_premature_close_and_the_expert_recovers():
   assert all(ep["episode_metadata"]["success"] for ep in episodes)
 
 
+def test_a_held_premature_close_keeps_the_gripper_closed_for_mistake_steps_and_the_expert_recovers():
+  """mistake_steps = 4 (the rate-4 dataset's): the executed close holds 4 steps, every label of
+  them says "open", perturbation_step is the first, and the expert still succeeds."""
+  env = TabletopEnv(control_rate=4)
+  held = 0
+  for i in range(24):
+    expert = ScriptedExpert(noise_std=0.2, mistake_prob=1.0, mistake_steps=4)
+    ep = rollout_episode(env, expert, 100 + i, 200 + i, FAMILIES[i % 3])
+    assert ep["episode_metadata"]["success"]
+    k = ep["episode_metadata"]["perturbation_step"]
+    if k < 0:
+      continue
+    state, action = ep["steps"]["observation"]["state"], ep["steps"]["action"]
+    assert state[k, 2] == 0.0 and np.all(state[k + 1 : k + 5, 2] == 1.0)  # Closed on 4 executed steps.
+    if state[k + 1, 3] == 0.0 and ep["episode_metadata"]["task_family"] != "push":  # A missed grasp:
+      assert np.all(action[k : k + 4, 2] == 0.0)  # every label of the hold says "open".
+      held += 1
+  assert held >= 8
+
+
 def test_push_slips_use_their_own_stream_and_leave_the_rest_of_each_demo_unchanged():
   """slip_prob > 0 changes nothing before a push's first slipped step, and no place / pick demo."""
   env = TabletopEnv()

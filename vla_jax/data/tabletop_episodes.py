@@ -48,7 +48,7 @@ def rollout_episode(
   while True:
     action = expert.act(env.scene)  # The label: what the expert means to do here.
     executed = expert.perturb(env.scene, action)
-    if expert.last_perturbation == "close":
+    if expert.last_perturbation == "close" and perturbation_step < 0:  # The first step of a held close.
       perturbation_step = len(actions)
     elif expert.last_perturbation == "slip" and slip_step < 0:
       slip_step = len(actions)
@@ -92,7 +92,8 @@ def make_expert(config: ml_collections.ConfigDict) -> ScriptedExpert:
     push = PushTolerances(**e.push.to_dict())
   return ScriptedExpert(noise_std=e.noise_std, speed_range=tuple(e.speed_range),
                         mistake_prob=e.get("mistake_prob", 0.0),
-                        mistake_distance=tuple(e.get("mistake_distance", (0.06, 0.3))), push=push,
+                        mistake_distance=tuple(e.get("mistake_distance", (0.06, 0.3))),
+                        mistake_steps=e.get("mistake_steps", 1), push=push,
                         **{k: e[k] for k in SLIP_KEYS if k in e})
 
 

@@ -19,8 +19,12 @@ Recovery demonstrations (DART-style), two kinds; in both the executed action is 
 recorded label stays the expert's intended action, and the following steps show the closed-loop
 expert recovering:
   * premature close (`mistake_prob` per episode): `perturb` closes the gripper once too early on
-    the way to the grasp (or push) point; the expert opens and re-approaches. Without them a
-    cloned policy has never seen a missed grasp and, after its first one, wanders as a fist.
+    the way to the grasp (or push) point and keeps it closed for `mistake_steps` steps; the expert
+    opens and re-approaches. Without them a cloned policy has never seen a missed grasp and, after
+    its first one, wanders as a fist. At k x the control rate a mistake held for k steps lasts as
+    long as one default step: a single step gave the policy trained at k = 4 too few "closed and
+    empty -> open" labels (0.5 % of its samples), and it spent 44-52 % of its place and pick
+    steps as an empty fist (experiments/configs/tabletop_data.py:rate4).
   * push slip (`slip_prob` per push episode): a few steps into the push, the fist's motion is
     turned by `slip_angle` degrees (either side) for `slip_steps` steps, so the target slides off
     the push line or out of contact; the expert steers back or opens and re-approaches. Why: the
@@ -69,7 +73,7 @@ class ScriptedExpert:
 
   def __init__(self, noise_std: float = 0.1, speed_range: tuple[float, float] = (0.7, 1.0), seed: int = 0,
                mistake_prob: float = 0.0, mistake_distance: tuple[float, float] = (0.06, 0.3),
-               push: PushTolerances = PushTolerances(), slip_prob: float = 0.0,
+               mistake_steps: int = 1, push: PushTolerances = PushTolerances(), slip_prob: float = 0.0,
                slip_steps: tuple[int, int] = (2, 4), slip_angle: tuple[float, float] = (40.0, 90.0),
                slip_after: tuple[int, int] = (1, 5)):
     if noise_std < 0:
@@ -78,6 +82,8 @@ class ScriptedExpert:
       raise ValueError(f"mistake_prob={mistake_prob} is not valid; expected in [0, 1]")
     if not 0 < mistake_distance[0] <= mistake_distance[1]:
       raise ValueError(f"mistake_distance={mistake_distance} is not valid; expected 0 < lo <= hi")
+    if not (int(mistake_steps) == mistake_steps and mistake_steps >= 1):
+      raise ValueError(f"mistake_steps={mistake_steps!r} is not valid; expected an integer >= 1")
     if not 0 < speed_range[0] <= speed_range[1] <= 1:
       raise ValueError(f"speed_range={speed_range} is not valid; expected 0 < lo <= hi <= 1")
     if not 0 <= slip_prob <= 1:
@@ -91,6 +97,7 @@ class ScriptedExpert:
     self.speed_range = tuple(speed_range)
     self.mistake_prob = float(mistake_prob)
     self.mistake_distance = tuple(mistake_distance)
+    self.mistake_steps = int(mistake_steps)
     self.push = push
     self.slip_prob = float(slip_prob)
     self.slip_steps, self.slip_angle, self.slip_after = tuple(slip_steps), tuple(slip_angle), tuple(slip_after)
@@ -104,6 +111,7 @@ class ScriptedExpert:
     self.speed = 1.0
     self.drop_point = np.zeros(2)
     self.mistake_at = None  # Distance to the grasp/push point below which the mistake happens.
+    self.mistake_hold = 0  # Steps the premature close still keeps the gripper closed.
 
   def reset(self, scene: SceneState, seed: int | None = None) -> None:
     if seed is not None:
@@ -111,6 +119,7 @@ class ScriptedExpert:
       self.mistake_rng = np.random.default_rng([seed, 1])
       self.slip_rng = np.random.default_rng([seed, 2])
     self.mistake_at = None
+    self.mistake_hold = 0
     if self.mistake_prob and self.mistake_rng.uniform() < self.mistake_prob:
       self.mistake_at = float(self.mistake_rng.uniform(*self.mistake_distance))
     self.slip = None
@@ -146,7 +155,8 @@ class ScriptedExpert:
     """The action to execute: `action`, except for this episode's premature close and push slip.
 
     The close fires the first time the open, empty gripper is within `mistake_at` of the point it
-    is heading to (the target for pick/place, the approach point for push), then never again. The
+    is heading to (the target for pick/place, the approach point for push), holds for
+    `mistake_steps` steps (each reported as "close"), then never again. The
     slip turns the motion of `slip_steps` consecutive steps once the fist has pushed (closed, in
     contact with the target, meaning to keep pushing) for `slip_after` steps. Call it once per
     executed step; `last_perturbation` says what it did.
@@ -156,6 +166,10 @@ class ScriptedExpert:
       executed = self._slip(s, action)
       if self.last_perturbation:
         return executed
+    if self.mistake_hold > 0:
+      self.mistake_hold -= 1
+      self.last_perturbation = "close"
+      return np.array([action[0], action[1], 1.0], np.float32)
     if self.mistake_at is None or s.gripper_closed or s.held >= 0:
       return action
     if action[2] > 0.5:  # The expert closes here anyway: too late for a premature close.
@@ -170,6 +184,7 @@ class ScriptedExpert:
     if np.linalg.norm(s.gripper_pos - point) >= self.mistake_at:
       return action
     self.mistake_at = None
+    self.mistake_hold = self.mistake_steps - 1
     self.last_perturbation = "close"
     return np.array([action[0], action[1], 1.0], np.float32)
 
