@@ -61,8 +61,8 @@ def run_condition(policy, strategy: str, delay: int, args: argparse.Namespace, c
     index = tasks.FAMILIES.index(family)
     seeds = [config.seed + index * 100_000 + i for i in range(args.episodes_per_family)]
     results = rollout.run_episodes(policy, seeds, family=family, split="train", num_envs=args.num_envs,
-                                   **ev.sim_kwargs(config, policy), strategy=strategy, execute_steps=args.execute_steps, delay=delay,
-                                   delay_seed=config.seed)
+                                   **ev.sim_kwargs(config, policy), strategy=strategy,
+                                   execute_steps=args.execute_steps, delay=delay, delay_seed=config.seed)
     s = metrics.summarise(results)
     wins = [r for r in results if r.success]
     per_family[family] = {"success": s["success_rate"], "ci95": [s["ci95_low"], s["ci95_high"]],

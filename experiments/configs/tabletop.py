@@ -124,10 +124,11 @@ def rate4_variant(config: ml_collections.ConfigDict, rate: int = 4) -> None:
 
   At the default rate a step moves up to 0.06 table units, more than the grasp radius: an
   inference delay of 4 steps is 4 default steps of stale motion, and every strategy that keeps
-  moving loses 40-55 points of success at d = 4, RTC included (benchmarks/results/realtime_chunking.md).
+  moving loses 45-57 points of success at d = 4, RTC included (benchmarks/results/realtime_chunking.md).
   Real arms are commanded in far finer increments (10-50 Hz), which is what delays of a few steps
   mean there. Here 16 actions span the 4 default steps of the quickstart's chunk, and re-planning
-  every 4 executed is once per default step.
+  every 4 executed is once per default step. Measured: naive async loses 4 points at d = 4, RTC
+  15 (benchmarks/results/realtime_chunking_rate4.md).
   """
   config.data.datasets.tabletop.builder_dir = f"data/tabletop_rate{rate}/1.0.0"
   config.eval.control_rate = rate

@@ -90,8 +90,8 @@ def rate4_variant(config: ml_collections.ConfigDict, rate: int = 4) -> None:
   on a real arm commanded at 10-50 Hz. Episodes are `rate` x longer in steps; the expert's
   per-step noise grows by sqrt(rate) so the demos wander as far per unit of time, and premature
   closes and slips last as long in time (a one-step close at rate 4 left the policy an empty fist
-  for 44-52 % of its place / pick steps: vla_jax/envs/expert.py). (control_rate is set only here: the default dataset's config, and so its
-  staleness check, stay as they were.)"""
+  for 44-52 % of its place / pick steps: vla_jax/envs/expert.py). control_rate is set only here:
+  the default dataset's config, and so its staleness check, stay as they were."""
   config.name = f"tabletop_rate{rate}"
   config.env.control_rate = rate
   config.env.max_episode_steps = 100 * rate
