@@ -236,6 +236,7 @@ def test_the_rate4_policy_config_reads_and_evaluates_at_the_rate_of_its_data():
   data = tabletop_data.get_config("rate4")
   config = tabletop.get_config("small_h16_rate4")
   assert config.data.datasets.tabletop.builder_dir == f"{data.data_dir}/{data.name}/1.0.0"
-  assert (config.eval.control_rate, config.eval.max_episode_steps) == (data.env.control_rate, data.env.max_episode_steps)
+  sim = ev.sim_kwargs(config.eval)  # What training-time and offline evaluation will run.
+  assert (sim["control_rate"], sim["max_episode_steps"]) == (data.env.control_rate, data.env.max_episode_steps)
   assert config.data.action_horizon == 16 and config.eval.execute_steps == 4 and config.model.head.kind == "flow"
   assert tabletop.get_config("small").eval.control_rate is None  # The policy's own: 1.
