@@ -190,7 +190,8 @@ def markdown(payload: dict[str, Any]) -> str:
   lines = [f"# Real-time chunking: strategies under inference delay\n",
            f"`{payload['command']}`\n",
            f"Checkpoint `{payload['checkpoint']}` (H = {payload['action_horizon']}, s = {payload['execute_steps']} "
-           f"executed per inference, simulator control rate {payload.get('control_rate', 1)}); "
+           f"executed per inference, simulator control rate {payload.get('control_rate', 1)}, RTC guidance "
+           f"clip β = {payload.get('rtc_max_guidance', 5):g}); "
            f"{payload['episodes_per_family']} episodes per family and condition "
            f"({len(families)} families, same scenes and noise for every row); success % with the 95 % "
            "Wilson interval of the pooled episodes. Jumps: ‖a_t − a_{t−1}‖ of env-unit actions at chunk "
@@ -251,22 +252,31 @@ def main() -> None:
                            "at d > s a request waits for the previous chunk: s = max(d, s)).")
   parser.add_argument("--num_envs", type=int, default=50)
   parser.add_argument("--latency_calls", type=int, default=50)
+  parser.add_argument("--max_guidance", type=float, default=None,
+                      help="RTC's guidance clip β for this run (default: the checkpoint's head.rtc_max_guidance).")
   parser.add_argument("--name", default=NAME, help="Results file stem under benchmarks/results/.")
   args = parser.parse_args()
 
   from vla_jax.inference import jax_policy
   from vla_jax.models.heads import common as realtime_common
+  from vla_jax.models.heads import realtime
   from vla_jax.training.checkpoint import checkpoint_steps
 
   checkpoint = Path(args.checkpoint) if args.checkpoint else checkpoint_steps(args.workdir)[-1]
   config = ev.eval_config(episodes_per_family=args.episodes_per_family)
   policy = jax_policy.load(checkpoint, seed=config.seed)
+  head = policy.bundle.model_config.head
+  if args.max_guidance is not None:  # Before any sampler is traced: they read it from the config.
+    with head.unlocked():
+      head.rtc_max_guidance = args.max_guidance
+  max_guidance = float(head.get("rtc_max_guidance", realtime.DEFAULT_MAX_GUIDANCE))
   conditioned = realtime_common.prefix_max_delay(policy.bundle.model_config) > 0
   default = [s for s in execution.STRATEGIES if conditioned or s != "conditioned"]
   strategies = [execution.check_strategy(s) for s in args.strategies.split(",")] if args.strategies else default
   delays = [int(d) for d in args.delays.split(",")]
   print(f"{checkpoint}: H = {policy.action_horizon}, s = {args.execute_steps}; "
-        f"{args.episodes_per_family} episodes per family; delays {delays}; strategies {strategies}")
+        f"{args.episodes_per_family} episodes per family; delays {delays}; strategies {strategies}; "
+        f"RTC β = {max_guidance:g}")
   modes = [m for m in strategies if m in execution.GUIDED]
   latency = sampler_latency(policy, args.latency_calls, modes)
   print("batch-1 latency (median ms):", {m: {k: round(v, 2) for k, v in t.items()} for m, t in latency.items()})
@@ -292,6 +302,7 @@ def main() -> None:
       "action_horizon": policy.action_horizon,
       "execute_steps": args.execute_steps,
       "control_rate": ev.sim_kwargs(config, policy)["control_rate"],
+      "rtc_max_guidance": max_guidance,
       "episodes_per_family": args.episodes_per_family,
       "families": list(config.families),
       "condition": "seen",

@@ -148,6 +148,22 @@ def test_inpainting_keeps_the_prefix_exactly_rtc_keeps_it_and_its_mode(kind):
   assert rtc_stays.mean() >= 0.9 and hard_stays.mean() <= 0.85 and rtc_stays.mean() > hard_stays.mean() + 0.1
 
 
+def test_the_guidance_clip_comes_from_the_config_and_defaults_to_the_papers():
+  """β is `head.rtc_max_guidance` unless passed; a config saved before the key existed samples
+  with the paper's 5; a different β changes the chunk."""
+  config, predict = toy_predict("flow")
+  noise = jax.random.normal(jax.random.key(3), (8, H, A))
+  prefix = 0.3 * jax.random.normal(jax.random.key(4), noise.shape)  # Off both paths: guidance must pull.
+  w = realtime.prefix_weights(H, 2, 3)
+  sample = lambda cfg, **kw: np.asarray(realtime.guided_sample(cfg, predict, noise, prefix, w, **kw))  # noqa: E731
+  assert "rtc_max_guidance" not in config.head
+  default = sample(config)
+  np.testing.assert_array_equal(default, sample(config, max_guidance=realtime.DEFAULT_MAX_GUIDANCE))
+  config.head.rtc_max_guidance = 1.0
+  np.testing.assert_array_equal(sample(config), sample(config, max_guidance=1.0))
+  assert np.abs(sample(config) - default).max() > 1e-3
+
+
 @pytest.mark.parametrize("kind", ["flow", "diffusion"])
 def test_bimodal_toy_ensembling_averages_the_modes_rtc_follows_the_prefix(kind):
   config, predict = toy_predict(kind)

@@ -141,6 +141,10 @@ def head_config(size: str, kind: str = "diffusion") -> ml_collections.ConfigDict
           # denoiser with no loss, so the head learns to continue a prefix. max_delay 0 = off (the
           # denoiser has no prefix input). detach_backbone: rows given a prefix train the head only.
           prefix_conditioning=dict(max_delay=0, plain_fraction=0.5, detach_backbone=False),
+          # β of real-time chunking's guided sampling (heads/realtime.py): the clip on the guidance
+          # weight. Inference only (exports bake it in; `benchmarks/realtime_chunking.py
+          # --max_guidance` overrides it); configs saved before it existed sample with 5.
+          rtc_max_guidance=5.0,
           regression=dict(hidden_dim=hidden),
           discrete=dict(num_bins=256, hidden_dim=hidden),
       )

@@ -180,11 +180,11 @@ class Policy:
 
   def sample_actions_guided(self, params: Params, observation: dict, task: dict, noise: dict[str, Array],
                             prefix: Array, weights: Array, mode: str = "rtc",
-                            max_guidance: float = realtime.DEFAULT_MAX_GUIDANCE) -> Array:
+                            max_guidance: float | None = None) -> Array:
     """A chunk [B, H, A] (normalised units) that continues `prefix` [B, H, A] — the previous chunk
     aligned to this one's steps — under the soft mask `weights` [H] or [B, H]: real-time chunking
     ("rtc"), hard inpainting ("hard") or a prefix-conditioned head ("conditioned"); see
-    `heads/realtime.py`. The backbone runs once."""
+    `heads/realtime.py`. The backbone runs once. max_guidance: RTC's β (None: the config's)."""
     b = self.check_inputs(observation, task)
     _check_shape("noise/initial", _require(noise, "initial", "noise"), self.noise_shapes(b)["initial"])
     _check_shape("prefix", prefix, (b, self.config.action_horizon, self.config.action_dim))

@@ -61,7 +61,7 @@ from vla_jax.models.heads import diffusion as diffusion_lib
 
 Array = jnp.ndarray
 MODES = ("rtc", "hard", "conditioned")
-DEFAULT_MAX_GUIDANCE = 5.0  # β of the paper.
+DEFAULT_MAX_GUIDANCE = 5.0  # β of the paper; a model's own is `head.rtc_max_guidance`.
 
 
 def supported_modes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -129,7 +129,7 @@ def _ddim_coordinates(config: ml_collections.ConfigDict, predict: Callable[..., 
 
 def guided_sample(config: ml_collections.ConfigDict, predict: Callable[..., Array], initial_noise: Array,
                   prefix: Array, weights: Array, *, mode: str = "rtc",
-                  max_guidance: float = DEFAULT_MAX_GUIDANCE) -> Array:
+                  max_guidance: float | None = None) -> Array:
   """A chunk that continues `prefix`, for the flow or (η = 0) diffusion head.
 
   Args:
@@ -142,7 +142,8 @@ def guided_sample(config: ml_collections.ConfigDict, predict: Callable[..., Arra
     weights: W float32 [H] or [B, H] (`prefix_weights`); 1 marks the frozen positions.
     mode: "rtc" (guided), "hard" (inpaint the positions with W ≥ 1, no guidance) or
       "conditioned" (a prefix-conditioned head continues the positions with W ≥ 1).
-    max_guidance: β, the clip on the guidance weight.
+    max_guidance: β, the clip on the guidance weight; None: the config's `head.rtc_max_guidance`
+      (`DEFAULT_MAX_GUIDANCE` for configs saved before it existed).
 
   Returns:
     actions float32 [B, H, A] in [-action_clip, action_clip].
@@ -168,6 +169,8 @@ def guided_sample(config: ml_collections.ConfigDict, predict: Callable[..., Arra
     taus, step, to_z = _ddim_coordinates(config, predict)
   else:
     raise ValueError(f"real-time chunking needs an iterative head (flow or diffusion), got head.kind={kind!r}")
+  if max_guidance is None:
+    max_guidance = float(config.head.get("rtc_max_guidance", DEFAULT_MAX_GUIDANCE))
   eps0 = initial_noise
   z = to_z(initial_noise)
   if mode == "hard":
