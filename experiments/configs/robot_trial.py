@@ -35,8 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.episodes_per_family = 5
   config.split = "train"            # Simulator split: train | heldout_phrasing | heldout_combo | heldout_paraphrase.
   config.seed = 2_000_000           # Apart from evaluation's scene seeds (1_000_000 + ...).
-  config.max_episode_steps = 100
-  config.control_rate = 1           # Simulator steps per default step: the rate the policy's data was recorded at.
+  # Simulator steps per default step; None = the served policy's (the rate its data was recorded
+  # at, from the server's metadata). Episode limit: None = 100 x the control rate.
+  config.control_rate = config_dict.placeholder(int)
+  config.max_episode_steps = config_dict.placeholder(int)
   config.instruction = ""           # A typed instruction for every episode ("": each scene's own).
 
   # The robot's control loop: one observation -> action per tick at control_hz; the loop sleeps to

@@ -107,6 +107,19 @@ def test_summary_reports_success_latency_and_deadline_misses_per_family(trial):
   assert summary["overall"]["request_latency_ms"]["count"] == summary["executor"]["requests"] >= 2
   assert summary["server"]["model_id"] == "tiny-random" and summary["dataset"] == str(result.dataset_dir)
   assert summary["config"]["api_key"] == ""  # Never the key itself.
+  assert summary["simulator"] == {"control_rate": 1, "max_episode_steps": STEPS}  # The served policy's rate.
+
+
+@pytest.mark.parametrize("rate, expected", [(None, 4), (2, 2)])
+def test_an_open_control_rate_is_the_served_policys(jax_server, tmp_path, rate, expected):
+  def factory(config, url, api_key):  # As if the server's policy had been trained at 4x the rate.
+    executor, metadata = trial_lib.make_executor(config, url, api_key)
+    return executor, {**metadata, "control_rate": 4}
+
+  config = trial_config(tmp_path, url=jax_server.url, name="rate", families=("pick",), record=False,
+                        control_rate=rate)
+  result = trial_lib.run_trial(config, jax_server.url, executor_factory=factory, print_fn=lambda *_: None)
+  assert result.summary["simulator"] == {"control_rate": expected, "max_episode_steps": STEPS}
 
 
 def test_an_earlier_trial_is_not_overwritten(trial):

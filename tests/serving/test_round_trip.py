@@ -96,6 +96,18 @@ def test_metadata_describes_the_policy_and_its_statistics(jax_server, tiny_bundl
   assert (meta["action_horizon"], meta["action_dim"]) == (cfg.action_horizon, cfg.action_dim)
   assert meta["normalization"] == normalization_info("bounds", tiny_bundle.action_stats, tiny_bundle.proprio_stats)
   assert meta["model_id"] == "tiny-random" and len(meta["artifact_sha256"]) == 64
+  assert meta["control_rate"] == 1  # No training run: the simulator's default rate.
+
+
+def test_metadata_carries_the_control_rate_of_the_policys_training_run(tiny_bundle):
+  """A trial runs the simulator at the rate the served policy's data was recorded at."""
+  import dataclasses
+
+  from vla_jax.inference.jax_policy import JaxPolicy
+  from vla_jax.serving.backends import from_jax_policy
+
+  bundle = dataclasses.replace(tiny_bundle, run_config={"eval": {"control_rate": 4}})
+  assert from_jax_policy(JaxPolicy(bundle)).metadata(1 << 20)["control_rate"] == 4
 
 
 @pytest.mark.slow  # Builds the tiny ONNX export (~20-40 s): kept out of the default suite's budget.

@@ -23,6 +23,7 @@ from vla_jax.envs import tasks
 from vla_jax.envs.tabletop import DEFAULT_EPISODE_STEPS
 from vla_jax.evaluation import metaworld, metrics, rollout
 from vla_jax.evaluation.policies import ChunkPolicy
+from vla_jax.inference.artifacts import policy_control_rate
 from vla_jax.io import write_json_atomic
 
 CONDITIONS: dict[str, dict[str, Any]] = {
@@ -72,15 +73,6 @@ def sim_kwargs(config: ml_collections.ConfigDict, policy: Any = None) -> dict[st
   steps = config.get("max_episode_steps")
   return dict(image_size=config.image_size, control_rate=rate,
               max_episode_steps=int(steps) if steps is not None else DEFAULT_EPISODE_STEPS * rate)
-
-
-def policy_control_rate(policy: Any) -> int:
-  """The control rate a policy was trained and evaluated at: its training run's eval.control_rate
-  (a JaxPolicy's bundle, an OnnxPolicy's manifest), 1 for policies without one (scripted ones,
-  runs from before the knob)."""
-  bundle = getattr(policy, "bundle", None)
-  run = getattr(bundle, "run_config", None) or (getattr(policy, "manifest", None) or {}).get("run_config") or {}
-  return int((run.get("eval") or {}).get("control_rate") or 1)
 
 
 def execution_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from vla_jax.data import statistics as stats_lib
+from vla_jax.inference.artifacts import policy_control_rate
 from vla_jax.serving import protocol
 
 BACKENDS = ("jax", "onnxruntime")
@@ -124,7 +125,9 @@ class ServedPolicy:
     return protocol.metadata(self.spec, backend=self.backend, model_id=self.model_id,
                              normalization=self.normalization, source=self.source,
                              max_message_bytes=max_message_bytes,
-                             extra={"artifact_sha256": self.artifact_sha256})
+                             extra={"artifact_sha256": self.artifact_sha256,
+                                    # The simulator rate the policy's data was recorded at (trials run it there).
+                                    "control_rate": policy_control_rate(self.policy)})
 
 
 class Session:

@@ -229,8 +229,12 @@ def run_trial(config, url: str, api_key: str | None = None, *,
   started = time.time()
   try:
     image_size = check_robot_fits(metadata)
+    # Left open, the control rate is the served policy's (its data's; the server's metadata) and
+    # the episode limit the simulator's default for it (100 x the rate).
+    rate = config.get("control_rate")
     env = TabletopEnv(task_family=tuple(config.families), split=config.split, image_size=image_size,
-                      max_episode_steps=config.max_episode_steps, control_rate=config.get("control_rate", 1))
+                      max_episode_steps=config.get("max_episode_steps"),
+                      control_rate=int(rate if rate is not None else metadata.get("control_rate", 1)))
     plan = episode_plan(config)
     print_fn(f"trial {config.name}: {len(plan)} episodes of {metadata.get('model_id')} ({metadata.get('backend')}) "
              f"at {url}, {config.control_hz:g} Hz, chunking {config.chunking.mode}")
@@ -260,6 +264,7 @@ def run_trial(config, url: str, api_key: str | None = None, *,
   if not outcomes:
     raise RuntimeError("no episode finished; nothing to write")
   summary = summarise(config, url, metadata, outcomes, started, interrupted)
+  summary["simulator"] = {"control_rate": env.control_rate, "max_episode_steps": env.max_episode_steps}
   dataset = None
   if config.record:
     dataset = recording.write_episodes(episodes, outdir, name=config.dataset_name, overwrite=config.overwrite,
