@@ -224,7 +224,7 @@ def targets(rows: list[dict[str, Any]], latency: dict[str, dict[str, float]]) ->
   out = []
   for mode, name in (("rtc", "RTC"), ("conditioned", "Conditioned (trained-in RTC)")):
     if ("sync", 0) in by and (mode, 4) in by:
-      gap = 100 * (by[("sync", 0)]["success"] - by[(mode, 4)]["success"])
+      gap = round(100 * (by[("sync", 0)]["success"] - by[(mode, 4)]["success"]), 1) + 0.0  # Never "-0.0".
       out.append(f"{name} success at d = 4 is {gap:+.1f} points below sync at d = 0 (target ≤ 3): "
                  f"{'met' if gap <= 3 else 'NOT met'}")
     if ("naive_async", 4) in by and (mode, 4) in by and by[("naive_async", 4)]["boundary_jump"]:
