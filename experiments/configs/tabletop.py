@@ -53,8 +53,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # evaluation) seen 99 / 97 / 97 % vs 95 / 92 / 97 %, held-out phrasings 83 / 90 / 93 vs 82 / 84 /
   # 87, held-out combos 92 / 87 / 93 vs 86 / 82 / 91, mostly by pushing better (seen push 92-96 vs
   # 76-92 %) (benchmarks/results/quickstart_seeds.md). small_h16 keeps the diffusion head its
-  # default-rate results were measured with (realtime_chunking.md); small_h16_rate4 uses flow.
-  config.model = model_config(variant, head="flow" if variant == "small" and not long_chunk else "diffusion")
+  # default-rate results were measured with (realtime_chunking.md); small_h16_rate4 uses flow (see
+  # rate4_variant).
+  flow = variant == "small" and (rate4 or not long_chunk)
+  config.model = model_config(variant, head="flow" if flow else "diffusion")
   if variant == "small":
     cpu_quickstart_model(config.model)
     # The simulator's labels of where the instruction's target and goal are (training only): the
@@ -134,12 +136,11 @@ def rate4_variant(config: ml_collections.ConfigDict, rate: int = 4) -> None:
   mean there. Here 16 actions span the 4 default steps of the quickstart's chunk, and re-planning
   every 4 executed is once per default step.
 
-  The flow head, as RTC was published for: after the same 6 000 steps sync success at d = 0 is
+  With the flow head (get_config picks it for this variant), as RTC was published for: after the same 6 000 steps sync success at d = 0 is
   91 % against the diffusion head's 73 %, and RTC at d = 4 keeps it (92 %; diffusion: 59 %)
   (benchmarks/results/realtime_chunking_rate4_flow.md, realtime_chunking_rate4.md).
   """
   config.data.datasets.tabletop.builder_dir = f"data/tabletop_rate{rate}/1.0.0"
-  config.model.head.kind = "flow"
   # RTC's guidance clip β: 10 rather than the paper's 5. Same policy and scenes, 100 episodes per
   # family: boundary jump at d = 4 0.289 vs 0.315 (naive async 0.603), success within a point
   # at every d in {0, 1, 2, 4, 6} (benchmarks/results/realtime_chunking_rate4_flow.md).
