@@ -93,11 +93,12 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # this task lower validation error at equal wall time (measured: benchmarks/results/quickstart_history_learned.md).
   config.train.batch_size = {"tiny": 8, "small": 32, "base": 256}[variant]
   config.train.log_every = {"tiny": 10, "small": 50, "base": 100}[variant]
-  config.train.eval_every = {"tiny": 30, "small": 500, "base": 2000}[variant]  # Validation loss; 0 = never.
+  # Validation loss; 0 = never. `small`: each pass (and checkpoint) costs ~2-3 s of the quickstart.
+  config.train.eval_every = {"tiny": 30, "small": 1000, "base": 2000}[variant]
   config.train.val_batches = {"tiny": 2, "small": 8, "base": 16}[variant]
   # Sim rollouts; 0 = never. `small`: at the end only (each costs ~20-30 s of the quickstart's CPU
   # time; `experiments.evaluate --all_checkpoints` draws the full curve afterwards).
-  config.train.closed_loop_every = {"tiny": 0, "small": 6000, "base": 5000}[variant]
+  config.train.closed_loop_every = {"tiny": 0, "small": config.train.get_ref("num_steps"), "base": 5000}[variant]
   config.train.ema_decay = {"tiny": 0.9, "small": 0.998, "base": 0.9999}[variant]
   config.train.grad_accum_steps = 1
   config.train.compute_dtype = "float32"  # "bfloat16" on GPU/TPU (fp32 master weights).
@@ -106,7 +107,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   config.optim = optim_config(learning_rate=3e-4 if variant == "base" else 1e-3,
                               warmup_steps={"tiny": 5, "small": 100, "base": 1000}[variant])
   config.mesh = mesh_config()
-  config.checkpoint = checkpoint_config(every={"tiny": 30, "small": 500, "base": 2000}[variant])
+  config.checkpoint = checkpoint_config(every={"tiny": 30, "small": 1000, "base": 2000}[variant])
 
   # Closed-loop evaluation (during training, and the defaults of experiments.evaluate).
   config.eval = eval_config(episodes_per_family={"tiny": 4, "small": 20, "base": 50}[variant])
@@ -168,8 +169,6 @@ def long_chunk_variant(config: ml_collections.ConfigDict) -> None:
   # actions) sync success at d = 0 fell from 82 to 55 % and "conditioned" at d = 4 reached 17 %
   # against naive async's 24 % (benchmarks/results/realtime_chunking.md).
   config.eval.execute_steps = 4
-  # One closed-loop evaluation, at the end: the benchmark draws the full delay picture afterwards.
-  config.train.closed_loop_every = config.train.num_steps
 
 
 def cpu_quickstart_model(model: ml_collections.ConfigDict) -> None:
