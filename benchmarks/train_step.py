@@ -1,6 +1,7 @@
 """Train-step throughput and model FLOP utilisation (MFU) of a training config on this machine.
 
   python benchmarks/train_step.py [--variant small] [--batch_size 32] [--steps 20] [--compute_dtype float32]
+  python benchmarks/train_step.py --set "model.image.stem_features=(32, 64, 64)" --name train_step_wide_stem
 
 Measures, in one run: this machine's f32 matmul peak (FLOP/s, a large jnp.dot), the jitted train
 step's compile time and steady-state step time (median over --steps after warm-up), samples/s,
@@ -18,6 +19,7 @@ whole model's.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
@@ -50,6 +52,30 @@ def module_flops(policy: Policy, batch: dict, depth: int) -> list[dict]:
           for r in table]
 
 
+def override(item: str) -> tuple[str, object]:
+  """"model.image.stem_features=(16, 32, 64)" -> ("model.image.stem_features", (16, 32, 64))."""
+  key, sep, value = item.partition("=")
+  if not sep:
+    raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. model.image.stem_features=(16, 32, 64)")
+  try:
+    return key.strip(), ast.literal_eval(value.strip())
+  except (ValueError, SyntaxError):
+    return key.strip(), value.strip()  # A bare string: --set model.head.kind=flow.
+
+
+def set_key(config, key: str, value) -> None:
+  """Sets a dotted config key that must already exist (a typo is an error, not a new field)."""
+  *parents, leaf = key.split(".")
+  parent = config
+  for name in parents:
+    if name not in parent:
+      raise SystemExit(f"--set {key}: the config has no {name!r} under this path")
+    parent = parent[name]
+  if leaf not in parent:
+    raise SystemExit(f"--set {key}: the config has no key {leaf!r}; existing: {sorted(parent.keys())}")
+  parent[leaf] = value
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--variant", default="small")
@@ -58,6 +84,8 @@ def main() -> None:
   parser.add_argument("--head", default=None, help="Override config.model.head.kind.")
   parser.add_argument("--compute_dtype", default=None, help="Override config.train.compute_dtype.")
   parser.add_argument("--stem_activation", default=None, help="Override config.model.image.stem_activation.")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="Override any config key (a Python literal), e.g. model.image.stem_features=(16, 32, 64).")
   parser.add_argument("--depth", type=int, default=2, help="Module depth of the FLOP breakdown (0: none).")
   parser.add_argument("--name", default=None, help="Results name (default train_step_<variant>).")
   args = parser.parse_args()
@@ -69,6 +97,9 @@ def main() -> None:
     config.train.compute_dtype = args.compute_dtype
   if args.stem_activation:
     config.model.image.stem_activation = args.stem_activation
+  overrides = dict(map(override, args.set))
+  for key, value in overrides.items():
+    set_key(config, key, value)
   args.batch_size = args.batch_size or config.train.batch_size
   policy = Policy(config.model)
   batch = example_batch(config.model, args.batch_size, seed=0)
@@ -111,6 +142,8 @@ def main() -> None:
       "head": config.model.head.kind,
       "compute_dtype": config.train.compute_dtype,
       "stem_activation": config.model.image.stem_activation,
+      "stem_features": list(config.model.image.stem_features),
+      "overrides": {k: repr(v) for k, v in overrides.items()},
       "params": count_params(state.params),
       "batch": args.batch_size,
       "compile_s": compile_s,
