@@ -98,7 +98,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   config.train.val_batches = {"tiny": 2, "small": 8, "base": 16}[variant]
   # Sim rollouts; 0 = never. `small`: at the end only (each costs ~20-30 s of the quickstart's CPU
   # time; `experiments.evaluate --all_checkpoints` draws the full curve afterwards).
-  config.train.closed_loop_every = {"tiny": 0, "small": config.train.get_ref("num_steps"), "base": 5000}[variant]
+  config.train.closed_loop_every = {"tiny": 0, "small": 6000, "base": 5000}[variant]
   config.train.ema_decay = {"tiny": 0.9, "small": 0.998, "base": 0.9999}[variant]
   config.train.grad_accum_steps = 1
   config.train.compute_dtype = "float32"  # "bfloat16" on GPU/TPU (fp32 master weights).

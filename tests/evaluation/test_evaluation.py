@@ -242,13 +242,3 @@ def test_the_rate4_policy_config_reads_and_evaluates_at_the_rate_of_its_data():
   assert tabletop.get_config("small").eval.control_rate is None  # The policy's own: 1.
   heads = {v: tabletop.get_config(v).model.head.kind for v in ("small", "small_h16", "tiny", "base")}
   assert heads == {"small": "flow", "small_h16": "diffusion", "tiny": "diffusion", "base": "diffusion"}
-
-
-def test_the_cpu_policies_evaluate_closed_loop_once_at_the_end_however_long_they_train():
-  from experiments.configs import tabletop
-
-  for variant in ("small", "small_h16_rate4"):
-    config = tabletop.get_config(variant)
-    assert config.train.closed_loop_every == config.train.num_steps == 6000
-    config.train.num_steps = 100  # --config.train.num_steps=100
-    assert config.train.closed_loop_every == 100, variant
