@@ -137,9 +137,9 @@ def rate4_variant(config: ml_collections.ConfigDict, rate: int = 4) -> None:
   mean there. Here 16 actions span the 4 default steps of the quickstart's chunk, and re-planning
   every 4 executed is once per default step.
 
-  With the flow head (get_config picks it for this variant), as RTC was published for: after the same 6 000 steps sync success at d = 0 is
-  91 % against the diffusion head's 73 %, and RTC at d = 4 keeps it (92 %; diffusion: 59 %)
-  (benchmarks/results/realtime_chunking_rate4_flow.md, realtime_chunking_rate4.md).
+  With the flow head (get_config picks it for this variant), as RTC was published for: after
+  the same 6 000 steps sync success at d = 0 is 91 % against the diffusion head's 73 %, and RTC
+  at d = 4 keeps it (92 %; diffusion: 59 %) (benchmarks/results/realtime_chunking_rate4_flow.md, realtime_chunking_rate4.md).
   """
   config.data.datasets.tabletop.builder_dir = f"data/tabletop_rate{rate}/1.0.0"
   # RTC's guidance clip β: 10 rather than the paper's 5. Same policy and scenes, 100 episodes per

@@ -239,6 +239,7 @@ def test_the_rate4_policy_config_reads_and_evaluates_at_the_rate_of_its_data():
   sim = ev.sim_kwargs(config.eval)  # What training-time and offline evaluation will run.
   assert (sim["control_rate"], sim["max_episode_steps"]) == (data.env.control_rate, data.env.max_episode_steps)
   assert config.data.action_horizon == 16 and config.eval.execute_steps == 4 and config.model.head.kind == "flow"
+  assert config.train.closed_loop_every == config.train.num_steps  # One closed-loop check, at the end.
   assert tabletop.get_config("small").eval.control_rate is None  # The policy's own: 1.
   heads = {v: tabletop.get_config(v).model.head.kind for v in ("small", "small_h16", "tiny", "base")}
   assert heads == {"small": "flow", "small_h16": "diffusion", "tiny": "diffusion", "base": "diffusion"}
