@@ -80,3 +80,71 @@ def test_model_and_data_must_agree_on_the_encoder(toy_spec, stats_dir):
   assert learned.data.language == "tokens" and learned.model.language.get("encoder") == "learned"
   with pytest.raises(ValueError, match="unknown language encoder 'bert'"):
     tabletop.get_config("small,bert")
+
+
+# ---- Word-deletion copies of the training instructions (`config.instruction_variants`). ----------
+
+
+def test_word_deletion_variants_are_deterministic_subsequences():
+  from vla_jax.data import language
+
+  text = "push the red square next to the blue circle"
+  variants = language.word_deletion_variants(text, 8, 0.2, seed=0)
+  assert variants == language.word_deletion_variants(text, 8, 0.2, seed=0)
+  assert variants != language.word_deletion_variants(text, 8, 0.2, seed=1)
+  assert 1 < len(variants) <= 8 and len(set(variants)) == len(variants) and text not in variants
+  for v in variants:
+    words, it = v.split(), iter(text.split())
+    assert all(w in it for w in words), v  # The words of the text, in order, some left out.
+    assert 2 <= len(words) < len(text.split())
+  assert language.word_deletion_variants("grab it", 4, 0.5, seed=0) == []  # Too short to delete from.
+  assert language.word_deletion_variants(text, 4, 0.0, seed=0) == []
+  with pytest.raises(ValueError, match="word_drop"):
+    language.word_deletion_variants(text, 4, 1.0, seed=0)
+
+
+def _copies(text, count, word_drop, seed):  # The toy instructions ("task <e>") are too short to delete from.
+  return [f"{text} copy {i}" for i in range(count)]
+
+
+def test_training_reads_encoded_copies_at_the_configured_rate_and_resumes_them_exactly(toy_spec, stats_dir,
+                                                                                       monkeypatch):
+  monkeypatch.setattr(pipeline.language, "word_deletion_variants", _copies)
+  config = _minilm_config(toy_spec, stats_dir, length=10)  # A length no other test uses: a fresh cache.
+  config.instruction_variants, config.instruction_variant_rate = 3, 0.5
+  encoder = get_encoder("minilm", 10)
+  it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  originals = [f"task {e}" for e in range(len(TOY_LENGTHS["train"]))]
+  assert encoder.encoded == 4 * len(originals)  # Originals and copies, all before the first batch.
+  monkeypatch.setattr(encoder, "encode_ids", lambda *a: pytest.fail("the encoder ran during training"))
+  rows = {encoder.encode(t)["language_embedding"].tobytes(): t for t in originals}
+  rows.update({encoder.encode(c)["language_embedding"].tobytes(): c for t in originals for c in _copies(t, 3, 0, 0)})
+  batches = [next(it) for _ in range(30)]
+  read = [rows[f.tobytes()] for b in batches for f in b["task"]["language_embedding"]]
+  copies = sum(" copy " in t for t in read)
+  assert 0.4 < copies / len(read) < 0.6, copies
+  assert {t.rsplit(" copy ", 1)[1] for t in read if " copy " in t} == {"0", "1", "2"}
+
+  partial = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  for _ in range(10):
+    next(partial)
+  resumed = pipeline.make_train_iterator(config, state=partial.state(), process_index=0, process_count=1)
+  np.testing.assert_array_equal(next(resumed)["task"]["language_embedding"], batches[10]["task"]["language_embedding"])
+
+  monkeypatch.undo()  # Validation encodes its own (new) instructions.
+  val = pipeline.make_val_iterator(config, process_index=0, process_count=1)
+  val_texts = pipeline.DatasetSource(toy_spec, config).instructions("val")
+  val_rows = {encoder.encode(t)["language_embedding"].tobytes() for t in val_texts}
+  assert all(f.tobytes() in val_rows for b in val for f in b["task"]["language_embedding"])
+
+
+def test_instruction_copies_need_the_frozen_encoder_and_leave_old_resume_states_valid(toy_spec, stats_dir):
+  config = _minilm_config(toy_spec, stats_dir)
+  off = pipeline._config_fingerprint(config)
+  config.instruction_word_drop = 0.3  # Unread while instruction_variants == 0.
+  assert pipeline._config_fingerprint(config) == off
+  config.instruction_variants = 2
+  assert pipeline._config_fingerprint(config) != off
+  config.language = "tokens"
+  with pytest.raises(ValueError, match="instruction_variants=2 needs config.language='minilm'"):
+    pipeline.make_train_iterator(config, process_index=0, process_count=1)

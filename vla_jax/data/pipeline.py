@@ -110,6 +110,12 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   c.language = "tokens"            # "tokens" | "embedding" | "both" | "none" | "minilm" (frozen
                                    # pretrained encoder features, see vla_jax/language/).
   c.max_language_tokens = 64       # L: bytes ("tokens") or WordPiece tokens ("minilm").
+  c.instruction_variants = 0       # Training, language "minilm": K copies of each distinct
+                                   # instruction with words deleted (`language.word_deletion_variants`),
+                                   # encoded up front with the originals; 0 = off.
+  c.instruction_word_drop = 0.2    # Per-word deletion probability within a copy.
+  c.instruction_variant_rate = 0.5  # Chance that a training sample reads one of its instruction's
+                                   # copies (uniformly) instead of the instruction itself.
   c.goal_relabeling = False        # Adds task/image_goal (uniform future frame of cameras[0]).
   c.num_referents = 0              # K > 0: adds aux/referent_xy, aux/referent_valid (simulator labels
                                    # of the current frame, for an auxiliary loss); 0 = off.
@@ -166,6 +172,9 @@ def _config_fingerprint(config: ml_collections.ConfigDict) -> str:
   if not fields.get("mask_after_perturbation"):
     fields.pop("mask_after_perturbation", None)
     unused.add("perturbation_keys")
+  if not fields.get("instruction_variants"):
+    for key in ("instruction_variants", "instruction_word_drop", "instruction_variant_rate"):
+      fields.pop(key, None)
   fields["datasets"] = {name: {k: v for k, v in s.items() if k not in unused}
                         for name, s in fields["datasets"].items()}
   blob = json.dumps(fields, sort_keys=True, default=str)
@@ -571,7 +580,8 @@ class DataIterator:
   def __init__(self, dataset: tf.data.Dataset, *, config: ml_collections.ConfigDict,
                statistics_by_name: dict[str, dict[str, Any]], batches: int = 0,
                samples_per_dataset: Sequence[int] | None = None, builder_dirs: dict[str, str] | None = None,
-               instructions: Sequence[str] = ()):
+               instructions: Sequence[str] = (), instruction_variants: dict[str, list[str]] | None = None,
+               augment_seed: Sequence[int] = ()):
     self.dataset = dataset
     self.builder_dirs = dict(builder_dirs or {})  # name -> directory, to name a corrupt file.
     self.config = config
@@ -583,7 +593,10 @@ class DataIterator:
       from vla_jax.language.encoder import get_encoder  # Local: TF-only tools need not load JAX.
 
       self.encoder = get_encoder("minilm", int(config.max_language_tokens))
-      self.encoder.warm(instructions)  # Every distinct instruction encoded now, none mid-training.
+      # Every distinct instruction (and its word-deletion copies) encoded now, none mid-training.
+      self.encoder.warm(list(instructions) + [v for vs in (instruction_variants or {}).values() for v in vs])
+    self._variants = dict(instruction_variants or {})
+    self._augment_seed = [int(s) for s in augment_seed]
     # Row d: True on the action dims dataset d really has (the rest is zero padding).
     width = _resolved_dim(config, "action_dim")
     self._action_dims = np.asarray([np.arange(width) < int(config.datasets[n].action_dim)
@@ -601,11 +614,29 @@ class DataIterator:
     except tf.errors.OpError as e:  # DataLossError (checksum), InvalidArgumentError (decode), ...
       raise DataReadError(describe_read_error(e, self.builder_dirs, f"at batch {self._batches + 1}")) from None
     if self.encoder is not None:
-      batch["task"].update(self.encoder.encode(list(batch["task"].pop("language_instruction"))))
+      texts = [t.decode("utf-8") for t in batch["task"].pop("language_instruction")]
+      batch["task"].update(self.encoder.encode(self._augment_instructions(texts)))
     batch["action_dim_mask"] = self._action_dims[batch["dataset_index"]]
     self._batches += 1
     self._per_dataset += np.bincount(batch["dataset_index"], minlength=len(self._per_dataset))
     return batch
+
+  def _augment_instructions(self, texts: list[str]) -> list[str]:
+    """Swaps some instructions for a word-deletion copy (`config.instruction_variants`).
+
+    Drawn from (seed, process, batch index), so a resumed iterator repeats them exactly.
+    """
+    if not self._variants:
+      return texts
+    rng = np.random.default_rng([*self._augment_seed, self._batches])
+    use = rng.random(len(texts)) < float(self.config.instruction_variant_rate)
+    pick = rng.random(len(texts))
+    out = list(texts)
+    for i in np.flatnonzero(use):
+      options = self._variants.get(texts[i])
+      if options:
+        out[i] = options[int(pick[i] * len(options))]
+    return out
 
   def state(self) -> dict[str, Any]:
     return {"format": STATE_FORMAT, "config_hash": _config_fingerprint(self.config),
@@ -666,6 +697,21 @@ def _instructions(config: ml_collections.ConfigDict, sources: Sequence[DatasetSo
   return sorted(set().union(*(src.instructions(src.spec[split_key]) for src in sources)))
 
 
+def _instruction_variants(config: ml_collections.ConfigDict, instructions: Sequence[str]) -> dict[str, list[str]]:
+  """Instruction -> its word-deletion copies for training (`config.instruction_variants`); {} when off."""
+  count = int(config.get("instruction_variants") or 0)
+  if count <= 0:
+    return {}
+  if config.language != "minilm":
+    raise ValueError(f"config.instruction_variants={count} needs config.language='minilm' (the copies are "
+                     f"encoded by the frozen encoder), got language={config.language!r}")
+  rate = float(config.instruction_variant_rate)
+  if not 0.0 < rate <= 1.0:
+    raise ValueError(f"config.instruction_variant_rate must be in (0, 1], got {rate}")
+  word_drop, seed = float(config.instruction_word_drop), int(config.seed)
+  return {text: language.word_deletion_variants(text, count, word_drop, seed) for text in instructions}
+
+
 def _make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, Any] | None = None,
                         statistics_by_name: dict[str, dict[str, Any]] | None = None,
                         process_index: int | None = None, process_count: int | None = None) -> DataIterator:
@@ -705,10 +751,12 @@ def _make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, 
     aug = lambda i, b: obs_transforms.augment_batch(b, i, int(config.seed), config.augmentation, cameras[0])
     ds = ds.enumerate(start=batches).map(aug, num_parallel_calls=config.num_parallel_calls)
   ds = ds.prefetch(int(config.prefetch_batches)).with_options(_options(config))
+  instructions = _instructions(config, sources, "train_split")
   return DataIterator(ds, config=config, statistics_by_name={s.spec.name: s.statistics for s in sources},
                       batches=batches, samples_per_dataset=per_dataset,
                       builder_dirs={s.spec.name: s.builder_dir for s in sources},
-                      instructions=_instructions(config, sources, "train_split"))
+                      instructions=instructions, instruction_variants=_instruction_variants(config, instructions),
+                      augment_seed=(int(config.seed), 0x5EED, process_index))
 
 
 def _make_val_iterator(config: ml_collections.ConfigDict, *,
