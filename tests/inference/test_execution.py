@@ -202,3 +202,14 @@ def test_module_imports_without_jax():
   code = ("import sys; import vla_jax.inference.execution as e; "
           "e.ChunkExecution('ensemble', 4); assert 'jax' not in sys.modules, 'jax imported'")
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_layer_names_the_same_guided_samplers():
+  """The model's guided samplers, the execution strategies that use them, the export config's
+  choices and the ONNX file names are four tuples (the JAX-free layers must not import the model's);
+  they must name the same modes."""
+  from vla_jax.export.config import GUIDED_SAMPLERS
+  from vla_jax.inference.artifacts import GUIDED_FILES
+  from vla_jax.models.heads import realtime
+
+  assert set(execution.GUIDED) == set(realtime.MODES) == set(GUIDED_SAMPLERS) == set(GUIDED_FILES)
