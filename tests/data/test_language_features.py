@@ -98,12 +98,16 @@ def test_word_deletion_variants_are_deterministic_subsequences():
     assert all(w in it for w in words), v  # The words of the text, in order, some left out.
     assert 2 <= len(words) < len(text.split())
   assert language.word_deletion_variants("grab it", 4, 0.5, seed=0) == []  # Too short to delete from.
+  names = {"red", "square", "blue", "circle"}
+  kept = language.word_deletion_variants(text, 16, 0.5, seed=0, keep_words=names)
+  assert kept and all(names <= set(v.split()) for v in kept)  # Only the other words go.
+  assert language.word_deletion_variants("red square blue circle", 4, 0.5, seed=0, keep_words=names) == []
   assert language.word_deletion_variants(text, 4, 0.0, seed=0) == []
   with pytest.raises(ValueError, match="word_drop"):
     language.word_deletion_variants(text, 4, 1.0, seed=0)
 
 
-def _copies(text, count, word_drop, seed):  # The toy instructions ("task <e>") are too short to delete from.
+def _copies(text, count, word_drop, seed, keep_words=()):  # The toy instructions ("task <e>") are too short to delete from.
   return [f"{text} copy {i}" for i in range(count)]
 
 

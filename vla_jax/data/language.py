@@ -12,7 +12,7 @@ Ids: 0 is padding; byte b (0..255) maps to b + 1. Text longer than `max_len` byt
 from __future__ import annotations
 
 import zlib
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -50,28 +50,32 @@ def detokenize(ids: np.ndarray) -> list[str]:
   return [bytes((row[row > 0] - 1).astype(np.uint8)).decode("utf-8", errors="replace") for row in ids]
 
 
-def word_deletion_variants(text: str, count: int, word_drop: float, seed: int) -> list[str]:
+def word_deletion_variants(text: str, count: int, word_drop: float, seed: int,
+                           keep_words: Collection[str] = ()) -> list[str]:
   """`count` copies of `text` with words deleted, for training-time instruction augmentation.
 
-  Each word is deleted with probability `word_drop`; every copy loses at least one word and keeps
-  at least two (an instruction of fewer than three words gets no variants). Why: a policy trained on
-  a few templates per task learns to read the one verb that names the task; a sentence missing that
-  verb must be read from the rest ("the red square next to the blue circle" is a push by its
-  structure), which is what a phrasing it never saw asks of it. Deterministic in (text, seed), so the
-  variants, like the batches, are the same on every run and after a resume. Duplicates are dropped
-  (the list can be shorter than `count`).
+  Each word not in `keep_words` is deleted with probability `word_drop`; every copy loses at least
+  one word and keeps at least two (a text with no deletable word or fewer than three words gets no
+  copies). Why: a policy trained on a few templates per task learns to read the one verb that names
+  the task; a sentence missing that verb must be read from the rest ("the red square next to the
+  blue circle" is a push by its structure), which is what a phrasing it never saw asks of it.
+  `keep_words` are the names of objects and places: a copy without them names no single task, and a
+  policy trained on such copies learns to guess the task from the scene (language-blind success
+  rises). Deterministic in (text, seed), so the copies, like the batches, are the same on every run
+  and after a resume. Duplicates are dropped (the list can be shorter than `count`).
   """
   if not 0.0 <= word_drop < 1.0:
     raise ValueError(f"word_drop must be in [0, 1), got {word_drop}")
   words = text.split()
-  if len(words) < 3 or count <= 0 or word_drop == 0.0:
+  deletable = np.asarray([w not in keep_words for w in words], bool)
+  if len(words) < 3 or not deletable.any() or count <= 0 or word_drop == 0.0:
     return []
   rng = np.random.default_rng([int(seed), zlib.crc32(text.encode("utf-8"))])
   variants: dict[str, None] = {}
   for _ in range(count):
-    keep = rng.random(len(words)) >= word_drop
+    keep = (rng.random(len(words)) >= word_drop) | ~deletable
     if keep.all():  # At least one word goes.
-      keep[rng.integers(len(words))] = False
+      keep[rng.choice(np.flatnonzero(deletable))] = False
     while keep.sum() < 2:  # At least two stay.
       keep[rng.choice(np.flatnonzero(~keep))] = True
     variants[" ".join(w for w, k in zip(words, keep) if k)] = None

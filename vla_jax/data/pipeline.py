@@ -114,6 +114,7 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
                                    # instruction with words deleted (`language.word_deletion_variants`),
                                    # encoded up front with the originals; 0 = off.
   c.instruction_word_drop = 0.2    # Per-word deletion probability within a copy.
+  c.instruction_keep_words = ()    # Words a copy never loses (names of objects and places).
   c.instruction_variant_rate = 0.5  # Chance that a training sample reads one of its instruction's
                                    # copies (uniformly) instead of the instruction itself.
   c.goal_relabeling = False        # Adds task/image_goal (uniform future frame of cameras[0]).
@@ -173,7 +174,8 @@ def _config_fingerprint(config: ml_collections.ConfigDict) -> str:
     fields.pop("mask_after_perturbation", None)
     unused.add("perturbation_keys")
   if not fields.get("instruction_variants"):
-    for key in ("instruction_variants", "instruction_word_drop", "instruction_variant_rate"):
+    for key in ("instruction_variants", "instruction_word_drop", "instruction_variant_rate",
+                "instruction_keep_words"):
       fields.pop(key, None)
   fields["datasets"] = {name: {k: v for k, v in s.items() if k not in unused}
                         for name, s in fields["datasets"].items()}
@@ -709,7 +711,8 @@ def _instruction_variants(config: ml_collections.ConfigDict, instructions: Seque
   if not 0.0 < rate <= 1.0:
     raise ValueError(f"config.instruction_variant_rate must be in (0, 1], got {rate}")
   word_drop, seed = float(config.instruction_word_drop), int(config.seed)
-  return {text: language.word_deletion_variants(text, count, word_drop, seed) for text in instructions}
+  keep = frozenset(config.get("instruction_keep_words") or ())
+  return {text: language.word_deletion_variants(text, count, word_drop, seed, keep) for text in instructions}
 
 
 def _make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, Any] | None = None,

@@ -134,6 +134,8 @@ TEMPLATES: dict[str, Templates] = {
     ),
 }
 PHRASING_KINDS: tuple[str, ...] = ("train", "heldout", "paraphrase")  # The `Templates` groups.
+# The words that name objects and places: an instruction without them names no single task.
+NAME_WORDS = frozenset(COLOURS) | frozenset(SHAPES) | frozenset(w for r in REGIONS for w in r.split())
 # Articles, pronouns, prepositions, politeness and filler: words that never name a task. A
 # template's verb is its first word outside this set; grounding never reads them as task cues.
 FUNCTION_WORDS = frozenset({
