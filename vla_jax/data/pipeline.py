@@ -759,6 +759,7 @@ def _make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, 
                       batches=batches, samples_per_dataset=per_dataset,
                       builder_dirs={s.spec.name: s.builder_dir for s in sources},
                       instructions=instructions, instruction_variants=_instruction_variants(config, instructions),
+                      # The constant keeps this stream apart from the other draws of config.seed.
                       augment_seed=(int(config.seed), 0x5EED, process_index))
 
 
