@@ -25,6 +25,16 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_benchmark(name: str):
+  """Imports `benchmarks/<name>.py` (a script directory, not a package) as a module for its tests."""
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def build_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
   """`<shared temp>/<name>`, made by `build(path)` once per test session — also across the
   pytest-xdist workers of `make test`, which share the parent of their base temp directories: the

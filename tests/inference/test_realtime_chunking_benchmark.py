@@ -6,22 +6,17 @@ checked number by number.
 """
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from vla_jax.evaluation import evaluate as ev
 from vla_jax.evaluation.rollout import EpisodeResult
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-  path = Path(__file__).resolve().parents[2] / "benchmarks" / "realtime_chunking.py"
-  spec = importlib.util.spec_from_file_location("realtime_chunking_benchmark", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_benchmark("realtime_chunking")
 
 
 def _episode(family, success, length, waits, jumps, interior=(0.0, 0.0, 0)):

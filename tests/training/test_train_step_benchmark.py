@@ -1,20 +1,14 @@
 """benchmarks/train_step.py's --set KEY=VALUE overrides (what the stem-width probes ran with)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from experiments.configs import tabletop
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def train_step_script():
-  path = Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
-  spec = importlib.util.spec_from_file_location("train_step_benchmark", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_benchmark("train_step")
 
 
 def test_set_parses_python_literals_and_bare_strings(train_step_script):
