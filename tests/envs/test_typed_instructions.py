@@ -50,6 +50,21 @@ def test_hand_written_free_text_grounds_to_what_it_asks(text, expected):
   assert g.note.startswith("understood as: ")
 
 
+@pytest.mark.parametrize("text, other, same", [
+    ("lift the red square", "grab the red square", True),
+    ("put the red square in the top left corner", "the red square belongs in the top left corner", True),
+    ("push the red square next to the blue circle", "shove the red square until it touches the blue circle", True),
+    ("lift the red square", "lift the purple square", False),
+    ("put the red square in the top left corner", "put the red square in the top right corner", False),
+    ("push the red square next to the blue circle", "push the blue circle next to the red square", False),
+    ("lift the red square", "put the red square in the top left corner", False),
+    ("lift the red square", "lift the orange diamond", False),  # Not in the scene: no task there.
+    ("lift the orange diamond", "lift the orange diamond", False),  # Nothing to judge.
+])
+def test_same_task_compares_what_two_texts_ask_in_one_scene(text, other, same):
+  assert tasks.same_task(text, other, NAMES) is same
+
+
 def test_an_instruction_naming_an_absent_object_is_not_judgeable_and_says_so():
   g = ground("Please pick up the orange diamond")
   assert not g.judgeable and g.family is None

@@ -339,3 +339,13 @@ def ground_instruction(text: str, object_names: Sequence[str]) -> Grounding:
       region=region,
       note=f"understood as: {understood}",
   )
+
+
+def same_task(text: str, other: str, object_names: Sequence[str]) -> bool:
+  """Whether `other` asks, among one scene's objects, for the task `text` asks for.
+
+  Wordings of one task match ("grab the red square", "lift the red square"); False when `text`
+  cannot be judged in the scene.
+  """
+  a, b = ground_instruction(text, object_names), ground_instruction(other, object_names)
+  return a.judgeable and (a.family, a.target, a.ref, a.region) == (b.family, b.target, b.ref, b.region)

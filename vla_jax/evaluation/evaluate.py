@@ -6,8 +6,9 @@ Conditions (all on the same scene seeds, so they are paired comparisons):
   heldout_combo     targets whose colour-shape pairing never appeared in training;
   heldout_paraphrase  seen scenes phrased by paraphrases that differ more from training: another
                     word order, filler and politeness words, and verbs no training phrasing uses;
-  language_blind    seen scenes, but the policy is told another episode's instruction — the gap to
-                    "seen" is how much success comes from reading the instruction.
+  language_blind    seen scenes, but the policy is told another episode's instruction, one that
+                    asks for a different task in this scene — the gap to "seen" is how much
+                    success comes from reading the instruction.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vla_jax.envs import VectorTabletopEnv
+from vla_jax.envs import SceneState, VectorTabletopEnv, tasks as task_lib
 from vla_jax.evaluation.policies import ChunkPolicy
 from vla_jax.inference import execution as execution_lib
 
@@ -89,7 +89,8 @@ def run_episodes(
     per inference (one draw for the batch) from a generator seeded by (delay_seed, first seed of
     the batch).
   instruction_override: None (the scene's own instruction); "shuffled" — each env is told the
-    instruction of another env in its batch (the language-blind ablation); any other string — an
+    instruction of another env in its batch that asks, in its own scene, for another task (the
+    language-blind ablation); any other string — an
     instruction typed by a person, given to every episode; or a sequence of one such string per
     seed. Typed text replaces the task it names in each scene (`EpisodeResult.family` and
     `task_instruction` are then the typed task); see `judgeable` and `grounding_note`.
@@ -126,7 +127,10 @@ def run_episodes(
     options = None if typed is None else [{"instruction": text} for text in typed[begin : begin + num_envs]]
     obs, infos = venv.reset(batch_seeds, options)
     tasks = [info.get("task_instruction", info["instruction"]) for info in infos]
-    told = _derange(tasks) if instruction_override == "shuffled" else [info["instruction"] for info in infos]
+    if instruction_override == "shuffled":
+      told = _derange(tasks, _same_task_in_scene(tasks, venv.scenes))
+    else:
+      told = [info["instruction"] for info in infos]
     policy.reset(told, venv.scenes)
     keep = max(0, min(record_frames - begin, n))
     frames = [[obs["image"][i]] for i in range(keep)]
@@ -213,18 +217,25 @@ def _typed_instructions(override: str | Sequence[str] | None, num_episodes: int)
                    "an instruction string or a list of one per seed")
 
 
-def _derange(items: list[str]) -> list[str]:
-  """Each item replaced by one for a different task (a rotation; identical texts skipped past)."""
-  n = len(items)
-  if n < 2:
-    return list(items)
+def _derange(items: list[str], same_task: Callable[[int, str], bool] | None = None) -> list[str]:
+  """Each item replaced by the next one (cyclically) that asks for a different task.
+
+  same_task(i, text): whether `text` asks for item i's task (in its scene); None = identical texts
+  only. Without it, another wording of the same task ("grab" for "lift the red square") would be
+  told, and success on it counted as success without the instruction. An item with no different
+  one in the list (a batch of one) is kept.
+  """
+  same = same_task or (lambda i, text: text == items[i])
   out = []
-  for i in range(n):
-    for shift in range(1, n):
-      candidate = items[(i + shift) % n]
-      if candidate != items[i]:
-        out.append(candidate)
-        break
-    else:
-      out.append(items[i])
+  for i in range(len(items)):
+    others = (items[(i + shift) % len(items)] for shift in range(1, len(items)))
+    out.append(next((text for text in others if not same(i, text)), items[i]))
   return out
+
+
+def _same_task_in_scene(tasks: list[str], scenes: Sequence[Any]) -> Callable[[int, str], bool] | None:
+  """`_derange`'s same_task for built-in tabletop scenes (grounded among each scene's objects); None
+  for other simulators, whose instructions are compared as texts."""
+  if not all(isinstance(scene, SceneState) for scene in scenes):
+    return None
+  return lambda i, text: task_lib.same_task(tasks[i], text, scenes[i].object_names())
