@@ -70,9 +70,9 @@ def test_language_blind_never_tells_another_wording_of_the_episodes_own_task():
     assert not tasks.same_task(e["task_instruction"], e["instruction"], env.scene.object_names()), e
   # The rule is needed on these seeds: rotating the pick texts alone tells some episodes another
   # wording of their own task (50 scenes, 18 target objects).
-  tasks_told = [e["task_instruction"] for e in episodes if e["family"] == "pick"]
+  own = [e["task_instruction"] for e in episodes if e["family"] == "pick"]
   target = lambda text: tasks.parse_instruction(text)[3]["obj"]  # noqa: E731
-  assert any(target(told) == target(own) for told, own in zip(rollout._derange(tasks_told), tasks_told))
+  assert any(target(told) == target(task) for told, task in zip(rollout._derange(own), own))
 
 
 def test_heldout_paraphrase_is_a_condition_between_heldout_combo_and_language_blind():
