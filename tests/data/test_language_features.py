@@ -107,6 +107,27 @@ def test_word_deletion_variants_are_deterministic_subsequences():
     language.word_deletion_variants(text, 4, 1.0, seed=0)
 
 
+def test_the_quickstart_trains_on_copies_that_keep_every_name():
+  """The `small` default: copies on, never losing a colour, shape or corner word of any template
+  (copies without them taught the policy to guess the task from the scene); other variants off."""
+  from experiments.configs import tabletop
+  from vla_jax.data import language
+  from vla_jax.envs import tasks
+
+  data = tabletop.get_config("small").data
+  assert data.language == "minilm" and data.instruction_variants > 0
+  for family in tasks.FAMILIES:
+    for template in tasks.TEMPLATES[family].train:
+      text = template.format(obj="purple diamond", ref="orange circle", region="bottom right corner")
+      names = set(text.split()) & tasks.NAME_WORDS
+      copies = language.word_deletion_variants(text, data.instruction_variants, data.instruction_word_drop,
+                                               seed=0, keep_words=data.instruction_keep_words)
+      assert copies, text
+      assert all(names <= set(copy.split()) for copy in copies), (text, copies)
+  for variant in ("small_h16", "small_h16_rate4", "base"):
+    assert tabletop.get_config(variant).data.instruction_variants == 0, variant
+
+
 def _copies(text, count, word_drop, seed, keep_words=()):  # The toy instructions ("task <e>") are too short to delete from.
   return [f"{text} copy {i}" for i in range(count)]
 
