@@ -85,7 +85,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     # with probability 0.4 except the names of objects and places (copies without them taught the
     # policy to guess the task from the scene); half the training samples read a copy. Six seeds
     # against five without: held-out phrasings 87-97 % (mean 92) vs 81-93 (88), paraphrases
-    # 77-91 % (84) vs 71-80 (76), language-blind 9-10 % vs 6-9 (benchmarks/results/minilm_ablation.md).
+    # 77-91 % (84) vs 71-80 (76), language-blind 9-10 % vs 6-9 where counted alike
+    # (benchmarks/results/minilm_ablation.md).
     # Measured on `small` only; small_h16 and base keep the setting they were measured with (off).
     config.data.instruction_keep_words = tuple(sorted(tasks.NAME_WORDS))
     if variant == "small" and not long_chunk:
