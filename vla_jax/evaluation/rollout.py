@@ -91,8 +91,9 @@ def run_episodes(
   instruction_override: None (the scene's own instruction); "shuffled" — each env is told the
     instruction of another env in its batch that asks, in its own scene, for another task (the
     language-blind ablation); any other string — an instruction typed by a person, given to every
-    episode; or a sequence of one such string per seed. Typed text replaces the task it names in each scene (`EpisodeResult.family` and
-    `task_instruction` are then the typed task); see `judgeable` and `grounding_note`.
+    episode; or a sequence of one such string per seed. Typed text replaces the task it names in
+    each scene (`EpisodeResult.family` and `task_instruction` are then the typed task); see
+    `judgeable` and `grounding_note`.
   record_frames: keep the rendered frames of the first this-many episodes (for videos).
   make_env: `make_env(n)` -> a vector env of n envs for one batch (another simulator, e.g.
     `envs.metaworld.VectorMetaWorldEnv`, with the same reset/step/done/success/lengths/scenes and
