@@ -92,6 +92,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     if variant == "small" and not long_chunk:
       config.data.instruction_variants = 4
       config.data.instruction_word_drop = 0.4
+    # With instruction_word_insert = N, each copy also gains N verbs of the training templates (of
+    # any family) at random places: the names, not a stray verb, must decide the task.
+    config.data.instruction_insert_words = tuple(sorted(
+        {tasks.template_verb(t) for f in tasks.FAMILIES for t in tasks.templates_for(f, "train")}))
     # language.sentence_token (the pooled sentence embedding as one more task token) stays off:
     # over three seeds its held-out success was within the seed spread, and with token dropout 0.5
     # beside it, worse (benchmarks/results/minilm_ablation.md).

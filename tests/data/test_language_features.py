@@ -107,6 +107,29 @@ def test_word_deletion_variants_are_deterministic_subsequences():
     language.word_deletion_variants(text, 4, 1.0, seed=0)
 
 
+def test_copies_with_inserted_words_gain_them_outside_names_and_lose_nothing_else():
+  from vla_jax.data import language
+
+  text, names = "push the red square next to the blue circle", {"red", "square", "blue", "circle"}
+  verbs = ("grab", "lift", "put")
+  plain = language.word_deletion_variants(text, 16, 0.4, seed=0, keep_words=names)
+  assert plain == language.word_deletion_variants(text, 16, 0.4, 0, names, verbs, inserts=0)  # Off: as before.
+  noisy = language.word_deletion_variants(text, 16, 0.4, 0, names, verbs, inserts=2)
+  assert noisy == language.word_deletion_variants(text, 16, 0.4, 0, names, verbs, inserts=2)
+  assert len(noisy) > 8
+  for copy in noisy:
+    words = copy.split()
+    gained = [w for w in words if w in verbs]
+    assert len(gained) == 2, copy
+    rest, it = [w for w in words if w not in verbs], iter(text.split())
+    assert all(w in it for w in rest), copy  # The rest: the text's words, in order, some deleted.
+    assert " ".join(rest).count("red square") == 1 and " ".join(rest).count("blue circle") == 1
+    assert "red square" in copy and "blue circle" in copy, copy  # Never inserted inside a name.
+  assert len({w for copy in noisy for w in copy.split() if w in verbs}) == 3
+  with pytest.raises(ValueError, match="insert_words"):
+    language.word_deletion_variants(text, 4, 0.4, 0, names, (), inserts=1)
+
+
 def test_the_quickstart_trains_on_copies_that_keep_every_name():
   """The `small` default: copies on, never losing a colour, shape or corner word of any template
   (copies without them taught the policy to guess the task from the scene); other variants off."""
@@ -128,7 +151,7 @@ def test_the_quickstart_trains_on_copies_that_keep_every_name():
     assert tabletop.get_config(variant).data.instruction_variants == 0, variant
 
 
-def _copies(text, count, word_drop, seed, keep_words=()):  # The toy instructions ("task <e>") are too short to delete from.
+def _copies(text, count, word_drop, seed, keep_words=(), insert_words=(), inserts=0):  # The toy instructions ("task <e>") are too short to delete from.
   return [f"{text} copy {i}" for i in range(count)]
 
 
@@ -169,7 +192,16 @@ def test_instruction_copies_need_the_frozen_encoder_and_leave_old_resume_states_
   config.instruction_word_drop = 0.3  # Unread while instruction_variants == 0.
   assert pipeline._config_fingerprint(config) == off
   config.instruction_variants = 2
-  assert pipeline._config_fingerprint(config) != off
+  copies = pipeline._config_fingerprint(config)
+  assert copies != off
+  config.instruction_insert_words = ("grab", "put")  # Unread while instruction_word_insert == 0.
+  assert pipeline._config_fingerprint(config) == copies
+  config.instruction_word_insert = 1
+  assert pipeline._config_fingerprint(config) != copies
+  config.instruction_insert_words = ()
+  with pytest.raises(ValueError, match="instruction_word_insert=1 needs config.instruction_insert_words"):
+    pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  config.instruction_word_insert = 0
   config.language = "tokens"
   with pytest.raises(ValueError, match="instruction_variants=2 needs config.language='minilm'"):
     pipeline.make_train_iterator(config, process_index=0, process_count=1)

@@ -51,7 +51,8 @@ def detokenize(ids: np.ndarray) -> list[str]:
 
 
 def word_deletion_variants(text: str, count: int, word_drop: float, seed: int,
-                           keep_words: Collection[str] = ()) -> list[str]:
+                           keep_words: Collection[str] = (), insert_words: Sequence[str] = (),
+                           inserts: int = 0) -> list[str]:
   """`count` copies of `text` with words deleted, for training-time instruction augmentation.
 
   Each word not in `keep_words` is deleted with probability `word_drop`; every copy loses at least
@@ -63,9 +64,17 @@ def word_deletion_variants(text: str, count: int, word_drop: float, seed: int,
   policy trained on such copies learns to guess the task from the scene (language-blind success
   rises). Deterministic in (text, seed), so the copies, like the batches, are the same on every run
   and after a resume. Duplicates are dropped (the list can be shorter than `count`).
+
+  `inserts` > 0: after the deletions, each copy also gets that many words drawn from `insert_words`
+  at random places. With the cue words of every family's training templates as `insert_words`, a
+  push copy can say "lift" and still be a push: what the names say (one object, an object and a
+  place, two objects) must outweigh a stray verb, as in "bring the red square beside the blue
+  circle without lifting it".
   """
   if not 0.0 <= word_drop < 1.0:
     raise ValueError(f"word_drop must be in [0, 1), got {word_drop}")
+  if inserts < 0 or (inserts and not insert_words):
+    raise ValueError(f"inserts={inserts} needs inserts >= 0 and a non-empty insert_words, got {list(insert_words)}")
   words = text.split()
   deletable = np.asarray([w not in keep_words for w in words], bool)
   if len(words) < 3 or not deletable.any() or count <= 0 or word_drop == 0.0:
@@ -78,7 +87,13 @@ def word_deletion_variants(text: str, count: int, word_drop: float, seed: int,
       keep[rng.choice(np.flatnonzero(deletable))] = False
     while keep.sum() < 2:  # At least two stay.
       keep[rng.choice(np.flatnonzero(~keep))] = True
-    variants[" ".join(w for w, k in zip(words, keep) if k)] = None
+    copy = [w for w, k in zip(words, keep) if k]
+    for _ in range(inserts):  # No draws when off: the deletion-only copies stay as they were.
+      # Never inside a name ("red square", "top left corner"): between two kept words.
+      places = [i for i in range(len(copy) + 1)
+                if i in (0, len(copy)) or not (copy[i - 1] in keep_words and copy[i] in keep_words)]
+      copy.insert(places[int(rng.integers(len(places)))], str(insert_words[int(rng.integers(len(insert_words)))]))
+    variants[" ".join(copy)] = None
   return list(variants)
 
 

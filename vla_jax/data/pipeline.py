@@ -115,6 +115,8 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
                                    # encoded up front with the originals; 0 = off.
   c.instruction_word_drop = 0.2    # Per-word deletion probability within a copy.
   c.instruction_keep_words = ()    # Words a copy never loses (names of objects and places).
+  c.instruction_word_insert = 0    # Words each copy also gains, drawn from `instruction_insert_words`.
+  c.instruction_insert_words = ()  # Vocabulary of those words (cue words of other templates).
   c.instruction_variant_rate = 0.5  # Chance that a training sample reads one of its instruction's
                                    # copies (uniformly) instead of the instruction itself.
   c.goal_relabeling = False        # Adds task/image_goal (uniform future frame of cameras[0]).
@@ -177,6 +179,9 @@ def _config_fingerprint(config: ml_collections.ConfigDict) -> str:
     for key in ("instruction_variants", "instruction_word_drop", "instruction_variant_rate",
                 "instruction_keep_words"):
       fields.pop(key, None)
+  if not fields.get("instruction_variants") or not fields.get("instruction_word_insert"):
+    fields.pop("instruction_word_insert", None)
+    fields.pop("instruction_insert_words", None)
   fields["datasets"] = {name: {k: v for k, v in s.items() if k not in unused}
                         for name, s in fields["datasets"].items()}
   blob = json.dumps(fields, sort_keys=True, default=str)
@@ -712,7 +717,12 @@ def _instruction_variants(config: ml_collections.ConfigDict, instructions: Seque
     raise ValueError(f"config.instruction_variant_rate must be in (0, 1], got {rate}")
   word_drop, seed = float(config.instruction_word_drop), int(config.seed)
   keep = frozenset(config.get("instruction_keep_words") or ())
-  return {text: language.word_deletion_variants(text, count, word_drop, seed, keep) for text in instructions}
+  inserts, vocabulary = int(config.get("instruction_word_insert") or 0), tuple(config.get("instruction_insert_words") or ())
+  if inserts and not vocabulary:
+    raise ValueError(f"config.instruction_word_insert={inserts} needs config.instruction_insert_words (the words "
+                     "a copy may gain), got none")
+  return {text: language.word_deletion_variants(text, count, word_drop, seed, keep, vocabulary, inserts)
+          for text in instructions}
 
 
 def _make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, Any] | None = None,
