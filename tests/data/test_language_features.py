@@ -132,23 +132,37 @@ def test_copies_with_inserted_words_gain_them_outside_names_and_lose_nothing_els
 
 def test_the_quickstart_trains_on_copies_that_keep_every_name():
   """The `small` default: copies on, never losing a colour, shape or corner word of any template
-  (copies without them taught the policy to guess the task from the scene); other variants off."""
+  (copies without them taught the policy to guess the task from the scene), each gaining one verb
+  of the training templates; other variants off."""
   from experiments.configs import tabletop
   from vla_jax.data import language
   from vla_jax.envs import tasks
 
   data = tabletop.get_config("small").data
-  assert data.language == "minilm" and data.instruction_variants > 0
+  assert data.language == "minilm" and data.instruction_variants > 0 and data.instruction_word_insert == 1
+  verbs = set(data.instruction_insert_words)
   for family in tasks.FAMILIES:
     for template in tasks.TEMPLATES[family].train:
       text = template.format(obj="purple diamond", ref="orange circle", region="bottom right corner")
       names = set(text.split()) & tasks.NAME_WORDS
-      copies = language.word_deletion_variants(text, data.instruction_variants, data.instruction_word_drop,
-                                               seed=0, keep_words=data.instruction_keep_words)
+      copies = language.word_deletion_variants(text, data.instruction_variants, data.instruction_word_drop, 0,
+                                               data.instruction_keep_words, data.instruction_insert_words,
+                                               data.instruction_word_insert)
       assert copies, text
       assert all(names <= set(copy.split()) for copy in copies), (text, copies)
+      for copy in copies:  # The text with words deleted, plus one verb somewhere.
+        words = copy.split()
+        assert any(w in verbs and _in_order(words[:j] + words[j + 1:], text.split()) for j, w in enumerate(words)), copy
+  assert verbs == {"put", "move", "place", "carry", "push", "slide", "nudge", "pick", "grab", "grasp", "lift"}
+  assert not verbs & {tasks.template_verb(t) for f in tasks.FAMILIES for t in tasks.TEMPLATES[f].heldout}
   for variant in ("small_h16", "small_h16_rate4", "base"):
     assert tabletop.get_config(variant).data.instruction_variants == 0, variant
+
+
+def _in_order(words, text_words) -> bool:
+  """Whether `words` are some of `text_words`, in order."""
+  it = iter(text_words)
+  return all(w in it for w in words)
 
 
 def _copies(text, count, word_drop, seed, keep_words=(), insert_words=(), inserts=0):  # The toy instructions ("task <e>") are too short to delete from.
