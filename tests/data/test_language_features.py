@@ -85,26 +85,26 @@ def test_model_and_data_must_agree_on_the_encoder(toy_spec, stats_dir):
 # ---- Word-deletion copies of the training instructions (`config.instruction_variants`). ----------
 
 
-def test_word_deletion_variants_are_deterministic_subsequences():
+def test_instruction_copies_are_deterministic_subsequences():
   from vla_jax.data import language
 
   text = "push the red square next to the blue circle"
-  variants = language.word_deletion_variants(text, 8, 0.2, seed=0)
-  assert variants == language.word_deletion_variants(text, 8, 0.2, seed=0)
-  assert variants != language.word_deletion_variants(text, 8, 0.2, seed=1)
+  variants = language.instruction_copies(text, 8, 0.2, seed=0)
+  assert variants == language.instruction_copies(text, 8, 0.2, seed=0)
+  assert variants != language.instruction_copies(text, 8, 0.2, seed=1)
   assert 1 < len(variants) <= 8 and len(set(variants)) == len(variants) and text not in variants
   for v in variants:
     words, it = v.split(), iter(text.split())
     assert all(w in it for w in words), v  # The words of the text, in order, some left out.
     assert 2 <= len(words) < len(text.split())
-  assert language.word_deletion_variants("grab it", 4, 0.5, seed=0) == []  # Too short to delete from.
+  assert language.instruction_copies("grab it", 4, 0.5, seed=0) == []  # Too short to delete from.
   names = {"red", "square", "blue", "circle"}
-  kept = language.word_deletion_variants(text, 16, 0.5, seed=0, keep_words=names)
+  kept = language.instruction_copies(text, 16, 0.5, seed=0, keep_words=names)
   assert kept and all(names <= set(v.split()) for v in kept)  # Only the other words go.
-  assert language.word_deletion_variants("red square blue circle", 4, 0.5, seed=0, keep_words=names) == []
-  assert language.word_deletion_variants(text, 4, 0.0, seed=0) == []
+  assert language.instruction_copies("red square blue circle", 4, 0.5, seed=0, keep_words=names) == []
+  assert language.instruction_copies(text, 4, 0.0, seed=0) == []
   with pytest.raises(ValueError, match="word_drop"):
-    language.word_deletion_variants(text, 4, 1.0, seed=0)
+    language.instruction_copies(text, 4, 1.0, seed=0)
 
 
 def test_copies_with_inserted_words_gain_them_outside_names_and_lose_nothing_else():
@@ -112,10 +112,10 @@ def test_copies_with_inserted_words_gain_them_outside_names_and_lose_nothing_els
 
   text, names = "push the red square next to the blue circle", {"red", "square", "blue", "circle"}
   verbs = ("grab", "lift", "put")
-  plain = language.word_deletion_variants(text, 16, 0.4, seed=0, keep_words=names)
-  assert plain == language.word_deletion_variants(text, 16, 0.4, 0, names, verbs, inserts=0)  # Off: as before.
-  noisy = language.word_deletion_variants(text, 16, 0.4, 0, names, verbs, inserts=2)
-  assert noisy == language.word_deletion_variants(text, 16, 0.4, 0, names, verbs, inserts=2)
+  plain = language.instruction_copies(text, 16, 0.4, seed=0, keep_words=names)
+  assert plain == language.instruction_copies(text, 16, 0.4, 0, names, verbs, inserts=0)  # Off: as before.
+  noisy = language.instruction_copies(text, 16, 0.4, 0, names, verbs, inserts=2)
+  assert noisy == language.instruction_copies(text, 16, 0.4, 0, names, verbs, inserts=2)
   assert len(noisy) > 8
   for copy in noisy:
     words = copy.split()
@@ -127,7 +127,7 @@ def test_copies_with_inserted_words_gain_them_outside_names_and_lose_nothing_els
     assert "red square" in copy and "blue circle" in copy, copy  # Never inserted inside a name.
   assert len({w for copy in noisy for w in copy.split() if w in verbs}) == 3
   with pytest.raises(ValueError, match="insert_words"):
-    language.word_deletion_variants(text, 4, 0.4, 0, names, (), inserts=1)
+    language.instruction_copies(text, 4, 0.4, 0, names, (), inserts=1)
 
 
 def test_the_quickstart_trains_on_copies_that_keep_every_name():
@@ -145,7 +145,7 @@ def test_the_quickstart_trains_on_copies_that_keep_every_name():
     for template in tasks.TEMPLATES[family].train:
       text = template.format(obj="purple diamond", ref="orange circle", region="bottom right corner")
       names = set(text.split()) & tasks.NAME_WORDS
-      copies = language.word_deletion_variants(text, data.instruction_variants, data.instruction_word_drop, 0,
+      copies = language.instruction_copies(text, data.instruction_variants, data.instruction_word_drop, 0,
                                                data.instruction_keep_words, data.instruction_insert_words,
                                                data.instruction_word_insert)
       assert copies, text
@@ -171,7 +171,7 @@ def _copies(text, count, word_drop, seed, keep_words=(), insert_words=(), insert
 
 def test_training_reads_encoded_copies_at_the_configured_rate_and_resumes_them_exactly(toy_spec, stats_dir,
                                                                                        monkeypatch):
-  monkeypatch.setattr(pipeline.language, "word_deletion_variants", _copies)
+  monkeypatch.setattr(pipeline.language, "instruction_copies", _copies)
   config = _minilm_config(toy_spec, stats_dir, length=10)  # A length no other test uses: a fresh cache.
   config.instruction_variants, config.instruction_variant_rate = 3, 0.5
   encoder = get_encoder("minilm", 10)

@@ -50,10 +50,10 @@ def detokenize(ids: np.ndarray) -> list[str]:
   return [bytes((row[row > 0] - 1).astype(np.uint8)).decode("utf-8", errors="replace") for row in ids]
 
 
-def word_deletion_variants(text: str, count: int, word_drop: float, seed: int,
-                           keep_words: Collection[str] = (), insert_words: Sequence[str] = (),
-                           inserts: int = 0) -> list[str]:
-  """`count` copies of `text` with words deleted, for training-time instruction augmentation.
+def instruction_copies(text: str, count: int, word_drop: float, seed: int, keep_words: Collection[str] = (),
+                       insert_words: Sequence[str] = (), inserts: int = 0) -> list[str]:
+  """`count` copies of `text` with words deleted (and optionally some inserted), for training-time
+  instruction augmentation.
 
   Each word not in `keep_words` is deleted with probability `word_drop`; every copy loses at least
   one word and keeps at least two (a text with no deletable word or fewer than three words gets no

@@ -111,7 +111,7 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
                                    # pretrained encoder features, see vla_jax/language/).
   c.max_language_tokens = 64       # L: bytes ("tokens") or WordPiece tokens ("minilm").
   c.instruction_variants = 0       # Training, language "minilm": K copies of each distinct
-                                   # instruction with words deleted (`language.word_deletion_variants`),
+                                   # instruction with words deleted (`language.instruction_copies`),
                                    # encoded up front with the originals; 0 = off.
   c.instruction_word_drop = 0.2    # Per-word deletion probability within a copy.
   c.instruction_keep_words = ()    # Words a copy never loses (names of objects and places).
@@ -721,7 +721,7 @@ def _instruction_variants(config: ml_collections.ConfigDict, instructions: Seque
   if inserts and not vocabulary:
     raise ValueError(f"config.instruction_word_insert={inserts} needs config.instruction_insert_words (the words "
                      "a copy may gain), got none")
-  return {text: language.word_deletion_variants(text, count, word_drop, seed, keep, vocabulary, inserts)
+  return {text: language.instruction_copies(text, count, word_drop, seed, keep, vocabulary, inserts)
           for text in instructions}
 
 
