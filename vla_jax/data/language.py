@@ -66,8 +66,8 @@ def instruction_copies(text: str, count: int, word_drop: float, seed: int, keep_
   and after a resume. Duplicates are dropped (the list can be shorter than `count`).
 
   `inserts` > 0: after the deletions, each copy also gets that many words drawn from `insert_words`
-  at random places. With the cue words of every family's training templates as `insert_words`, a
-  push copy can say "lift" and still be a push: what the names say (one object, an object and a
+  at random places outside the names. With the verbs of every family's training templates as
+  `insert_words`, a push copy can say "lift" and still be a push: what the names say (one object, an object and a
   place, two objects) must outweigh a stray verb, as in "bring the red square beside the blue
   circle without lifting it".
   """

@@ -116,7 +116,7 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   c.instruction_word_drop = 0.2    # Per-word deletion probability within a copy.
   c.instruction_keep_words = ()    # Words a copy never loses (names of objects and places).
   c.instruction_word_insert = 0    # Words each copy also gains, drawn from `instruction_insert_words`.
-  c.instruction_insert_words = ()  # Vocabulary of those words (cue words of other templates).
+  c.instruction_insert_words = ()  # Vocabulary of those words (e.g. the training templates' verbs).
   c.instruction_variant_rate = 0.5  # Chance that a training sample reads one of its instruction's
                                    # copies (uniformly) instead of the instruction itself.
   c.goal_relabeling = False        # Adds task/image_goal (uniform future frame of cameras[0]).
