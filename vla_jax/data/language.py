@@ -67,9 +67,9 @@ def instruction_copies(text: str, count: int, word_drop: float, seed: int, keep_
 
   `inserts` > 0: after the deletions, each copy also gets that many words drawn from `insert_words`
   at random places outside the names. With the verbs of every family's training templates as
-  `insert_words`, a push copy can say "lift" and still be a push: what the names say (one object, an object and a
-  place, two objects) must outweigh a stray verb, as in "bring the red square beside the blue
-  circle without lifting it".
+  `insert_words`, a push copy can say "lift" and still be a push: what the names say (one object,
+  an object and a place, two objects) must outweigh a stray verb, as in "bring the red square
+  beside the blue circle without lifting it".
   """
   if not 0.0 <= word_drop < 1.0:
     raise ValueError(f"word_drop must be in [0, 1), got {word_drop}")
