@@ -146,13 +146,14 @@ def test_the_quickstart_trains_on_copies_that_keep_every_name():
       text = template.format(obj="purple diamond", ref="orange circle", region="bottom right corner")
       names = set(text.split()) & tasks.NAME_WORDS
       copies = language.instruction_copies(text, data.instruction_variants, data.instruction_word_drop, 0,
-                                               data.instruction_keep_words, data.instruction_insert_words,
-                                               data.instruction_word_insert)
+                                           data.instruction_keep_words, data.instruction_insert_words,
+                                           data.instruction_word_insert)
       assert copies, text
       assert all(names <= set(copy.split()) for copy in copies), (text, copies)
       for copy in copies:  # The text with words deleted, plus one verb somewhere.
         words = copy.split()
-        assert any(w in verbs and _in_order(words[:j] + words[j + 1:], text.split()) for j, w in enumerate(words)), copy
+        assert any(w in verbs and _in_order(words[:j] + words[j + 1:], text.split())
+                   for j, w in enumerate(words)), copy
   assert verbs == {"put", "move", "place", "carry", "push", "slide", "nudge", "pick", "grab", "grasp", "lift"}
   assert not verbs & {tasks.template_verb(t) for f in tasks.FAMILIES for t in tasks.TEMPLATES[f].heldout}
   for variant in ("small_h16", "small_h16_rate4", "base"):
@@ -165,7 +166,9 @@ def _in_order(words, text_words) -> bool:
   return all(w in it for w in words)
 
 
-def _copies(text, count, word_drop, seed, keep_words=(), insert_words=(), inserts=0):  # The toy instructions ("task <e>") are too short to delete from.
+def _copies(text, count, word_drop, seed, keep_words=(), insert_words=(), inserts=0):
+  """Stands in for `language.instruction_copies`: the toy instructions ("task <e>") are too short
+  to delete from."""
   return [f"{text} copy {i}" for i in range(count)]
 
 

@@ -717,7 +717,8 @@ def _instruction_variants(config: ml_collections.ConfigDict, instructions: Seque
     raise ValueError(f"config.instruction_variant_rate must be in (0, 1], got {rate}")
   word_drop, seed = float(config.instruction_word_drop), int(config.seed)
   keep = frozenset(config.get("instruction_keep_words") or ())
-  inserts, vocabulary = int(config.get("instruction_word_insert") or 0), tuple(config.get("instruction_insert_words") or ())
+  inserts = int(config.get("instruction_word_insert") or 0)
+  vocabulary = tuple(config.get("instruction_insert_words") or ())
   if inserts and not vocabulary:
     raise ValueError(f"config.instruction_word_insert={inserts} needs config.instruction_insert_words (the words "
                      "a copy may gain), got none")
