@@ -138,6 +138,36 @@ print(json.dumps(out))
     assert moved["right_moves_cols"] > 2, (camera, moved)
 
 
+def test_a_bad_field_of_view_is_named():
+  for fovy in (0, 200, "45"):
+    with pytest.raises(ValueError, match=r"camera_fovy=.* expected None \(the camera's own\) or degrees"):
+      adapter.MetaWorldEnv("reach-v3", camera_fovy=fovy)
+
+
+@pytest.mark.slow
+def test_a_narrower_field_of_view_magnifies_the_same_view():
+  # 60° -> 45°: tan(30°) / tan(22.5°) = 1.39x in each direction, ~1.9x the area of any object.
+  result = run_python("""
+import json
+import numpy as np
+from vla_jax.envs.metaworld import MetaWorldEnv  # Before mujoco: it sets MUJOCO_GL.
+import mujoco
+
+out = {}
+for fovy in (None, 45.0):
+  env = MetaWorldEnv("push-v3", image_size=96, camera="corner4", camera_fovy=fovy)
+  env.reset(3)
+  seg = env.render(segmentation=True)
+  m = env.env.model
+  puck = {g for g in range(m.ngeom) if mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, m.geom_bodyid[g]) == "obj"}
+  out[str(fovy)] = int(((seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM) & np.isin(seg[..., 0], list(puck))).sum())
+print(json.dumps(out))
+""")
+  assert result.returncode == 0, result.stderr[-2000:]
+  pixels = json.loads(result.stdout.splitlines()[-1])
+  assert pixels["None"] > 0 and 1.5 < pixels["45.0"] / pixels["None"] < 2.5, pixels
+
+
 @pytest.mark.slow
 def test_vector_env_in_workers_freezes_finished_episodes_and_serves_smaller_batches():
   venv = adapter.VectorMetaWorldEnv(3, "reach-v3", num_workers=2, image_size=64, max_episode_steps=5)

@@ -1,5 +1,7 @@
 """Meta-World closed-loop evaluation (vla_jax/evaluation/metaworld.py) through the shared harness."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,28 @@ def test_the_experts_through_the_harness_succeed_and_conditions_change_only_the_
   assert "scalars" not in summary and ev.scalars(summary)["seen/group_easy/success_rate"] == 1.0
   assert summary["videos"] and summary["videos"][0]["frames"][0].shape == (64, 64, 3)
   assert np.mean([e["length"] for e in summary["episodes"]]) < config.max_episode_steps
+
+
+def _run_trained_on(tmp_path, env: dict) -> str:
+  """A run's config.json whose one dataset was generated with generation_config.env = `env`."""
+  data = tmp_path / "data" / "metaworld_mt10" / "1.0.0"
+  data.mkdir(parents=True)
+  (data / "metadata.json").write_text(json.dumps({"generation_config": {"env": env}}))
+  run = tmp_path / "config.json"
+  run.write_text(json.dumps({"data": {"datasets": {"metaworld": {"builder_dir": str(data)}}}}))
+  return str(run)
+
+
+def test_evaluating_on_another_view_than_the_training_data_is_refused(tmp_path):
+  config = mw_eval.eval_config()
+  same = {"image_size": config.image_size, "camera": config.camera, "camera_fovy": config.camera_fovy}
+  mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "a", same))
+  for key, value in (("camera_fovy", None), ("image_size", 64), ("camera", "corner2")):
+    # camera_fovy None: a dataset rendered with the camera's own field of view (or written before the key).
+    run = _run_trained_on(tmp_path / key, {**same, key: value} if value is not None else
+                          {k: v for k, v in same.items() if k != key})
+    with pytest.raises(ValueError, match=f"eval.{key}=.*env.{key}={value!r}.*--config.eval.{key}="):
+      mw_eval.check_view_matches_data(config, run)
+  # Datasets that are not Meta-World's, or a run without config.json, are not checked.
+  mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "tabletop", {"image_size": 64}))
+  mw_eval.check_view_matches_data(config, tmp_path / "missing.json")

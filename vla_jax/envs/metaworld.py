@@ -5,7 +5,8 @@ frozen-when-done semantics of `VectorTabletopEnv`, so `vla_jax.evaluation.rollou
 Observations:
   image        uint8 [S, S, 3]   RGB from `camera` (default "corner4": the whole table, arm and
                                  objects), rendered upright (Meta-World's corner cameras are mounted
-                                 upside down; see `UPSIDE_DOWN_CAMERAS`)
+                                 upside down; see `UPSIDE_DOWN_CAMERAS`); `camera_fovy` (degrees) narrows the
+                                 camera's field of view from the same pose (corner4: 60)
   state        float32 [4]       end-effector x, y, z (m, world frame) and the gripper opening
                                  (0 closed .. 1 open, Meta-World's own normalisation)
   instruction  str               one of the task's phrasings (`metaworld_tasks`)
@@ -145,10 +146,13 @@ class MetaWorldEnv:
   """One Meta-World task with pixel, proprio and language observations (see the module docstring)."""
 
   def __init__(self, task: str, *, image_size: int = 96, camera: str = "corner4", max_episode_steps: int = 200,
-               split: str = "train"):
+               split: str = "train", camera_fovy: float | None = None):
     metaworld_tasks.resolve_tasks([task])
     if camera not in CAMERAS:
       raise ValueError(f"camera={camera!r} is not valid; expected one of {CAMERAS}")
+    if camera_fovy is not None and not (isinstance(camera_fovy, (int, float)) and 5 <= camera_fovy <= 120):
+      raise ValueError(f"camera_fovy={camera_fovy!r} is not valid; expected None (the camera's own) or "
+                       "degrees in [5, 120]")
     if not isinstance(image_size, (int, np.integer)) or not 16 <= image_size <= 480:
       raise ValueError(f"image_size={image_size!r} is not valid; expected an int in [16, 480] (pixels)")
     if not isinstance(max_episode_steps, (int, np.integer)) or not 1 <= max_episode_steps <= MAX_PATH_LENGTH:
@@ -175,6 +179,9 @@ class MetaWorldEnv:
     self.env = env
     self.expert = metaworld.policies.ENV_POLICY_MAP[task]()
     make_fast(env.model)
+    if camera_fovy is not None:
+      # A narrower field of view from the same pose: the workspace fills more of the frame.
+      env.model.cam_fovy[env.model.camera(camera).id] = float(camera_fovy)
     try:
       self.renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
     except Exception as e:  # noqa: BLE001 — any GL failure here means the backend does not work.

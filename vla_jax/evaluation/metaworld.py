@@ -12,6 +12,8 @@ Groups are Seo et al.'s difficulty groups, over the tasks evaluated (MT10 has no
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 import ml_collections
@@ -37,6 +39,7 @@ def eval_config(episodes_per_task: int = 50, tasks: str | Sequence[str] = "MT10"
   c.max_episode_steps = 200  # Experts succeed within ~130 steps; failures cost the full 200.
   c.image_size = 96
   c.camera = "corner4"
+  c.camera_fovy = 45.0  # Must match the data's (metaworld_data.py: config.env.camera_fovy).
   c.strategy = "sync"  # Chunk execution, as `evaluate.eval_config` documents.
   c.execute_steps = 2
   c.ensemble_decay = 0.0
@@ -46,6 +49,34 @@ def eval_config(episodes_per_task: int = 50, tasks: str | Sequence[str] = "MT10"
   c.videos_per_family = 1  # GIFs of the first episodes of each task per condition in `videos_for`.
   c.videos_for = ("seen",)
   return c
+
+
+VIEW_KEYS = ("image_size", "camera", "camera_fovy")  # Eval keys that must equal the data's `env` keys.
+
+
+def check_view_matches_data(config: ml_collections.ConfigDict, run_config_path: str | Path) -> None:
+  """Refuses to evaluate a run on another camera view than its Meta-World training data's.
+
+  run_config_path: the run's config.json (training saves it); its datasets' generation configs
+  (`<builder_dir>/metadata.json`) say what the policy saw. Datasets that are missing, or not
+  Meta-World's (no `env.camera`), are not checked. An older dataset without `camera_fovy` had the
+  camera's own field of view (None).
+  """
+  path = Path(run_config_path)
+  if not path.exists():
+    return
+  for spec in json.loads(path.read_text())["data"]["datasets"].values():
+    metadata = Path(spec["builder_dir"]) / "metadata.json"
+    if not metadata.exists():
+      continue
+    env = json.loads(metadata.read_text()).get("generation_config", {}).get("env", {})
+    if "camera" not in env:
+      continue
+    for key in VIEW_KEYS:
+      if env.get(key) != config.get(key):
+        raise ValueError(f"eval.{key}={config.get(key)!r}, but the policy was trained on {metadata.parent} "
+                         f"rendered with env.{key}={env.get(key)!r} ({metadata}); evaluate with "
+                         f"--config.eval.{key}={env.get(key)!r} or regenerate the data")
 
 
 class ExpertPolicy:
@@ -88,7 +119,7 @@ class _EnvPool:
       size = min(self.config.num_envs, self.config.episodes_per_task)
       self.envs[task] = VectorMetaWorldEnv(
           size, task, num_workers=self.config.num_workers, image_size=self.config.image_size,
-          camera=self.config.camera, max_episode_steps=self.config.max_episode_steps)
+          camera=self.config.camera, camera_fovy=self.config.get("camera_fovy"), max_episode_steps=self.config.max_episode_steps)
     venv = self.envs[task]
     if n > venv.capacity:
       raise ValueError(f"a batch of {n} episodes for a vector env of {venv.capacity}")

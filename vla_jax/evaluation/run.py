@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from vla_jax.evaluation import evaluate as ev, grounding
+from vla_jax.evaluation import evaluate as ev, grounding, metaworld
 from vla_jax.inference import bundle as bundle_lib, jax_policy
 from vla_jax.io import write_json_atomic
 
@@ -24,6 +24,8 @@ def evaluate_checkpoints(checkpoints: Sequence[Path], config: ml_collections.Con
     step = int(ckpt.name) if ckpt.name.isdigit() else None
     workdir = ckpt.parent.parent
     outdir = Path(out) / ckpt.name if out and len(checkpoints) > 1 else Path(out or workdir / "eval" / f"step_{step}")
+    if config.get("env") == "metaworld":
+      metaworld.check_view_matches_data(config, workdir / "config.json")
     policy = jax_policy.load(ckpt, seed=config.seed)
     summary = ev.evaluate(policy, config, progress=True)
     if (config.get("env", "tabletop") == "tabletop" and config.get("grounding_scenes", 0)
