@@ -119,7 +119,8 @@ class _EnvPool:
       size = min(self.config.num_envs, self.config.episodes_per_task)
       self.envs[task] = VectorMetaWorldEnv(
           size, task, num_workers=self.config.num_workers, image_size=self.config.image_size,
-          camera=self.config.camera, camera_fovy=self.config.get("camera_fovy"), max_episode_steps=self.config.max_episode_steps)
+          camera=self.config.camera, camera_fovy=self.config.get("camera_fovy"),
+          max_episode_steps=self.config.max_episode_steps)
     venv = self.envs[task]
     if n > venv.capacity:
       raise ValueError(f"a batch of {n} episodes for a vector env of {venv.capacity}")
