@@ -99,6 +99,8 @@ metaworld: $(MW_STAMP)
 test-metaworld: $(MW_STAMP)
 	$(PY) -m pytest -q $(METAWORLD_TESTS)
 
-## Env steps/s with rendering, render ms/frame, expert success per task, generation time.
+## Env steps/s with rendering, render ms/frame, expert success per task, generation time; pixels
+## per object and single-view depth ambiguity per camera view.
 bench-metaworld: $(MW_STAMP)
 	$(PY) benchmarks/metaworld_env.py
+	$(PY) benchmarks/metaworld_views.py

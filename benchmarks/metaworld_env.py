@@ -116,6 +116,8 @@ def main() -> None:
   parser.add_argument("--episodes", type=int, default=20, help="Expert episodes per task and noise level.")
   parser.add_argument("--image_px", type=int, default=96)
   parser.add_argument("--camera", default="corner4")
+  parser.add_argument("--camera_fovy", type=float, default=45.0,
+                      help="Field of view (degrees); experiments/configs/metaworld_data.py's env.camera_fovy.")
   parser.add_argument("--gen_episodes", type=int, default=2,
                       help="Train episodes per task in the generation timing (plus 1 val episode per task).")
   args = parser.parse_args()
@@ -123,7 +125,8 @@ def main() -> None:
   noise = 0.1  # experiments/configs/metaworld_data.py's expert.noise_std.
   rows = []
   for task in tasks:
-    env = adapter.MetaWorldEnv(task, image_size=args.image_px, camera=args.camera, max_episode_steps=200)
+    env = adapter.MetaWorldEnv(task, image_size=args.image_px, camera=args.camera, camera_fovy=args.camera_fovy,
+                               max_episode_steps=200)
     clean, steps_per_s, _ = expert_episodes(env, args.episodes, 0.0, 10_000)
     noisy, _, _ = expert_episodes(env, args.episodes, noise, 20_000)
     rows.append({"task": task, "group": metaworld_tasks.difficulty(task), "render_ms": render_ms(env),
@@ -144,7 +147,8 @@ def main() -> None:
         f"{gen['mb_per_episode']:.2f} MB/episode); the command took {gen['command_seconds']:.1f} s")
   path = common.write_results("metaworld_env", {
       "machine": common.machine_info(("numpy", "mujoco", "metaworld", "gymnasium", "tensorflow-cpu")),
-      "image_px": args.image_px, "camera": args.camera, "episodes_per_task": args.episodes,
+      "image_px": args.image_px, "camera": args.camera, "camera_fovy": args.camera_fovy,
+      "episodes_per_task": args.episodes,
       "expert_noise_std": noise, "mujoco_gl": os.environ.get("MUJOCO_GL"), "rows": rows, "mean": mean,
       "default_settings_render_ms": default_ms, "generation": gen,
       "command": "python " + " ".join(sys.argv)})

@@ -190,3 +190,20 @@ def test_vector_env_in_workers_freezes_finished_episodes_and_serves_smaller_batc
   finally:
     venv.close()
 
+
+
+def test_depth_ambiguity_of_one_view_is_bounded_by_the_goal_box():
+  from tests.conftest import load_benchmark
+
+  views = load_benchmark("metaworld_views")
+  low, high = np.array([-0.1, 0.8, 0.05]), np.array([0.1, 0.9, 0.3])
+  # A goal on a plane (push's 1 cm box) is fixed by its ray; a tall box seen from above is not.
+  assert views.depth_guess_success(np.array([0.0, 0.85, 1.5]), low * [1, 1, 0] + [0, 0, 0.01],
+                                   high * [1, 1, 0] + [0, 0, 0.02], 0.05) == 1.0
+  above = views.depth_guess_success(np.array([0.0, 0.85, 1.5]), low, high, 0.05)
+  assert 0.3 < above < 0.6  # Depth along z, 25 cm deep: ~40 % within 5 cm of the middle.
+  # Looking along y, where the box is 10 cm deep, the middle is always within 5 cm (plus a sliver of slant).
+  assert views.depth_guess_success(np.array([0.0, 3.0, 0.175]), low, high, 0.05) > 0.95
+  with pytest.raises(SystemExit, match="camera 'side' is not one of"):
+    views.parse_view("side@45")
+  assert views.parse_view("corner4@45") == ("corner4", 45.0) and views.parse_view("topview") == ("topview", None)
