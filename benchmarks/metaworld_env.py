@@ -116,8 +116,8 @@ def main() -> None:
   parser.add_argument("--episodes", type=int, default=20, help="Expert episodes per task and noise level.")
   parser.add_argument("--image_px", type=int, default=96)
   parser.add_argument("--camera", default="corner4")
-  parser.add_argument("--camera_fovy", type=float, default=45.0,
-                      help="Field of view (degrees); experiments/configs/metaworld_data.py's env.camera_fovy.")
+  parser.add_argument("--camera_fovy", type=float, default=None,
+                      help="Field of view (degrees; default the camera's own), as the data config's env.camera_fovy.")
   parser.add_argument("--gen_episodes", type=int, default=2,
                       help="Train episodes per task in the generation timing (plus 1 val episode per task).")
   args = parser.parse_args()

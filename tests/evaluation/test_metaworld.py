@@ -63,7 +63,8 @@ def _run_trained_on(tmp_path, env: dict) -> str:
 
 def test_evaluating_on_another_view_than_the_training_data_is_refused(tmp_path):
   config = mw_eval.eval_config()
-  same = {"image_size": config.image_size, "camera": config.camera, "camera_fovy": config.camera_fovy}
+  config.camera_fovy = 45.0
+  same = {"image_size": config.image_size, "camera": config.camera, "camera_fovy": 45.0}
   mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "a", same))
   for key, value in (("camera_fovy", None), ("image_size", 64), ("camera", "corner2")):
     # camera_fovy None: a dataset rendered with the camera's own field of view (or written before the key).
@@ -71,6 +72,9 @@ def test_evaluating_on_another_view_than_the_training_data_is_refused(tmp_path):
                           {k: v for k, v in same.items() if k != key})
     with pytest.raises(ValueError, match=f"eval.{key}=.*env.{key}={value!r}.*--config.eval.{key}="):
       mw_eval.check_view_matches_data(config, run)
+  # The defaults (the camera's own view) match a dataset written before camera_fovy existed.
+  config.camera_fovy = None
+  mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "old", {"image_size": 96, "camera": "corner4"}))
   # Datasets that are not Meta-World's, or a run without config.json, are not checked.
   mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "tabletop", {"image_size": 64}))
   mw_eval.check_view_matches_data(config, tmp_path / "missing.json")

@@ -39,7 +39,7 @@ def eval_config(episodes_per_task: int = 50, tasks: str | Sequence[str] = "MT10"
   c.max_episode_steps = 200  # Experts succeed within ~130 steps; failures cost the full 200.
   c.image_size = 96
   c.camera = "corner4"
-  c.camera_fovy = 45.0  # Must match the data's (metaworld_data.py: config.env.camera_fovy).
+  c.camera_fovy = None  # None = the camera's own; must match the data's (metaworld_data.py: env.camera_fovy).
   c.strategy = "sync"  # Chunk execution, as `evaluate.eval_config` documents.
   c.execute_steps = 2
   c.ensemble_decay = 0.0
