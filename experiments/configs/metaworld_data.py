@@ -8,6 +8,7 @@ Needs the optional extra (`make metaworld-deps`). See vla_jax/data/metaworld_bui
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
@@ -32,7 +33,7 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   # None: the camera's own field of view (corner4: 60°). 45 magnifies the same view 1.4x (2x the
   # pixels per object, every MT10 object in frame) but did not raise MT10 success
   # (benchmarks/results/metaworld_mt10.md); evaluation must then use the same value.
-  config.env.camera_fovy = None
+  config.env.camera_fovy = config_dict.placeholder(float)
   # Every MT10 expert finishes well inside 200 steps when it succeeds (peg-insert-side is the
   # slowest, ~130); longer attempts are failures that would be dropped anyway.
   config.env.max_episode_steps = 200

@@ -191,7 +191,6 @@ def test_vector_env_in_workers_freezes_finished_episodes_and_serves_smaller_batc
     venv.close()
 
 
-
 def test_depth_ambiguity_of_one_view_is_bounded_by_the_goal_box():
   from tests.conftest import load_benchmark
 

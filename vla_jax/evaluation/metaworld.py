@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import ml_collections
+from ml_collections import config_dict
 import numpy as np
 
 from vla_jax.envs import metaworld_tasks
@@ -39,7 +40,8 @@ def eval_config(episodes_per_task: int = 50, tasks: str | Sequence[str] = "MT10"
   c.max_episode_steps = 200  # Experts succeed within ~130 steps; failures cost the full 200.
   c.image_size = 96
   c.camera = "corner4"
-  c.camera_fovy = None  # None = the camera's own; must match the data's (metaworld_data.py: env.camera_fovy).
+  # Degrees; None = the camera's own. Must match the data's (metaworld_data.py: env.camera_fovy).
+  c.camera_fovy = config_dict.placeholder(float)
   c.strategy = "sync"  # Chunk execution, as `evaluate.eval_config` documents.
   c.execute_steps = 2
   c.ensemble_decay = 0.0
