@@ -37,7 +37,7 @@ def test_closed_loop_actions_equal_the_independent_numpy_normalisation_reference
   policy.reset(prompts, None)
   for call, frame in enumerate(_frames(bundle, 3)):
     actions = policy(frame)
-    inputs = {**policy.window.inputs(policy.camera), **policy._task}
+    inputs = {**policy.window.inputs(), **policy._task}
     noise = bundle.policy.make_noise(jax.random.fold_in(jax.random.PRNGKey(4), call), 2)
     expected = reference_actions(bundle, {**inputs, **{f"noise_{k}": np.asarray(v) for k, v in noise.items()}})
     assert actions.shape == (2, bundle.model_config.action_horizon, bundle.model_config.action_dim)
@@ -56,7 +56,7 @@ def test_sessions_share_the_weights_but_not_the_episode(bundle):
   a2 = policy.new_session()
   a2.reset(["push the red block to the left"])
   np.testing.assert_array_equal(np.stack(first), np.stack([a2(f) for f in frames]))
-  assert a.window is not b.window and policy.window.images is None
+  assert a.window is not b.window and policy.window.frames is None
 
 
 def test_a_call_before_reset_is_an_error(bundle):

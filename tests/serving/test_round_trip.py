@@ -130,3 +130,14 @@ def test_onnx_backend_equals_in_process_over_an_episode(onnx_server, tiny_export
 def test_an_export_reports_the_normalisation_hash_of_its_source(onnx_server, jax_server):
   assert onnx_server.metadata["normalization"] == jax_server.metadata["normalization"]
   assert onnx_server.metadata["source"]["kind"] == "random"
+
+
+def test_a_policy_reading_two_cameras_is_refused_with_the_reason():
+  """The wire carries one frame ('image'); a two-camera policy is not served half-blind."""
+  from experiments.configs import tabletop
+  from vla_jax.serving.backends import from_random
+
+  model = tabletop.get_config("tiny").model
+  model.cameras = ("primary", "wrist")
+  with pytest.raises(ValueError, match=r"one camera frame \('image'\).*\['primary', 'wrist'\].*in process"):
+    from_random(model)

@@ -56,6 +56,12 @@ class EpisodeResult:
   interior_steps: int = 0  # ... and their count.
 
 
+def gif_frame(obs: dict[str, Any], i: int) -> np.ndarray:
+  """Env i's frame for a GIF: `image`, with every other camera (`image_<name>`) beside it."""
+  views = [obs["image"][i]] + [obs[k][i] for k in sorted(obs) if k.startswith("image_")]
+  return views[0] if len(views) == 1 else np.concatenate(views, axis=1)
+
+
 def run_episodes(
     policy: ChunkPolicy,
     seeds: Sequence[int],
@@ -133,7 +139,7 @@ def run_episodes(
       told = [info["instruction"] for info in infos]
     policy.reset(told, venv.scenes)
     keep = max(0, min(record_frames - begin, n))
-    frames = [[obs["image"][i]] for i in range(keep)]
+    frames = [[gif_frame(obs, i)] for i in range(keep)]
     delays = DelaySampler(delay, delay_distribution, seed=[int(delay_seed), int(batch_seeds[0])])
     chunks = execution_lib.ChunkExecution(name, horizon, execute_steps, ensemble_decay)
     waits, inferences = np.zeros(n, np.int64), np.zeros(n, np.int64)
@@ -161,7 +167,7 @@ def run_episodes(
       fresh = True
       for i in range(keep):
         if not was_done[i]:
-          frames[i].append(obs["image"][i])
+          frames[i].append(gif_frame(obs, i))
     for i, seed in enumerate(batch_seeds):
       results.append(EpisodeResult(
           seed=int(seed), family=venv.scenes[i].family, split=split, instruction=told[i], task_instruction=tasks[i],

@@ -54,6 +54,13 @@ class PolicyBundle:
     """The camera the simulator's (or a single-camera robot's) image feeds."""
     return str(self.model_config.cameras[0])
 
+  @property
+  def observation_keys(self) -> dict[str, str | None]:
+    """{policy input → env / robot observation key}, from the run's spec of this bundle's dataset."""
+    from vla_jax.inference.window import observation_keys
+
+    return observation_keys(self.model_config, self.run_config, self.source.get("dataset"))
+
   def num_params(self) -> int:
     return count_params(self.params)
 

@@ -37,7 +37,7 @@ class JaxPolicy:
     self.policy = bundle.policy
     self.params = jax.tree.map(jnp.asarray, bundle.params)  # On the device once, not per call.
     self.action_horizon = int(cfg.action_horizon)
-    self.camera = bundle.camera
+    self.observation_keys = bundle.observation_keys  # {policy input → observation key}
     self.seed = int(seed)
     self.rng = jax.random.PRNGKey(seed)
     self._samplers: dict[str | None, Any] = {}  # guidance → jitted sampler, shared by sessions.
@@ -58,7 +58,7 @@ class JaxPolicy:
     return self._samplers[guidance]
 
   def _fresh_state(self) -> None:
-    self.window = ObservationWindow(self.bundle.model_config.window_size)
+    self.window = ObservationWindow(self.bundle.model_config.window_size, self.observation_keys)
     self.calls = 0
     self._task: dict[str, np.ndarray] | None = None
 
@@ -83,7 +83,8 @@ class JaxPolicy:
   def __call__(self, obs: dict[str, Any], scenes=None, *,
                guidance: str | None = None, prefix: np.ndarray | None = None,
                weights: np.ndarray | None = None) -> np.ndarray:
-    """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units).
+    """obs: each camera's image uint8 [N, S, S, 3] and the state float32 [N, D], under the keys
+    `observation_keys` names (the simulators: image, state) → actions float32 [N, H, A] (env units).
 
     guidance "rtc" | "hard" | "conditioned" (real-time chunking): continue `prefix` float32 [N, H, A] (env units,
     aligned to this chunk's steps) under the soft mask `weights` float32 [N, H]
@@ -94,7 +95,7 @@ class JaxPolicy:
     self.window.push(obs)
     rng = jax.random.fold_in(self.rng, self.calls)
     self.calls += 1
-    inputs = {**self.window.inputs(self.camera), **self._task}
+    inputs = {**self.window.inputs(), **self._task}
     if guidance is not None:
       if prefix is None or weights is None:
         raise ValueError(f"JaxPolicy: guidance={guidance!r} needs prefix [N, H, A] and weights [N, H]")

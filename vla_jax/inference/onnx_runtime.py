@@ -25,7 +25,7 @@ import numpy as np
 
 from vla_jax.data import language
 from vla_jax.inference import artifacts
-from vla_jax.inference.window import ObservationWindow
+from vla_jax.inference.window import ObservationWindow, observation_keys
 
 NOISE_SOURCES = ("numpy", "jax")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
@@ -121,7 +121,7 @@ class OnnxPolicy:
       self.encoder = OnnxInstructionEncoder(export_dir, threads=threads)
     language.instruction_inputs(cfg.language, ["check"], encoder=self.encoder)  # Fails now, not mid-episode.
     self.action_horizon = int(cfg.action_horizon)
-    self.camera = str(cfg.cameras[0])
+    self.observation_keys = observation_keys(cfg, manifest.get("run_config"), manifest["source"].get("dataset"))
     self.session = ort_session(path, threads=threads, optimization=optimization)
     self.run = run_fn(self.session)
     self._session_options = {"threads": threads, "optimization": optimization}
@@ -135,7 +135,7 @@ class OnnxPolicy:
     self._fresh_state()
 
   def _fresh_state(self) -> None:
-    self.window = ObservationWindow(self.window_size)
+    self.window = ObservationWindow(self.window_size, self.observation_keys)
     self.calls = 0
     self._task: dict[str, np.ndarray] | None = None
     if self.noise_source == "jax":
@@ -184,7 +184,8 @@ class OnnxPolicy:
   def __call__(self, obs: dict[str, Any], scenes=None, *,
                guidance: str | None = None, prefix: np.ndarray | None = None,
                weights: np.ndarray | None = None) -> np.ndarray:
-    """obs: image uint8 [N, S, S, 3], state float32 [N, D] → actions float32 [N, H, A] (env units).
+    """obs: each camera's image uint8 [N, S, S, 3] and the state float32 [N, D] under `observation_keys`
+    (the simulators: image, state) → actions float32 [N, H, A] (env units).
 
     guidance "rtc" | "hard" | "conditioned": the export's real-time chunking graph (policy.<guidance>.onnx), as
     `JaxPolicy.__call__` — prefix float32 [N, H, A] env units, weights float32 [N, H].
@@ -192,7 +193,7 @@ class OnnxPolicy:
     if self._task is None:
       raise RuntimeError("OnnxPolicy: reset(instructions) before the first call")
     self.window.push(obs)
-    observation = self.window.inputs(self.camera)
+    observation = self.window.inputs()
     n = len(observation["timestep_pad_mask"])
     inputs = {**observation, **self._task, **self.noise(n)}
     self.calls += 1

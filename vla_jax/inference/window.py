@@ -3,49 +3,118 @@
 At an episode start the window is padding that repeats the first frame (mask False), exactly like
 `vla_jax.data.traj_transforms`, so a policy sees in closed loop what it saw in training. Numpy
 only: the JAX policy, the ONNX runtime and the server all keep one per robot.
+
+Which observation key feeds which policy input comes from the training data: an environment's
+observation dict uses its dataset's `steps/observation` keys (the builders write the env's
+observations), and the run's dataset spec maps the model's cameras and proprio to those keys
+(`observation_keys`). A camera the acting dataset lacks is fed zeros, as training fed it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 
-class ObservationWindow:
-  """N robots' last `window` images and proprio (env units) with the validity mask."""
+def default_observation_keys(cameras) -> dict[str, str]:
+  """The simulators' single-camera convention: `image` feeds the first camera, `image_<name>` the
+  others, `state` the proprio."""
+  cameras = [str(c) for c in cameras]
+  return {**{f"image_{c}": "image" if i == 0 else f"image_{c}" for i, c in enumerate(cameras)}, "proprio": "state"}
 
-  def __init__(self, window: int):
+
+def observation_keys(model_config: Any, run_config: Mapping[str, Any] | None = None,
+                     dataset: str | None = None) -> dict[str, str | None]:
+  """{policy input ("image_<camera>", "proprio") → observation key (None: zeros)} for acting as `dataset`.
+
+  From the run's spec of `dataset` (`run_config["data"]["datasets"][dataset]`) when there is one,
+  else the simulators' convention (`default_observation_keys`).
+  """
+  cameras = [str(c) for c in model_config["cameras"]]
+  spec = (((run_config or {}).get("data") or {}).get("datasets") or {}).get(dataset)
+  if spec is None:
+    return default_observation_keys(cameras)
+  keys: dict[str, str | None] = {f"image_{c}": spec["cameras"].get(c) for c in cameras}
+  keys["proprio"] = spec["proprio_key"]
+  if cameras and all(v is None for k, v in keys.items() if k != "proprio"):
+    raise ValueError(f"dataset {dataset!r} names none of the model's cameras {cameras} (it has "
+                     f"{sorted(spec['cameras'])}); a policy needs at least one real view")
+  return keys
+
+
+def policy_observation(policy: Any, image: np.ndarray, state: np.ndarray) -> dict[str, np.ndarray]:
+  """One robot's camera frame [S, S, 3] and state [D] as a batch of one, under the observation keys
+  the single-camera `policy` reads (the simulators': image, state; a fine-tuned OXE policy's may
+  be e.g. image_0)."""
+  keys = getattr(policy, "observation_keys", None) or {"image_primary": "image", "proprio": "state"}
+  cameras = [k for k in keys if k != "proprio"]
+  if len(cameras) != 1:
+    raise ValueError(f"one camera frame cannot feed a policy reading {cameras}")
+  return {keys[cameras[0]]: np.asarray(image)[None], keys["proprio"]: np.asarray(state, np.float32)[None]}
+
+
+class ObservationWindow:
+  """N robots' last `window` frames of every camera and proprio (env units), with the validity mask.
+
+  keys: {policy input → observation key} (`observation_keys`); a None key is a camera fed zeros.
+  """
+
+  def __init__(self, window: int, keys: Mapping[str, str | None] | None = None):
     if int(window) < 1:
       raise ValueError(f"ObservationWindow: window must be >= 1, got {window}")
     self.window = int(window)
-    self.images = self.proprio = self.valid = None
+    self.keys = dict(keys) if keys is not None else default_observation_keys(["primary"])
+    if "proprio" not in self.keys:
+      raise ValueError(f"ObservationWindow: keys {self.keys} lack 'proprio'")
+    self.frames: dict[str, np.ndarray] | None = None
+    self.valid: np.ndarray | None = None
 
   def reset(self) -> None:
-    self.images = self.proprio = self.valid = None
+    self.frames = self.valid = None
 
-  def push(self, obs: dict[str, Any]) -> None:
-    """Adds this step's image uint8 [N, S, S, 3] and state float [N, D]."""
-    image = np.asarray(obs["image"])
-    proprio = np.asarray(obs["state"], np.float32)
-    if image.ndim != 4 or proprio.ndim != 2 or len(image) != len(proprio):
-      raise ValueError(f"ObservationWindow.push: expected image [N, S, S, 3] and state [N, D], got "
-                       f"image {list(image.shape)} and state {list(proprio.shape)}")
-    if self.images is not None and len(image) != len(self.images):
-      raise ValueError(f"ObservationWindow.push: {len(image)} robots, but this episode started with "
-                       f"{len(self.images)}; reset() first")
-    if self.images is None:
-      n = len(image)
-      self.images = np.repeat(image[:, None], self.window, axis=1)
-      self.proprio = np.repeat(proprio[:, None], self.window, axis=1)
+  def _read(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """This step's inputs {input: [N, ...]} from `obs`, checked."""
+    missing = sorted({k for k in self.keys.values() if k is not None} - set(obs))
+    if missing:
+      raise KeyError(f"ObservationWindow.push: observation lacks {missing} (has {sorted(obs)}); this policy "
+                     f"reads {self.keys}")
+    proprio = np.asarray(obs[self.keys["proprio"]], np.float32)
+    if proprio.ndim != 2:
+      raise ValueError(f"ObservationWindow.push: expected {self.keys['proprio']!r} float [N, D], got {list(proprio.shape)}")
+    out = {"proprio": proprio}
+    for name, key in self.keys.items():
+      if name == "proprio" or key is None:
+        continue
+      image = np.asarray(obs[key])
+      if image.ndim != 4 or image.shape[-1] != 3 or len(image) != len(proprio):
+        raise ValueError(f"ObservationWindow.push: expected {key!r} uint8 [N, S, S, 3] for {len(proprio)} robots "
+                         f"(as {self.keys['proprio']!r}), got {list(image.shape)}")
+      out[name] = image
+    images = [v for k, v in out.items() if k != "proprio"]
+    for name, key in self.keys.items():
+      if key is None:
+        if not images:
+          raise ValueError(f"ObservationWindow: {name} has no observation key and no other camera to size it by")
+        out[name] = np.zeros_like(images[0])
+    return out
+
+  def push(self, obs: Mapping[str, Any]) -> None:
+    """Adds this step's observation: each camera's uint8 [N, S, S, 3] and proprio float [N, D]."""
+    step = self._read(obs)
+    n = len(step["proprio"])
+    if self.frames is not None and n != len(self.valid):
+      raise ValueError(f"ObservationWindow.push: {n} robots, but this episode started with "
+                       f"{len(self.valid)}; reset() first")
+    if self.frames is None:
+      self.frames = {k: np.repeat(v[:, None], self.window, axis=1) for k, v in step.items()}
       self.valid = np.zeros((n, self.window), bool)
-    self.images = np.concatenate([self.images[:, 1:], image[:, None]], axis=1)
-    self.proprio = np.concatenate([self.proprio[:, 1:], proprio[:, None]], axis=1)
-    self.valid = np.concatenate([self.valid[:, 1:], np.ones((len(image), 1), bool)], axis=1)
+    self.frames = {k: np.concatenate([self.frames[k][:, 1:], v[:, None]], axis=1) for k, v in step.items()}
+    self.valid = np.concatenate([self.valid[:, 1:], np.ones((n, 1), bool)], axis=1)
 
-  def inputs(self, camera: str) -> dict[str, np.ndarray]:
-    """The policy function's observation inputs: image_<camera> uint8 [N, T, S, S, 3], proprio
-    float32 [N, T, D] (env units), timestep_pad_mask bool [N, T]."""
-    if self.images is None:
+  def inputs(self) -> dict[str, np.ndarray]:
+    """The policy function's observation inputs: image_<camera> uint8 [N, T, S, S, 3] per camera,
+    proprio float32 [N, T, D] (env units), timestep_pad_mask bool [N, T]."""
+    if self.frames is None:
       raise RuntimeError("ObservationWindow is empty: push() an observation first")
-    return {f"image_{camera}": self.images, "proprio": self.proprio, "timestep_pad_mask": self.valid}
+    return {**self.frames, "timestep_pad_mask": self.valid}

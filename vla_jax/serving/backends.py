@@ -28,6 +28,7 @@ import numpy as np
 
 from vla_jax.data import statistics as stats_lib
 from vla_jax.inference.artifacts import policy_control_rate
+from vla_jax.inference.window import policy_observation
 from vla_jax.serving import protocol
 
 BACKENDS = ("jax", "onnxruntime")
@@ -56,6 +57,9 @@ def _spec_from_model_config(cfg, dims: dict[str, int] | None = None, guidance: t
   from the model's (a multi-embodiment model pads to the largest robot's). guidance: the real-time
   chunking modes the backend can sample."""
   dims = dims or {"proprio": int(cfg.proprio_dim), "action": int(cfg.action_dim)}
+  if len(cfg.cameras) != 1:
+    raise ValueError(f"the server's wire format carries one camera frame ('image'), but this policy reads "
+                     f"cameras {list(cfg.cameras)}; run it in process (vla_jax.inference.JaxPolicy / OnnxPolicy)")
   return protocol.PolicySpec(image_size_px=int(cfg.image_size_px), state_dim=dims["proprio"],
                              action_horizon=int(cfg.action_horizon), action_dim=dims["action"],
                              window_size=int(cfg.window_size), camera=str(cfg.cameras[0]),
@@ -165,7 +169,7 @@ class Session:
     guided = {} if request.guidance is None else {
         "guidance": request.guidance, "prefix": request.prefix_actions[None], "weights": request.prefix_weights[None]}
     try:
-      actions = self.policy({"image": request.image[None], "state": request.state[None]}, None, **guided)
+      actions = self.policy(policy_observation(self.policy, request.image, request.state), None, **guided)
       actions = protocol.check_actions(np.asarray(actions)[0], self.spec)
     except Exception:
       self.prompt = None  # The window may hold this frame already: start over next time.
@@ -181,7 +185,7 @@ class Session:
       raise RuntimeError(f"{type(self.policy).__name__} has no observe(): it cannot take observe-only requests")
     new_episode = self._begin(request, {})
     try:
-      observe({"image": request.image[None], "state": request.state[None]})
+      observe(policy_observation(self.policy, request.image, request.state))
     except Exception:
       self.prompt = None  # As in infer: the window's contents are unknown now.
       raise

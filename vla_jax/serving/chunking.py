@@ -64,6 +64,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vla_jax.inference.execution import GUIDED, align_prefix, ensemble_mean
+from vla_jax.inference.window import policy_observation
 from vla_jax.serving.client import PolicyClient
 
 logger = logging.getLogger(__name__)
@@ -207,10 +208,8 @@ class LocalSource:
   def reset(self, prompt: str) -> None:
     self.policy.reset([prompt], None)  # Learned policies ignore the simulator's scenes.
 
-  @staticmethod
-  def _batch(observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"image": np.asarray(observation["image"])[None],
-            "state": np.asarray(observation["state"], np.float32)[None]}
+  def _batch(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return policy_observation(self.policy, observation["image"], observation["state"])
 
   def observe(self, observation: dict[str, np.ndarray]) -> None:
     self.policy.observe(self._batch(observation))
