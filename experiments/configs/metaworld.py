@@ -3,6 +3,8 @@
   make metaworld                                                     # data -> train -> evaluate (MT10)
   python -m experiments.train --config experiments/configs/metaworld.py --workdir runs/metaworld
   python -m experiments.evaluate --workdir runs/metaworld --config experiments/configs/metaworld.py
+  python -m experiments.train --config experiments/configs/metaworld.py:mt10_wrist   # + the gripper camera
+  python -m experiments.train --config experiments/configs/metaworld.py:mt10_state   # state, no pixels (below)
   python -m experiments.train --config experiments/configs/metaworld.py:mt50   # all 50 tasks, CPU model
   python -m experiments.train --config experiments/configs/metaworld.py:gpu    # MT50, GPU-sized (below)
   python -m experiments.train --config experiments/configs/metaworld.py:tiny   # seconds; tests
@@ -15,6 +17,11 @@ Variants differ from the tabletop's `small` where Meta-World differs:
   * a window of 2 frames (motion is not in one frame) and 8-action chunks, 4 executed per
     inference (smoother grasping than per-step replanning, still closed loop);
   * no referent loss (no privileged referent labels in this dataset).
+
+`mt10_wrist` adds Meta-World's gripper camera ("gripperPOV", a second image tokenizer) to corner4;
+its data: `metaworld_data.py:mt10_wrist`. `mt10_state` is a diagnostic, not a pixel policy: it
+reads Meta-World's full 39-d state (object and goal positions included: perfect perception) and no
+image, so its success bounds what better perception alone could give this recipe.
 
 The `gpu` variant (MT50, `base` model, 128 px, batch 256, random-crop augmentation, bfloat16,
 100 k steps) is not run here. Expected cost, estimated from FLOPs (not measured: the training
@@ -43,29 +50,42 @@ from vla_jax.evaluation.metaworld import eval_config
 from vla_jax.models.config import minilm_language, model_config
 
 VARIANTS = ("mt10", "mt50", "gpu", "tiny")
+OBSERVATIONS = ("wrist", "state")  # Suffixes: "<variant>_wrist", "<variant>_state".
 
 
-def metaworld_spec(builder_dir: str, image_size_px: int) -> ml_collections.ConfigDict:
-  """The dataset spec of `vla_jax.data.metaworld_builder` datasets (read by the standard pipeline)."""
+def metaworld_spec(builder_dir: str, image_size_px: int, *, wrist: bool = False,
+                   proprio: str = "state") -> ml_collections.ConfigDict:
+  """The dataset spec of `vla_jax.data.metaworld_builder` datasets (read by the standard pipeline).
+
+  wrist: the data has the gripper camera (`image_wrist`); proprio: "state" (end effector + gripper,
+  4-d) or "env_state" (Meta-World's full 39-d state, goal included: the perfect-perception diagnostic).
+  """
+  cameras = {"primary": "image", **({"wrist": "image_wrist"} if wrist else {})}
   return spec.dataset_spec(
-      name="metaworld", builder_dir=builder_dir, cameras={"primary": "image"},
-      image_size_px=(image_size_px, image_size_px), proprio_key="state", proprio_dim=4,
+      name="metaworld", builder_dir=builder_dir, cameras=cameras,
+      image_size_px=(image_size_px, image_size_px), proprio_key=proprio, proprio_dim={"state": 4, "env_state": 39}[proprio],
       action_key="action", action_dim=4, action_dim_kinds=("relative",) * 3 + ("absolute",),
       language_key="language_instruction", train_split="train", val_split="val")
 
 
 def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
-  """variant: "mt10" (CPU default), "mt50" (CPU model, all tasks), "gpu" (MT50, base) or "tiny" (tests)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} of metaworld; expected one of {VARIANTS}")
+  """variant: "mt10" (CPU default), "mt50" (CPU model, all tasks), "gpu" (MT50, base) or "tiny"
+  (tests), optionally suffixed "_wrist" (+ the gripper camera) or "_state" (no pixels, full state:
+  a diagnostic), e.g. "mt10_wrist"."""
+  variant, _, observations = variant.partition("_")
+  if variant not in VARIANTS or observations not in ("", *OBSERVATIONS):
+    raise ValueError(f"unknown variant {variant + ('_' + observations if observations else '')!r} of metaworld; "
+                     f"expected one of {VARIANTS}, optionally suffixed _wrist or _state")
+  wrist, state_only = observations == "wrist", observations == "state"
   size = {"mt10": "small", "mt50": "small", "gpu": "base", "tiny": "tiny"}[variant]
   image_px = {"mt10": 96, "mt50": 96, "gpu": 128, "tiny": 64}[variant]
   dataset = {"mt10": "metaworld_mt10", "mt50": "metaworld_mt50", "gpu": "metaworld_mt50_128px",
-             "tiny": "metaworld_tiny"}[variant]
+             "tiny": "metaworld_tiny"}[variant] + ("_wrist" if wrist else "")
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  config.data = pipeline.pipeline_config([metaworld_spec(f"data/{dataset}/1.0.0", image_px)])
+  config.data = pipeline.pipeline_config([metaworld_spec(f"data/{dataset}/1.0.0", image_px, wrist=wrist,
+                                                        proprio="env_state" if state_only else "state")])
   config.data.image_size_px = (image_px, image_px)
   config.data.window = 2
   config.data.action_horizon = 8 if variant != "tiny" else 4
@@ -76,10 +96,15 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
 
   config.model = model_config(size, head="diffusion")
   config.model.image_size_px = image_px
-  config.model.proprio_dim = 4
+  config.model.proprio_dim = 39 if state_only else 4
   config.model.action_dim = 4
   if size == "small":
     cpu_quickstart_model(config.model)
+  if wrist:
+    config.model.cameras = ("primary", "wrist")
+  if state_only:
+    config.model.cameras = ()
+    config.data.cameras = ("primary",)  # The pipeline decodes one view; the model reads none.
   if variant != "tiny":
     config.data.language = "minilm"
     config.data.max_language_tokens = 32
@@ -114,6 +139,7 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   config.eval = eval_config(episodes_per_task={"tiny": 2, "mt50": 20}.get(variant, 50), tasks=tasks)
   config.eval.image_size = image_px
   config.eval.execute_steps = 4 if variant != "tiny" else 2
+  config.eval.extra_cameras = ("gripperPOV",) if wrist else ()
   if variant == "tiny":
     config.eval.num_envs = 2
     config.eval.max_episode_steps = 20

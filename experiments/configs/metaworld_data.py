@@ -2,6 +2,7 @@
 
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py         # MT10
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt50
+  python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt10_wrist  # + wrist camera
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py:tiny    # tests
 
 Needs the optional extra (`make metaworld-deps`). See vla_jax/data/metaworld_builder.py.
@@ -12,12 +13,17 @@ from ml_collections import config_dict
 
 
 def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
-  """variant: "mt10" (default), "mt50", or "tiny" (2 tasks x 2 episodes, for tests)."""
-  if variant not in ("mt10", "mt50", "tiny"):
-    raise ValueError(f"unknown variant {variant!r} of metaworld_data; expected 'mt10', 'mt50' or 'tiny'")
+  """variant: "mt10" (default), "mt50", or "tiny" (2 tasks x 2 episodes, for tests); suffixed "_wrist"
+  (e.g. "mt10_wrist") the data also has the gripper camera, as image_wrist."""
+  variants = ("mt10", "mt50", "tiny")
+  base, _, suffix = variant.partition("_")
+  if base not in variants or suffix not in ("", "wrist"):
+    raise ValueError(f"unknown variant {variant!r} of metaworld_data; expected one of {variants}, "
+                     "optionally suffixed _wrist")
+  wrist, variant = suffix == "wrist", base
   config = ml_collections.ConfigDict()
   config.builder = "metaworld"  # experiments.generate_data picks vla_jax.data.metaworld_builder.
-  config.name = f"metaworld_{variant}"  # Written to <data_dir>/<name>/1.0.0.
+  config.name = f"metaworld_{variant}" + ("_wrist" if wrist else "")  # Written to <data_dir>/<name>/1.0.0.
   config.data_dir = "data"
   config.seed = 0  # Episode seeds derive from (seed, split, task, attempt): splits never share a scene.
   config.tasks = variant.upper() if variant != "tiny" else ("reach-v3", "drawer-close-v3")
@@ -34,6 +40,9 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   # pixels per object, every MT10 object in frame) but did not raise MT10 success
   # (benchmarks/results/metaworld_mt10.md); evaluation must then use the same value.
   config.env.camera_fovy = config_dict.placeholder(float)
+  # More views stored as steps/observation/image_<name> (`envs.metaworld.CAMERA_NAMES`: "gripperPOV"
+  # is image_wrist, a camera on the gripper looking along the fingers).
+  config.env.extra_cameras = ("gripperPOV",) if wrist else ()
   # Every MT10 expert finishes well inside 200 steps when it succeeds (peg-insert-side is the
   # slowest, ~130); longer attempts are failures that would be dropped anyway.
   config.env.max_episode_steps = 200

@@ -144,6 +144,12 @@ def test_a_bad_field_of_view_is_named():
       adapter.MetaWorldEnv("reach-v3", camera_fovy=fovy)
 
 
+def test_bad_extra_cameras_are_named():
+  for extra in (("nope",), ("corner4",), ("gripperPOV", "gripperPOV")):
+    with pytest.raises(ValueError, match=r"extra_cameras=.* expected distinct cameras"):
+      adapter.MetaWorldEnv("reach-v3", camera="corner4", extra_cameras=extra)
+
+
 @pytest.mark.slow
 def test_a_narrower_field_of_view_magnifies_the_same_view():
   # 60° -> 45°: tan(30°) / tan(22.5°) = 1.39x in each direction, ~1.9x the area of any object.
@@ -170,10 +176,14 @@ print(json.dumps(out))
 
 @pytest.mark.slow
 def test_vector_env_in_workers_freezes_finished_episodes_and_serves_smaller_batches():
-  venv = adapter.VectorMetaWorldEnv(3, "reach-v3", num_workers=2, image_size=64, max_episode_steps=5)
+  venv = adapter.VectorMetaWorldEnv(3, "reach-v3", num_workers=2, image_size=64, max_episode_steps=5,
+                                    extra_cameras=("gripperPOV",))
   try:
     obs, infos = venv.reset([1, 2, 3])
-    assert obs["image"].shape == (3, 64, 64, 3) and obs["state"].shape == (3, 4)
+    assert obs["image"].shape == obs["image_wrist"].shape == (3, 64, 64, 3) and obs["state"].shape == (3, 4)
+    # The full state: proprio first, the goal (differing per scene) last.
+    assert obs["env_state"].shape == (3, 39) and np.array_equal(obs["env_state"][:, :4], obs["state"])
+    assert len({tuple(g) for g in obs["env_state"][:, -3:].round(4)}) == 3
     assert [i["instruction"] for i in infos] == [metaworld_tasks.instruction("reach-v3", "train", s) for s in (1, 2, 3)]
     for _ in range(7):
       obs, reward, terminated, truncated, _ = venv.step(np.zeros((3, 4), np.float32))

@@ -17,11 +17,12 @@ pytest.importorskip("metaworld", reason="Meta-World is an optional extra: make m
 
 @pytest.fixture(scope="module")
 def tiny_metaworld_dir(tmp_path_factory) -> Path:
-  """2 tasks x (2 train + 1 val) successful expert episodes at 64x64, written with 2 worker processes."""
+  """2 tasks x (2 train + 1 val) successful expert episodes at 64x64 from corner4 and the gripper
+  camera, written with 2 worker processes."""
   from experiments.configs import metaworld_data
   from vla_jax.data import metaworld_builder
 
-  config = metaworld_data.get_config("tiny")
+  config = metaworld_data.get_config("tiny_wrist")
   config.data_dir = str(tmp_path_factory.mktemp("metaworld_data"))
   return metaworld_builder.write_dataset(config, progress=False)
 
@@ -37,37 +38,54 @@ def test_builder_writes_successful_demos_of_each_task_in_the_rlds_schema(tiny_me
   assert summary["splits"]["train"]["success_rate"] == 1.0
   assert set(summary["splits"]["train"]["example_instructions"]) <= {
       p for t in ("reach-v3", "drawer-close-v3") for p in metaworld_tasks.instructions(t, "train")}
+  import tensorflow_datasets as tfds
+
+  builder = tfds.builder_from_directory(str(tiny_metaworld_dir))
+  episode = next(iter(tfds.as_numpy(builder.as_dataset(split="train").take(1))))
+  obs = {k: np.stack([s["observation"][k] for s in episode["steps"]]) for k in ("image", "image_wrist", "state",
+                                                                                 "env_state")}
+  assert obs["image_wrist"].shape == obs["image"].shape and obs["env_state"].shape[1:] == (39,)
+  assert not np.array_equal(obs["image_wrist"], obs["image"])  # Another view, not a copy.
+  # The full state starts with the proprio (hand xyz, gripper) and holds the goal in its last 3 entries.
+  np.testing.assert_array_equal(obs["env_state"][:, :4], obs["state"])
+  assert np.ptp(obs["env_state"][:, -3:], axis=0).max() < 1e-6 and np.abs(obs["env_state"][0, -3:]).max() > 0.05
 
 
 @pytest.mark.slow
-def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir):
+@pytest.mark.parametrize("variant, cameras, proprio_dim",
+                         [("tiny", ["primary"], 4), ("tiny_wrist", ["primary", "wrist"], 4), ("tiny_state", [], 39)])
+def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cameras, proprio_dim):
   from experiments.configs import metaworld
   from vla_jax.data import pipeline
 
-  config = metaworld.get_config("tiny")
+  config = metaworld.get_config(variant)
+  assert list(config.model.cameras) == cameras and config.model.proprio_dim == proprio_dim
   config.data.datasets.metaworld.builder_dir = str(tiny_metaworld_dir)
-  config.data.statistics_dir = str(tiny_metaworld_dir.parent / "stats")
+  config.data.statistics_dir = str(tiny_metaworld_dir.parent / f"stats_{variant}")
   config.data.batch_size = b = 4
   batch = next(iter(pipeline.make_train_iterator(config.data, process_index=0, process_count=1)))
   t, h = config.data.window, config.data.action_horizon
-  assert batch["observation"]["image_primary"].shape == (b, t, 64, 64, 3)
-  assert batch["observation"]["proprio"].shape == (b, t, 4)
+  for camera in cameras:
+    assert batch["observation"][f"image_{camera}"].shape == (b, t, 64, 64, 3)
+  assert batch["observation"]["proprio"].shape == (b, t, proprio_dim)
   assert batch["action"].shape[0] == b and batch["action"].shape[-2:] == (h, 4)
   # "bounds" normalisation: every action dimension within [-1, 1], and not all zero.
   assert np.abs(batch["action"]).max() <= 1.0 + 1e-5 and np.abs(batch["action"]).max() > 0.1
 
 
 @pytest.mark.slow
-def test_generate_train_evaluate_end_to_end_on_the_tiny_config(tiny_metaworld_dir, tmp_path):
-  """`make metaworld`'s three commands on the tiny config: the evaluation writes its artifacts."""
+@pytest.mark.parametrize("variant, views", [("tiny", 1), ("tiny_wrist", 2), ("tiny_state", 1)])
+def test_generate_train_evaluate_end_to_end_on_the_tiny_config(tiny_metaworld_dir, tmp_path, variant, views):
+  """`make metaworld`'s three commands on the tiny configs (one camera, + the gripper camera, state
+  only): the evaluation writes its artifacts; a two-camera GIF shows both views side by side."""
+  config = f"experiments/configs/metaworld.py:{variant}"
   data_flag = f"--config.data.datasets.metaworld.builder_dir={tiny_metaworld_dir}"
-  train = subprocess.run([sys.executable, "-m", "experiments.train", "--config", "experiments/configs/metaworld.py:tiny",
+  train = subprocess.run([sys.executable, "-m", "experiments.train", "--config", config,
                           data_flag, "--workdir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
                          timeout=900)
   assert train.returncode == 0, train.stderr[-3000:]
   evaluate = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", str(tmp_path / "run"),
-                             "--config", "experiments/configs/metaworld.py:tiny"], cwd=REPO, capture_output=True,
-                            text=True, timeout=900)
+                             "--config", config], cwd=REPO, capture_output=True, text=True, timeout=900)
   assert evaluate.returncode == 0, evaluate.stderr[-3000:]
   out = tmp_path / "run" / "eval" / "step_20"
   summary = json.loads((out / "summary.json").read_text())
@@ -77,4 +95,9 @@ def test_generate_train_evaluate_end_to_end_on_the_tiny_config(tiny_metaworld_di
     assert set(cond["families"]) == {"reach-v3", "drawer-close-v3"} and set(cond["groups"]) == {"easy"}
     assert cond["overall"]["episodes"] == 4
   assert "| reach-v3 | easy |" in (out / "results.md").read_text()
-  assert sorted(p.name.split("_")[0] for p in (out / "videos").glob("*.gif")) == ["seen", "seen"]
+  gifs = sorted((out / "videos").glob("*.gif"))
+  assert [p.name.split("_")[0] for p in gifs] == ["seen", "seen"]
+  from PIL import Image
+
+  with Image.open(gifs[0]) as gif:
+    assert gif.size[0] == views * 64 * 4  # `save_gif` scales the 64-px frames 4x.

@@ -51,13 +51,15 @@ def test_the_experts_through_the_harness_succeed_and_conditions_change_only_the_
   assert np.mean([e["length"] for e in summary["episodes"]]) < config.max_episode_steps
 
 
-def _run_trained_on(tmp_path, env: dict) -> str:
-  """A run's config.json whose one dataset was generated with generation_config.env = `env`."""
+def _run_trained_on(tmp_path, env: dict, cameras=("primary",)) -> str:
+  """A run's config.json (a model reading `cameras`) whose one dataset was generated with
+  generation_config.env = `env`."""
   data = tmp_path / "data" / "metaworld_mt10" / "1.0.0"
   data.mkdir(parents=True)
   (data / "metadata.json").write_text(json.dumps({"generation_config": {"env": env}}))
   run = tmp_path / "config.json"
-  run.write_text(json.dumps({"data": {"datasets": {"metaworld": {"builder_dir": str(data)}}}}))
+  run.write_text(json.dumps({"model": {"cameras": list(cameras)},
+                             "data": {"datasets": {"metaworld": {"builder_dir": str(data)}}}}))
   return str(run)
 
 
@@ -78,3 +80,17 @@ def test_evaluating_on_another_view_than_the_training_data_is_refused(tmp_path):
   # Datasets that are not Meta-World's, or a run without config.json, are not checked.
   mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "tabletop", {"image_size": 64}))
   mw_eval.check_view_matches_data(config, tmp_path / "missing.json")
+
+
+def test_extra_views_are_checked_for_the_policies_that_read_them(tmp_path):
+  config = mw_eval.eval_config()
+  view = {"image_size": config.image_size, "camera": config.camera, "extra_cameras": ["gripperPOV"]}
+  two, one, none = ("primary", "wrist"), ("primary",), ()
+  with pytest.raises(ValueError, match=r"eval.extra_cameras=\(\).*\['gripperPOV'\].*--config.eval.extra_cameras="):
+    mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "two", view, two))
+  config.extra_cameras = ("gripperPOV",)
+  mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "two_ok", view, two))
+  config.extra_cameras = ()
+  # A one-camera policy may come from data with more views; a state-only policy reads none at all.
+  mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "one", view, one))
+  mw_eval.check_view_matches_data(config, _run_trained_on(tmp_path / "none", {**view, "image_size": 64}, none))

@@ -6,7 +6,10 @@ observation and a "hold still" action), atomic writes, `tabletop_builder.load_su
 `config_differences` work on it. Each episode:
 
   steps/observation/image        uint8 [S, S, 3]  PNG, the upright `camera` view (`envs.metaworld`)
+  steps/observation/image_<name> uint8 [S, S, 3]  PNG, one per `env.extra_cameras` (e.g. image_wrist)
   steps/observation/state        float32 [4]      end-effector x, y, z (m) and gripper opening (0..1)
+  steps/observation/env_state    float32 [39]     Meta-World's full state with the goal (state-based
+                                                  policies, perfect-perception diagnostics)
   steps/action                   float32 [4]      the expert's dx, dy, dz, grip effort, clipped to [-1, 1]
   steps/language_instruction     string           a training phrasing of the task (`metaworld_tasks`)
   steps/reward, discount, is_first, is_last, is_terminal
@@ -36,10 +39,11 @@ import tqdm
 
 from vla_jax.data import rlds, rlds_writer, worker_pool
 from vla_jax.envs import metaworld_tasks
+# Constants only: the module imports MuJoCo when an env is made, which happens in the workers.
+from vla_jax.envs.metaworld import ACTION_DIM, CAMERA_NAMES, ENV_STATE_DIM, STATE_DIM
 
 VERSION = "1.0.0"
 SPLIT_INDEX = {"train": 0, "val": 1}
-ACTION_DIM = STATE_DIM = 4  # As vla_jax.envs.metaworld (not imported here: MuJoCo loads only in workers).
 
 
 def episode_seed(seed: int, split: str, task: str, index: int) -> int:
@@ -53,6 +57,8 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
   rng = np.random.default_rng(seed)
   obs, info = env.reset(seed, {"phrasing": index})
   images, states, actions, rewards = [obs["image"]], [obs["state"]], [], []
+  extra_keys = [k for k in obs if k.startswith("image_")] + ["env_state"]
+  extra = {k: [obs[k]] for k in extra_keys}
   success = False
   while True:
     label = np.clip(env.expert_action(), -1.0, 1.0)
@@ -63,11 +69,13 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
     rewards.append(float(terminated))  # Sparse: 1 on the transition that succeeds (Meta-World's is shaped).
     images.append(obs["image"])
     states.append(obs["state"])
+    for k in extra_keys:
+      extra[k].append(obs[k])
     if terminated or truncated:
       success = bool(terminated)
       break
   steps = rlds.episode_steps(images, states, actions, rewards, np.array([0.0, 0.0, 0.0, actions[-1][3]], np.float32),
-                             info["instruction"], success)
+                             info["instruction"], success, extra_observations=extra)
   metadata = {"task_family": env.task, "difficulty": metaworld_tasks.difficulty(env.task), "split": split,
               "seed": seed, "episode_index": index, "success": success}
   return {"steps": steps, "episode_metadata": metadata}
@@ -125,11 +133,16 @@ def generate_episodes(config: ml_collections.ConfigDict, split: str, progress: b
       bar.set_postfix(attempts=sum(attempts.values()))
 
 
-def features(image_size: int) -> tfds.features.FeaturesDict:
+def features(image_size: int, extra_cameras: tuple[str, ...] = ()) -> tfds.features.FeaturesDict:
+  image = lambda doc: tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8, encoding_format="png",
+                                          doc=doc)
   steps = rlds.step_features(
-      images={"image": tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8, encoding_format="png",
-                                           doc="RGB camera (vla_jax.envs.metaworld), upright.")},
+      images={"image": image("RGB of the primary camera (vla_jax.envs.metaworld), upright."),
+              **{f"image_{CAMERA_NAMES[c]}": image(f"RGB of Meta-World's {c!r} camera, upright.") for c in extra_cameras}},
       state_key="state", state_dim=STATE_DIM,
+      extra_observations={"env_state": tfds.features.Tensor(
+          shape=(ENV_STATE_DIM,), dtype=np.float32,
+          doc="Meta-World's 39-d state observation, goal included (never a pixel policy's input).")},
       action=tfds.features.Tensor(shape=(ACTION_DIM,), dtype=np.float32,
                                   doc="dx, dy, dz in [-1, 1] (x 1 cm mocap motion); grip effort in [-1, 1], +1 = close."),
       docs={"state": "end-effector x, y, z (m, world frame), gripper opening (0 closed .. 1 open)"})
@@ -158,7 +171,7 @@ class MetaWorld(rlds_writer.GeneratedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__.split("\n\n")[0], features=features(self.gen_config.env.image_size),
+        builder=self, description=__doc__.split("\n\n")[0], features=features(self.gen_config.env.image_size, tuple(self.gen_config.env.extra_cameras)),
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(generation_config=self.gen_config.to_dict()),
     )
@@ -190,6 +203,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   metaworld.import_metaworld()  # Fails here, once, if Meta-World or a GL backend is missing.
   if config.env.camera not in metaworld.CAMERAS:
     raise ValueError(f"config.env.camera={config.env.camera!r} is not valid; expected one of {metaworld.CAMERAS}")
+  extra = tuple(config.env.extra_cameras)
+  if any(c not in metaworld.CAMERAS or c == config.env.camera for c in extra) or len(set(extra)) != len(extra):
+    raise ValueError(f"config.env.extra_cameras={extra!r} is not valid; expected distinct cameras from "
+                     f"{metaworld.CAMERAS} other than config.env.camera={config.env.camera!r}")
 
 
 def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, progress: bool = True) -> Path:

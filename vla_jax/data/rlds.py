@@ -14,21 +14,28 @@ import numpy as np
 
 
 def episode_steps(images: Sequence[np.ndarray], states: Sequence[np.ndarray], actions: Sequence[np.ndarray],
-                  rewards: Sequence[float], hold: np.ndarray, instruction: str, success: bool) -> dict[str, Any]:
+                  rewards: Sequence[float], hold: np.ndarray, instruction: str, success: bool,
+                  extra_observations: Mapping[str, Sequence[np.ndarray]] | None = None) -> dict[str, Any]:
   """The `steps` of one episode (numpy) in this schema's step convention.
 
   images / states: the T + 1 observations o_0 … o_T; actions / rewards: the T transitions. Step t
   holds o_t, a_t and r_t; the last step holds o_T with the `hold` action ("keep still"), reward 0,
   `is_last`, and — when the task was solved — `is_terminal` with discount 0.
+  extra_observations: more observation keys (other cameras, a full env state), T + 1 entries each.
   """
   n = len(images)
   if len(states) != n or len(actions) != n - 1 or len(rewards) != n - 1:
     raise ValueError(f"episode_steps: {n} images need {n} states and {n - 1} actions and rewards; got "
                      f"{len(states)}, {len(actions)}, {len(rewards)}")
+  extra = dict(extra_observations or {})
+  for key, values in extra.items():
+    if len(values) != n:
+      raise ValueError(f"episode_steps: observation {key!r} has {len(values)} entries; expected {n} (one per image)")
   is_last = np.arange(n) == n - 1
   is_terminal = is_last & bool(success)
   return {
-      "observation": {"image": np.stack(images), "state": np.stack(states).astype(np.float32)},
+      "observation": {"image": np.stack(images), "state": np.stack(states).astype(np.float32),
+                      **{key: np.stack(values) for key, values in extra.items()}},
       "action": np.stack([*actions, hold]).astype(np.float32),
       "language_instruction": [instruction] * n,
       "reward": np.asarray([*rewards, 0.0], np.float32),
@@ -41,7 +48,8 @@ def episode_steps(images: Sequence[np.ndarray], states: Sequence[np.ndarray], ac
 
 def step_features(*, images: Mapping[str, Any], state_key: str, state_dim: int,
                   action: Any, language: bool = True, num_referents: int = 0,
-                  num_attribute_objects: int = 0, docs: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  num_attribute_objects: int = 0, docs: Mapping[str, str] | None = None,
+                  extra_observations: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The `steps` feature dict (wrap it in `tfds.features.Dataset`).
 
   Args:
@@ -55,6 +63,7 @@ def step_features(*, images: Mapping[str, Any], state_key: str, state_dim: int,
       valid [2, M]}`: the objects sharing the target's colour (row 0) and shape (row 1).
     docs: optional documentation per feature: "state", "referents", "referents/position",
       "referents/valid", "referents/attributes".
+    extra_observations: more observation features (e.g. a full env state vector), key → feature.
   """
   import tensorflow_datasets as tfds  # Local: writing episodes (above) needs no TFDS.
 
@@ -63,6 +72,7 @@ def step_features(*, images: Mapping[str, Any], state_key: str, state_dim: int,
       "observation": tfds.features.FeaturesDict({
           **images,
           state_key: tfds.features.Tensor(shape=(state_dim,), dtype=np.float32, doc=docs.get("state")),
+          **(extra_observations or {}),
       }),
       "action": action,
   }

@@ -7,8 +7,13 @@ Observations:
                                  objects), rendered upright (Meta-World's corner cameras are mounted
                                  upside down; see `UPSIDE_DOWN_CAMERAS`); `camera_fovy` (degrees) narrows the
                                  camera's field of view from the same pose (corner4: 60)
+  image_<name> uint8 [S, S, 3]   one more view per `extra_cameras` entry, named by `CAMERA_NAMES`
+                                 (e.g. "gripperPOV" -> image_wrist, a camera on the gripper)
   state        float32 [4]       end-effector x, y, z (m, world frame) and the gripper opening
                                  (0 closed .. 1 open, Meta-World's own normalisation)
+  env_state    float32 [39]      Meta-World's full state observation, goal included (for state-based
+                                 baselines and "perfect perception" diagnostics; pixel policies never
+                                 read it)
   instruction  str               one of the task's phrasings (`metaworld_tasks`)
 Actions float32 [4]: dx, dy, dz in [-1, 1] (x 1 cm of mocap motion per step) and grip effort in
 [-1, 1] (+1 close). Success is Meta-World's `info["success"]`; an episode terminates on it (the
@@ -48,6 +53,10 @@ ACTION_NAMES = ("dx", "dy", "dz", "grip_effort")
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 # Cameras whose image y axis points down in the world (Meta-World's xyz_base.xml): rotated 180°.
 UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
+# Observation / dataset key suffix of each camera (lower_snake_case, as dataset specs require).
+CAMERA_NAMES = {"corner": "corner", "corner2": "corner2", "corner3": "corner3", "corner4": "corner4",
+                "topview": "topview", "behindGripper": "behind_gripper", "gripperPOV": "wrist"}
+ENV_STATE_DIM = 39
 MAX_PATH_LENGTH = 500  # Meta-World refuses to step past this.
 
 # MUJOCO_GL value -> (shared libraries, any one of which provides it; what to install on Debian/Ubuntu).
@@ -146,10 +155,15 @@ class MetaWorldEnv:
   """One Meta-World task with pixel, proprio and language observations (see the module docstring)."""
 
   def __init__(self, task: str, *, image_size: int = 96, camera: str = "corner4", max_episode_steps: int = 200,
-               split: str = "train", camera_fovy: float | None = None):
+               split: str = "train", camera_fovy: float | None = None, extra_cameras: Sequence[str] = ()):
     metaworld_tasks.resolve_tasks([task])
     if camera not in CAMERAS:
       raise ValueError(f"camera={camera!r} is not valid; expected one of {CAMERAS}")
+    extra_cameras = (extra_cameras,) if isinstance(extra_cameras, str) else tuple(extra_cameras)
+    for extra in extra_cameras:
+      if extra not in CAMERAS or extra == camera or extra_cameras.count(extra) > 1:
+        raise ValueError(f"extra_cameras={extra_cameras!r} is not valid; expected distinct cameras from "
+                         f"{CAMERAS} other than camera={camera!r}")
     if camera_fovy is not None and not (isinstance(camera_fovy, (int, float)) and 5 <= camera_fovy <= 120):
       raise ValueError(f"camera_fovy={camera_fovy!r} is not valid; expected None (the camera's own) or "
                        "degrees in [5, 120]")
@@ -167,6 +181,7 @@ class MetaWorldEnv:
     import mujoco
 
     self.task, self.camera, self.split = task, camera, split
+    self.extra_cameras = extra_cameras
     self.image_size, self.max_episode_steps = int(image_size), int(max_episode_steps)
     env = metaworld.env_dict.ALL_V3_ENVIRONMENTS[task]()
     # What `_create_observable_goal_envs` does, minus its frozen goal: a fresh, seeded draw per reset.
@@ -198,20 +213,25 @@ class MetaWorldEnv:
   def scene(self) -> MetaWorldScene:
     return MetaWorldScene(self.task, self.raw_obs.copy())
 
-  def render(self, segmentation: bool = False) -> np.ndarray:
-    """uint8 [S, S, 3] RGB, or with `segmentation` int32 [S, S, 2] (MuJoCo object id, type), upright."""
+  def render(self, segmentation: bool = False, camera: str | None = None) -> np.ndarray:
+    """uint8 [S, S, 3] RGB, or with `segmentation` int32 [S, S, 2] (MuJoCo object id, type), upright,
+    from `camera` (default: the env's primary camera)."""
+    camera = camera or self.camera
     if segmentation:
       self.renderer.enable_segmentation_rendering()
     try:
-      self.renderer.update_scene(self.env.data, camera=self.camera)
-      return upright(self.renderer.render(), self.camera)
+      self.renderer.update_scene(self.env.data, camera=camera)
+      return upright(self.renderer.render(), camera)
     finally:
       if segmentation:
         self.renderer.disable_segmentation_rendering()
 
   def observation(self) -> dict[str, Any]:
-    return {"image": self.render(), "state": self.raw_obs[:STATE_DIM].astype(np.float32),
-            "instruction": self.instruction}
+    obs = {"image": self.render(), "state": self.raw_obs[:STATE_DIM].astype(np.float32),
+           "env_state": self.raw_obs.astype(np.float32), "instruction": self.instruction}
+    for extra in self.extra_cameras:
+      obs[f"image_{CAMERA_NAMES[extra]}"] = self.render(camera=extra)
+    return obs
 
   def reset(self, seed: int, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A new scene drawn from `seed`. options: {"instruction": text} tells the policy `text` instead
@@ -332,7 +352,8 @@ class _RemoteShard:
 class VectorMetaWorldEnv(FrozenWhenDoneBatch):
   """N `MetaWorldEnv`s stepped together, frozen once done (no auto-reset), like `VectorTabletopEnv`.
 
-  Observations: image uint8 [N, S, S, 3], state float32 [N, 4], instruction list of N str.
+  Observations: those of `MetaWorldEnv` stacked to [N, ...] (image uint8 [N, S, S, 3], state float32
+  [N, 4], env_state float32 [N, 39], image_<name> per extra camera), instruction a list of N str.
   `tasks`: one task name for all envs, or one per env.
 
   num_workers: 0 steps the envs in this process; W > 0 splits them over W spawned processes,

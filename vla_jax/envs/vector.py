@@ -65,11 +65,9 @@ class FrozenWhenDoneBatch:
 
   @staticmethod
   def _stack(obs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "image": np.stack([o["image"] for o in obs]),
-        "state": np.stack([o["state"] for o in obs]),
-        "instruction": [o["instruction"] for o in obs],
-    }
+    """Every array observation (images, state, ...) stacked to [N, ...]; instructions as a list."""
+    return {key: [o[key] for o in obs] if key == "instruction" else np.stack([o[key] for o in obs])
+            for key in obs[0]}
 
 
 def seed_list(seeds: int | Sequence[int], num_envs: int) -> list[int]:

@@ -42,6 +42,7 @@ def eval_config(episodes_per_task: int = 50, tasks: str | Sequence[str] = "MT10"
   c.camera = "corner4"
   # Degrees; None = the camera's own. Must match the data's (metaworld_data.py: env.camera_fovy).
   c.camera_fovy = config_dict.placeholder(float)
+  c.extra_cameras = ()  # More views (e.g. ("gripperPOV",)); must match the data's env.extra_cameras.
   c.strategy = "sync"  # Chunk execution, as `evaluate.eval_config` documents.
   c.execute_steps = 2
   c.ensemble_decay = 0.0
@@ -53,7 +54,13 @@ def eval_config(episodes_per_task: int = 50, tasks: str | Sequence[str] = "MT10"
   return c
 
 
-VIEW_KEYS = ("image_size", "camera", "camera_fovy")  # Eval keys that must equal the data's `env` keys.
+# Eval keys that must equal the data's `env` keys.
+VIEW_KEYS = ("image_size", "camera", "camera_fovy", "extra_cameras")
+
+
+def _view_value(key: str, value: Any) -> Any:
+  """Comparable form: camera lists as tuples (JSON stores lists), absent extra cameras as none."""
+  return tuple(value or ()) if key == "extra_cameras" else value
 
 
 def check_view_matches_data(config: ml_collections.ConfigDict, run_config_path: str | Path) -> None:
@@ -61,24 +68,31 @@ def check_view_matches_data(config: ml_collections.ConfigDict, run_config_path: 
 
   run_config_path: the run's config.json (training saves it); its datasets' generation configs
   (`<builder_dir>/metadata.json`) say what the policy saw. Datasets that are missing, or not
-  Meta-World's (no `env.camera`), are not checked. An older dataset without `camera_fovy` had the
-  camera's own field of view (None).
+  Meta-World's (no `env.camera`), are not checked; nor are the views of a policy that reads none, or
+  the extra views of a one-camera policy. An older dataset without `camera_fovy` had the camera's own
+  field of view (None), one without `extra_cameras` no more views.
   """
   path = Path(run_config_path)
   if not path.exists():
     return
-  for spec in json.loads(path.read_text())["data"]["datasets"].values():
+  run = json.loads(path.read_text())
+  cameras = (run.get("model") or {}).get("cameras", ["primary"])
+  if not cameras:
+    return  # A state-only policy reads no view.
+  # Extra views matter to a policy that reads them (a one-camera policy may come from data with more).
+  keys = VIEW_KEYS if len(cameras) > 1 else tuple(k for k in VIEW_KEYS if k != "extra_cameras")
+  for spec in run["data"]["datasets"].values():
     metadata = Path(spec["builder_dir"]) / "metadata.json"
     if not metadata.exists():
       continue
     env = json.loads(metadata.read_text()).get("generation_config", {}).get("env", {})
     if "camera" not in env:
       continue
-    for key in VIEW_KEYS:
-      if env.get(key) != config.get(key):
+    for key in keys:
+      if _view_value(key, env.get(key)) != _view_value(key, config.get(key)):
         raise ValueError(f"eval.{key}={config.get(key)!r}, but the policy was trained on {metadata.parent} "
                          f"rendered with env.{key}={env.get(key)!r} ({metadata}); evaluate with "
-                         f"--config.eval.{key}={env.get(key)!r} or regenerate the data")
+                         f"--config.eval.{key}=\"{_view_value(key, env.get(key))!r}\" or regenerate the data")
 
 
 class ExpertPolicy:
@@ -122,7 +136,7 @@ class _EnvPool:
       self.envs[task] = VectorMetaWorldEnv(
           size, task, num_workers=self.config.num_workers, image_size=self.config.image_size,
           camera=self.config.camera, camera_fovy=self.config.get("camera_fovy"),
-          max_episode_steps=self.config.max_episode_steps)
+          extra_cameras=tuple(self.config.get("extra_cameras", ())), max_episode_steps=self.config.max_episode_steps)
     venv = self.envs[task]
     if n > venv.capacity:
       raise ValueError(f"a batch of {n} episodes for a vector env of {venv.capacity}")
