@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vla_jax.inference.window import observation_keys
 from vla_jax.models.policy import Policy, count_params
 
 Params = Any
@@ -57,8 +58,6 @@ class PolicyBundle:
   @property
   def observation_keys(self) -> dict[str, str | None]:
     """{policy input → env / robot observation key}, from the run's spec of this bundle's dataset."""
-    from vla_jax.inference.window import observation_keys
-
     return observation_keys(self.model_config, self.run_config, self.source.get("dataset"))
 
   def num_params(self) -> int:
