@@ -16,7 +16,9 @@ Variants differ from the tabletop's `small` where Meta-World differs:
     2, 2, 1) then TokenLearner keeps the token count (8 per frame) of the 64 px tabletop;
   * a window of 2 frames (motion is not in one frame) and 8-action chunks, 4 executed per
     inference (smoother grasping than per-step replanning, still closed loop);
-  * no referent loss (no privileged referent labels in this dataset).
+  * no referent loss by default. The data carries the labels (the task's object and goal projected
+    into corner4, `MetaWorldEnv.referents`); `--config.data.num_referents=2
+    --config.model.referent_loss.weight=1.0` trains two learned tokens to find them (not yet measured).
 
 `mt10_wrist` adds Meta-World's gripper camera ("gripperPOV", a second image tokenizer) to corner4;
 its data: `metaworld_data.py:mt10_wrist`. `mt10_state` is a diagnostic, not a pixel policy: it
@@ -62,7 +64,7 @@ def metaworld_spec(builder_dir: str, image_size_px: int, *, wrist: bool = False,
   """
   cameras = {"primary": "image", **({"wrist": "image_wrist"} if wrist else {})}
   return spec.dataset_spec(
-      name="metaworld", builder_dir=builder_dir, cameras=cameras,
+      name="metaworld", builder_dir=builder_dir, cameras=cameras, referents_key="referents",
       image_size_px=(image_size_px, image_size_px), proprio_key=proprio, proprio_dim={"state": 4, "env_state": 39}[proprio],
       action_key="action", action_dim=4, action_dim_kinds=("relative",) * 3 + ("absolute",),
       language_key="language_instruction", train_split="train", val_split="val")

@@ -175,6 +175,43 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
+def test_referents_are_projected_where_the_renderer_draws_them():
+  # Independent of the pinhole maths: the puck's segmentation centroid in the rendered frame.
+  result = run_python("""
+import json
+import numpy as np
+from vla_jax.envs.metaworld import MetaWorldEnv  # Before mujoco: it sets MUJOCO_GL.
+import mujoco
+
+out = []
+for camera, fovy in (("corner4", None), ("corner4", 45.0), ("corner2", None)):
+  env = MetaWorldEnv("push-v3", image_size=96, camera=camera, camera_fovy=fovy)
+  for seed in (1, 2):
+    env.reset(seed)
+    for _ in range(20):
+      env.step(env.expert_action())
+    seg = env.render(segmentation=True)
+    m = env.env.model
+    puck = {g for g in range(m.ngeom) if mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, m.geom_bodyid[g]) == "obj"}
+    ys, xs = np.nonzero((seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM) & np.isin(seg[..., 0], list(puck)))
+    ref = env.referents()
+    behind = env.project(2 * env.env.data.cam_xpos[m.camera(camera).id] - env.env.data.body("obj").xpos)[1]
+    out.append({"label": (ref["position"][0] * 96).tolist(), "centroid": [xs.mean() + 0.5, ys.mean() + 0.5],
+                "valid": ref["valid"].tolist(), "behind_in_view": bool(behind[0])})
+  env.close()
+reach = MetaWorldEnv("reach-v3", image_size=64)
+reach.reset(0)
+print(json.dumps({"push": out, "reach_valid": reach.referents()["valid"].tolist()}))
+""")
+  assert result.returncode == 0, result.stderr[-2000:]
+  out = json.loads(result.stdout.splitlines()[-1])
+  for case in out["push"]:
+    assert case["valid"] == [True, True] and not case["behind_in_view"], case
+    assert np.abs(np.subtract(case["label"], case["centroid"])).max() < 1.0, case  # Within a pixel at 96 px.
+  assert out["reach_valid"] == [False, True]  # Reach has no object to act on; its goal is labelled.
+
+
+@pytest.mark.slow
 def test_vector_env_in_workers_freezes_finished_episodes_and_serves_smaller_batches():
   venv = adapter.VectorMetaWorldEnv(3, "reach-v3", num_workers=2, image_size=64, max_episode_steps=5,
                                     extra_cameras=("gripperPOV",))

@@ -49,6 +49,9 @@ def test_builder_writes_successful_demos_of_each_task_in_the_rlds_schema(tiny_me
   # The full state starts with the proprio (hand xyz, gripper) and holds the goal in its last 3 entries.
   np.testing.assert_array_equal(obs["env_state"][:, :4], obs["state"])
   assert np.ptp(obs["env_state"][:, -3:], axis=0).max() < 1e-6 and np.abs(obs["env_state"][0, -3:]).max() > 0.05
+  referents = {k: np.stack([s["referents"][k] for s in episode["steps"]]) for k in ("position", "valid")}
+  assert referents["position"].shape == (len(obs["state"]), 2, 2) and referents["valid"].shape == (len(obs["state"]), 2)
+  assert referents["valid"][:, 1].all() and (referents["position"] >= 0).all() and (referents["position"] <= 1).all()
 
 
 @pytest.mark.slow
@@ -62,12 +65,14 @@ def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cam
   assert list(config.model.cameras) == cameras and config.model.proprio_dim == proprio_dim
   config.data.datasets.metaworld.builder_dir = str(tiny_metaworld_dir)
   config.data.statistics_dir = str(tiny_metaworld_dir.parent / f"stats_{variant}")
+  config.data.num_referents = 2  # The object and goal labels (for the referent loss).
   config.data.batch_size = b = 4
   batch = next(iter(pipeline.make_train_iterator(config.data, process_index=0, process_count=1)))
   t, h = config.data.window, config.data.action_horizon
   for camera in cameras:
     assert batch["observation"][f"image_{camera}"].shape == (b, t, 64, 64, 3)
   assert batch["observation"]["proprio"].shape == (b, t, proprio_dim)
+  assert batch["aux"]["referent_xy"].shape == (b, 2, 2) and batch["aux"]["referent_valid"][:, 1].all()
   assert batch["action"].shape[0] == b and batch["action"].shape[-2:] == (h, 4)
   # "bounds" normalisation: every action dimension within [-1, 1], and not all zero.
   assert np.abs(batch["action"]).max() <= 1.0 + 1e-5 and np.abs(batch["action"]).max() > 0.1

@@ -10,6 +10,9 @@ observation and a "hold still" action), atomic writes, `tabletop_builder.load_su
   steps/observation/state        float32 [4]      end-effector x, y, z (m) and gripper opening (0..1)
   steps/observation/env_state    float32 [39]     Meta-World's full state with the goal (state-based
                                                   policies, perfect-perception diagnostics)
+  steps/referents/{position [2, 2], valid [2]}    the task's object and goal in the primary camera's
+                                                  frame (`MetaWorldEnv.referents`): labels for the
+                                                  auxiliary referent loss, never policy inputs
   steps/action                   float32 [4]      the expert's dx, dy, dz, grip effort, clipped to [-1, 1]
   steps/language_instruction     string           a training phrasing of the task (`metaworld_tasks`)
   steps/reward, discount, is_first, is_last, is_terminal
@@ -40,7 +43,7 @@ import tqdm
 from vla_jax.data import rlds, rlds_writer, worker_pool
 from vla_jax.envs import metaworld_tasks
 # Constants only: the module imports MuJoCo when an env is made, which happens in the workers.
-from vla_jax.envs.metaworld import ACTION_DIM, CAMERA_NAMES, ENV_STATE_DIM, STATE_DIM
+from vla_jax.envs.metaworld import ACTION_DIM, CAMERA_NAMES, ENV_STATE_DIM, REFERENT_NAMES, STATE_DIM
 
 VERSION = "1.0.0"
 SPLIT_INDEX = {"train": 0, "val": 1}
@@ -59,6 +62,7 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
   images, states, actions, rewards = [obs["image"]], [obs["state"]], [], []
   extra_keys = [k for k in obs if k.startswith("image_")] + ["env_state"]
   extra = {k: [obs[k]] for k in extra_keys}
+  referents = [env.referents()]  # Labels of the state each frame was rendered from.
   success = False
   while True:
     label = np.clip(env.expert_action(), -1.0, 1.0)
@@ -71,11 +75,13 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
     states.append(obs["state"])
     for k in extra_keys:
       extra[k].append(obs[k])
+    referents.append(env.referents())
     if terminated or truncated:
       success = bool(terminated)
       break
   steps = rlds.episode_steps(images, states, actions, rewards, np.array([0.0, 0.0, 0.0, actions[-1][3]], np.float32),
                              info["instruction"], success, extra_observations=extra)
+  steps["referents"] = {k: np.stack([r[k] for r in referents]) for k in ("position", "valid")}
   metadata = {"task_family": env.task, "difficulty": metaworld_tasks.difficulty(env.task), "split": split,
               "seed": seed, "episode_index": index, "success": success}
   return {"steps": steps, "episode_metadata": metadata}
@@ -143,9 +149,14 @@ def features(image_size: int, extra_cameras: tuple[str, ...] = ()) -> tfds.featu
       extra_observations={"env_state": tfds.features.Tensor(
           shape=(ENV_STATE_DIM,), dtype=np.float32,
           doc="Meta-World's 39-d state observation, goal included (never a pixel policy's input).")},
+      num_referents=len(REFERENT_NAMES),
       action=tfds.features.Tensor(shape=(ACTION_DIM,), dtype=np.float32,
                                   doc="dx, dy, dz in [-1, 1] (x 1 cm mocap motion); grip effort in [-1, 1], +1 = close."),
-      docs={"state": "end-effector x, y, z (m, world frame), gripper opening (0 closed .. 1 open)"})
+      docs={"state": "end-effector x, y, z (m, world frame), gripper opening (0 closed .. 1 open)",
+            "referents": "The task's object and goal in the primary camera's upright frame "
+                         "(MetaWorldEnv.referents); auxiliary training labels only.",
+            "referents/position": "(x, y) in [0, 1] image units, x right, y down; 0 where invalid.",
+            "referents/valid": "False out of view, and for the reach tasks' object (they have none)."})
   return tfds.features.FeaturesDict({
       "steps": tfds.features.Dataset(steps),
       "episode_metadata": tfds.features.FeaturesDict({

@@ -57,6 +57,9 @@ UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
 CAMERA_NAMES = {"corner": "corner", "corner2": "corner2", "corner3": "corner3", "corner4": "corner4",
                 "topview": "topview", "behindGripper": "behind_gripper", "gripperPOV": "wrist"}
 ENV_STATE_DIM = 39
+# Privileged labels for the auxiliary referent loss (`vla_jax.models.referents`), rows in this order:
+# the task's object (state[4:7]: puck, handle, button, peg, ...) and the goal (state[36:39]).
+REFERENT_NAMES = ("object", "goal")
 MAX_PATH_LENGTH = 500  # Meta-World refuses to step past this.
 
 # MUJOCO_GL value -> (shared libraries, any one of which provides it; what to install on Debian/Ubuntu).
@@ -225,6 +228,33 @@ class MetaWorldEnv:
     finally:
       if segmentation:
         self.renderer.disable_segmentation_rendering()
+
+  def project(self, points: np.ndarray, camera: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """World points float [K, 3] → ((x, y) float32 [K, 2] in [0, 1] units of `camera`'s upright
+    frame (x right, y down), in_view bool [K]): where `render` draws them (pinhole, the camera's
+    current pose and field of view; default the primary camera)."""
+    camera = camera or self.camera
+    model, data = self.env.model, self.env.data
+    cam = model.camera(camera).id
+    # MuJoCo cameras look along their -z axis with +y up; cam_xmat's columns are the axes in world.
+    local = (np.asarray(points, np.float64).reshape(-1, 3) - data.cam_xpos[cam]) @ data.cam_xmat[cam].reshape(3, 3)
+    depth = -local[:, 2]
+    focal = 0.5 / np.tan(np.radians(model.cam_fovy[cam]) / 2)  # Image-height units (square frames).
+    with np.errstate(divide="ignore", invalid="ignore"):
+      xy = 0.5 + focal * np.stack([local[:, 0], -local[:, 1]], -1) / depth[:, None]
+    if camera in UPSIDE_DOWN_CAMERAS:
+      xy = 1.0 - xy
+    in_view = (depth > 0) & np.all((xy >= 0) & (xy <= 1), axis=-1)
+    return np.where(in_view[:, None], xy, 0.0).astype(np.float32), in_view
+
+  def referents(self) -> dict[str, np.ndarray]:
+    """Where the task's object and goal (`REFERENT_NAMES`) are in the primary camera's frame now:
+    {position float32 [2, 2] ((x, y) in [0, 1], x right, y down), valid bool [2]}. Invalid: out of
+    view, or reach's object (the reach tasks have no object to act on). Privileged labels for an
+    auxiliary training loss, never policy inputs."""
+    position, valid = self.project(np.stack([self.raw_obs[4:7], self.raw_obs[36:39]]))
+    valid[0] &= not self.task.startswith("reach")
+    return {"position": np.where(valid[:, None], position, 0.0).astype(np.float32), "valid": valid}
 
   def observation(self) -> dict[str, Any]:
     obs = {"image": self.render(), "state": self.raw_obs[:STATE_DIM].astype(np.float32),
