@@ -38,8 +38,10 @@ CPU budget of `mt10` (target: <= 3 h wall on this 2-core machine, data + trainin
 data ~13 min (measured, 530 episodes), training 10 000 steps 70.6 min (measured: 1.7-2.5 steps/s
 on shared cores, 3.4 on free ones), evaluation of the seen condition, 500 episodes, 13.3 min:
 47 % MT10 mean (benchmarks/results/metaworld_mt10.md; the 4 000-step pilot: metaworld_pilot.md).
-Neither twice the pixels per object (data and eval `camera_fovy=45`) nor 16 000 steps of a 22 000-step
-schedule changed that (47 %, same file), so the default stays the cheaper recipe.
+Neither twice the pixels per object (data and eval `camera_fovy=45`), 16 000 steps of a 22 000-step
+schedule, nor the gripper camera (`mt10_wrist`, 6 000 steps: 50 %, at 1.8x the cost of a step)
+changed that, while `mt10_state` reaches 95 % (same file): perception is what is missing, so the
+default stays the cheaper recipe.
 """
 
 import ml_collections
