@@ -148,6 +148,13 @@ def test_bad_extra_cameras_are_named():
   for extra in (("nope",), ("corner4",), ("gripperPOV", "gripperPOV")):
     with pytest.raises(ValueError, match=r"extra_cameras=.* expected distinct cameras"):
       adapter.MetaWorldEnv("reach-v3", camera="corner4", extra_cameras=extra)
+  from experiments.configs import metaworld_data
+  from vla_jax.data import metaworld_builder
+
+  config = metaworld_data.get_config("tiny_wrist")
+  config.env.extra_cameras = ("corner4",)  # The primary camera again: refused before any process starts.
+  with pytest.raises(ValueError, match=r"config.env.extra_cameras=\('corner4',\) is not valid.*config.env.camera="):
+    metaworld_builder.validate_config(config)
 
 
 @pytest.mark.slow

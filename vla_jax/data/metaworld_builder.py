@@ -182,7 +182,8 @@ class MetaWorld(rlds_writer.GeneratedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__.split("\n\n")[0], features=features(self.gen_config.env.image_size, tuple(self.gen_config.env.extra_cameras)),
+        builder=self, description=__doc__.split("\n\n")[0],
+        features=features(self.gen_config.env.image_size, tuple(self.gen_config.env.extra_cameras)),
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(generation_config=self.gen_config.to_dict()),
     )
@@ -212,12 +213,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   from vla_jax.envs import metaworld
 
   metaworld.import_metaworld()  # Fails here, once, if Meta-World or a GL backend is missing.
-  if config.env.camera not in metaworld.CAMERAS:
-    raise ValueError(f"config.env.camera={config.env.camera!r} is not valid; expected one of {metaworld.CAMERAS}")
-  extra = tuple(config.env.extra_cameras)
-  if any(c not in metaworld.CAMERAS or c == config.env.camera for c in extra) or len(set(extra)) != len(extra):
-    raise ValueError(f"config.env.extra_cameras={extra!r} is not valid; expected distinct cameras from "
-                     f"{metaworld.CAMERAS} other than config.env.camera={config.env.camera!r}")
+  metaworld.check_cameras(config.env.camera, config.env.extra_cameras, where="config.env.")
 
 
 def write_dataset(config: ml_collections.ConfigDict, overwrite: bool = False, progress: bool = True) -> Path:

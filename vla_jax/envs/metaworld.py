@@ -154,19 +154,25 @@ class MetaWorldScene:
   raw_obs: np.ndarray  # float64 [39]: Meta-World's state observation, goal included.
 
 
+def check_cameras(camera: str, extra_cameras: Sequence[str] | str = (), where: str = "") -> tuple[str, ...]:
+  """Validates the primary camera and the extra views; returns the extras as a tuple. `where`
+  prefixes the keys in the error (e.g. "config.env.")."""
+  if camera not in CAMERAS:
+    raise ValueError(f"{where}camera={camera!r} is not valid; expected one of {CAMERAS}")
+  extras = (extra_cameras,) if isinstance(extra_cameras, str) else tuple(extra_cameras)
+  if any(c not in CAMERAS or c == camera for c in extras) or len(set(extras)) != len(extras):
+    raise ValueError(f"{where}extra_cameras={extras!r} is not valid; expected distinct cameras from "
+                     f"{CAMERAS} other than {where}camera={camera!r}")
+  return extras
+
+
 class MetaWorldEnv:
   """One Meta-World task with pixel, proprio and language observations (see the module docstring)."""
 
   def __init__(self, task: str, *, image_size: int = 96, camera: str = "corner4", max_episode_steps: int = 200,
                split: str = "train", camera_fovy: float | None = None, extra_cameras: Sequence[str] = ()):
     metaworld_tasks.resolve_tasks([task])
-    if camera not in CAMERAS:
-      raise ValueError(f"camera={camera!r} is not valid; expected one of {CAMERAS}")
-    extra_cameras = (extra_cameras,) if isinstance(extra_cameras, str) else tuple(extra_cameras)
-    for extra in extra_cameras:
-      if extra not in CAMERAS or extra == camera or extra_cameras.count(extra) > 1:
-        raise ValueError(f"extra_cameras={extra_cameras!r} is not valid; expected distinct cameras from "
-                         f"{CAMERAS} other than camera={camera!r}")
+    extra_cameras = check_cameras(camera, extra_cameras)
     if camera_fovy is not None and not (isinstance(camera_fovy, (int, float)) and 5 <= camera_fovy <= 120):
       raise ValueError(f"camera_fovy={camera_fovy!r} is not valid; expected None (the camera's own) or "
                        "degrees in [5, 120]")
