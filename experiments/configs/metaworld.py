@@ -76,10 +76,11 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   """variant: "mt10" (CPU default), "mt50" (CPU model, all tasks), "gpu" (MT50, base) or "tiny"
   (tests), optionally suffixed "_wrist" (+ the gripper camera) or "_state" (no pixels, full state:
   a diagnostic), e.g. "mt10_wrist"."""
+  name = variant
   variant, _, observations = variant.partition("_")
   if variant not in VARIANTS or observations not in ("", *OBSERVATIONS):
-    raise ValueError(f"unknown variant {variant + ('_' + observations if observations else '')!r} of metaworld; "
-                     f"expected one of {VARIANTS}, optionally suffixed _wrist or _state")
+    raise ValueError(f"unknown variant {name!r} of metaworld; expected one of {VARIANTS}, optionally "
+                     "suffixed _wrist or _state")
   wrist, state_only = observations == "wrist", observations == "state"
   size = {"mt10": "small", "mt50": "small", "gpu": "base", "tiny": "tiny"}[variant]
   image_px = {"mt10": 96, "mt50": 96, "gpu": 128, "tiny": 64}[variant]
