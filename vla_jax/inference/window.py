@@ -47,7 +47,7 @@ def policy_observation(policy: Any, image: np.ndarray, state: np.ndarray) -> dic
   """One robot's camera frame [S, S, 3] and state [D] as a batch of one, under the observation keys
   the single-camera `policy` reads (the simulators': image, state; a fine-tuned OXE policy's may
   be e.g. image_0)."""
-  keys = getattr(policy, "observation_keys", None) or {"image_primary": "image", "proprio": "state"}
+  keys = getattr(policy, "observation_keys", None) or default_observation_keys(["primary"])
   cameras = [k for k in keys if k != "proprio"]
   if len(cameras) != 1:
     raise ValueError(f"one camera frame cannot feed a policy reading {cameras}")
