@@ -154,3 +154,28 @@ def test_a_truncated_instruction_is_reported(caplog):
   with caplog.at_level("WARNING"):
     encoder.encode("push the purple triangle next to the orange diamond please")
   assert "needs 12 WordPieces; the encoder sees its first 8" in caplog.text
+
+
+def test_full_batches_run_on_the_shortest_length_that_holds_them():
+  encoder = get_encoder("minilm", 32)
+  short = [f"push the red circle next to the blue square {i}" for i in range(40)]
+  long = short[:39] + ["please could you very carefully slide the small purple diamond all the way over "
+                       "to the far top left corner of the table"]
+  lengths = []
+  real = encoder._apply
+  encoder._apply = lambda p, ids, mask: lengths.append(ids.shape) or real(p, ids, mask)
+  try:
+    for texts, used in ((short, 16), (long, 32)):
+      ids, mask = encoder.tokenizer(texts)
+      assert mask.sum(1).max() <= 16 or used == 32
+      got = encoder.encode_ids(ids, mask)
+      assert lengths[-1] == (64, used)
+      full = real(encoder.params, np.pad(ids, ((0, 24), (0, 0))), np.pad(mask, ((0, 24), (0, 0))))
+      assert got["language_features"].shape == (40, 32, encoder.feature_dim)
+      np.testing.assert_allclose(got["language_features"], np.asarray(full["token_embeddings"])[:40], atol=1e-6)
+      np.testing.assert_allclose(got["language_embedding"], np.asarray(full["sentence_embedding"])[:40], atol=1e-6)
+      assert not got["language_features"][~mask].any()  # Zero at padding, as the full length gives.
+    encoder.encode_ids(*encoder.tokenizer(["grab the orange triangle"]))
+    assert lengths[-1] == (1, 32)  # One string keeps the full length: no new compilation mid-control.
+  finally:
+    encoder._apply = real  # The encoder is shared (get_encoder caches it).
