@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 ENCODERS = ("minilm",)
 FEATURE_KEYS = ("language_features", "language_mask", "language_embedding")
 _BATCH_BUCKETS = (1, 64)  # Encode batches are padded to one of these.
-# Full batches (warming a dataset's instructions) run on the shortest of these lengths that holds
-# every string of the batch, then are zero-padded to max_tokens: attention masks the padding, so
-# the features are the same (token states bit for bit, the pooled embedding to ~1e-7), and a
-# dataset's ~12-WordPiece instructions cost half the encoder time of a 32-token pad. Single strings
-# (serving, evaluation) keep the full length: a control loop never waits for a new compilation.
+# Batches padded to 64 (warming a dataset's instructions) run on the shortest of these lengths
+# that holds every token of the batch, then are zero-padded to max_tokens: attention masks the
+# padding, so the features are the same (token states bit for bit, the pooled embedding to ~1e-7),
+# and a dataset's ~12-WordPiece instructions cost half the encoder time of a 32-token pad. A single
+# string (a robot's new instruction) keeps the full length and its one compilation.
 _FULL_BATCH_LENGTHS = (16, 32)
 
 
@@ -89,7 +89,7 @@ class InstructionEncoder:
     pad = size - b
     length = ids.shape[1]
     if size == _BATCH_BUCKETS[-1]:
-      needed = int(mask.sum(1).max(initial=1))
+      needed = int(np.flatnonzero(np.asarray(mask).any(0)).max(initial=0)) + 1  # Last real token.
       length = next((n for n in _FULL_BATCH_LENGTHS if needed <= n < length), length)
     ids_p = np.pad(ids[:, :length], ((0, pad), (0, 0)))
     mask_p = np.pad(mask[:, :length], ((0, pad), (0, 0)))
