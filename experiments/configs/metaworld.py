@@ -36,7 +36,7 @@ per batch-256 step; at 40 % of an A100's bf16 peak that is ~0.2 s a step, ~5-6 G
 ~1.4 s per episode (benchmarks/results/metaworld_env.json).
 
 CPU budget of `mt10` (target: <= 3 h wall on this 2-core machine, data + training + evaluation),
-2-core Intel Xeon: data 3 min 46 s, training 10 000 steps ~75 min (2.3 steps/s on free cores),
+2-core Intel Xeon: data 3 min 46 s, training 10 000 steps ~73 min (2.27 steps/s on free cores),
 evaluation of the seen condition (500 episodes) 7.4 min: 68 % MT10 mean
 (benchmarks/results/metaworld_mt10.md; the 4 000-step pilot: metaworld_pilot.md). Without the
 referent loss 47 %, and neither twice the pixels per object (data and eval `camera_fovy=45`),
