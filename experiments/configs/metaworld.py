@@ -55,6 +55,11 @@ from vla_jax.evaluation.metaworld import eval_config
 from vla_jax.models.config import minilm_language, model_config
 
 VARIANTS = ("mt10", "mt50", "gpu", "tiny")
+# Labels of the auxiliary state loss (`data.state_targets`, `model.state_loss`): the task object's
+# and the goal's world xyz in Meta-World's state (as `MetaWorldEnv.referents` projects them), and
+# the box they are mapped from to [-1, 1] (MT10's demos span x -0.32..0.29, y 0.36..0.90, z 0.02..0.31 m).
+STATE_TARGET_DIMS = (4, 5, 6, 36, 37, 38)
+STATE_TARGET_BOUNDS = ((-0.4, 0.3, 0.0) * 2, (0.4, 1.0, 0.35) * 2)
 OBSERVATIONS = ("wrist", "state")  # Suffixes: "<variant>_wrist", "<variant>_state".
 
 
@@ -68,6 +73,7 @@ def metaworld_spec(builder_dir: str, image_size_px: int, *, wrist: bool = False,
   cameras = {"primary": "image", **({"wrist": "image_wrist"} if wrist else {})}
   return spec.dataset_spec(
       name="metaworld", builder_dir=builder_dir, cameras=cameras, referents_key="referents",
+      state_target_key="env_state", state_target_dims=STATE_TARGET_DIMS, state_target_bounds=STATE_TARGET_BOUNDS,
       image_size_px=(image_size_px, image_size_px), proprio_key=proprio, proprio_dim={"state": 4, "env_state": 39}[proprio],
       action_key="action", action_dim=4, action_dim_kinds=("relative",) * 3 + ("absolute",),
       language_key="language_instruction", train_split="train", val_split="val")
@@ -122,6 +128,11 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   config.model.window_size = config.data.get_ref("window")
   config.model.action_horizon = config.data.get_ref("action_horizon")
   config.model.language.max_len = config.data.get_ref("max_language_tokens")
+  # Off: `--config.data.state_targets=6 --config.model.state_loss.weight=1.0` also regresses the
+  # object's and goal's world xyz from the readouts (STATE_TARGET_DIMS; not the default until it
+  # has been measured on MT10).
+  config.data.state_targets = 0
+  config.model.state_loss.num_targets = config.data.get_ref("state_targets")
 
   config.train = ml_collections.ConfigDict()
   # mt10: sized for the CPU budget in the module docstring (an estimate until the full run is made).

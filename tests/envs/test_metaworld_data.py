@@ -79,6 +79,7 @@ def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cam
   config.data.datasets.metaworld.builder_dir = str(tiny_metaworld_dir)
   config.data.statistics_dir = str(tiny_metaworld_dir.parent / f"stats_{variant}")
   config.data.num_referents = 2  # The object and goal labels (for the referent loss).
+  config.data.state_targets = 6  # Their world xyz (for the state loss).
   config.data.batch_size = b = 4
   batch = next(iter(pipeline.make_train_iterator(config.data, process_index=0, process_count=1)))
   t, h = config.data.window, config.data.action_horizon
@@ -86,6 +87,9 @@ def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cam
     assert batch["observation"][f"image_{camera}"].shape == (b, t, 64, 64, 3)
   assert batch["observation"]["proprio"].shape == (b, t, proprio_dim)
   assert batch["aux"]["referent_xy"].shape == (b, 2, 2) and batch["aux"]["referent_valid"][:, 1].all()
+  state = batch["aux"]["state_target"]  # Mapped from metaworld.STATE_TARGET_BOUNDS: inside [-1, 1].
+  assert state.shape == (b, 6) and batch["aux"]["state_target_valid"].all()
+  assert np.abs(state).max() < 1.0 and np.abs(state).max() > 0.1
   assert batch["action"].shape[0] == b and batch["action"].shape[-2:] == (h, 4)
   # "bounds" normalisation: every action dimension within [-1, 1], and not all zero.
   assert np.abs(batch["action"]).max() <= 1.0 + 1e-5 and np.abs(batch["action"]).max() > 0.1
@@ -98,10 +102,14 @@ def test_generate_train_evaluate_end_to_end_on_the_tiny_config(tiny_metaworld_di
   only): the evaluation writes its artifacts; a two-camera GIF shows both views side by side."""
   config = f"experiments/configs/metaworld.py:{variant}"
   data_flag = f"--config.data.datasets.metaworld.builder_dir={tiny_metaworld_dir}"
-  train = subprocess.run([sys.executable, "-m", "experiments.train", "--config", config,
-                          data_flag, "--workdir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
+  # The one-camera run also trains the auxiliary state loss (off by default).
+  state_flags = ["--config.data.state_targets=6", "--config.model.state_loss.weight=1.0"] if variant == "tiny" else []
+  train = subprocess.run([sys.executable, "-m", "experiments.train", "--config", config, data_flag, *state_flags,
+                          "--workdir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
                          timeout=900)
   assert train.returncode == 0, train.stderr[-3000:]
+  logged = set().union(*(json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()))
+  assert ("train/state_target_mse" in logged) == (variant == "tiny")
   evaluate = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", str(tmp_path / "run"),
                              "--config", config], cwd=REPO, capture_output=True, text=True, timeout=900)
   assert evaluate.returncode == 0, evaluate.stderr[-3000:]

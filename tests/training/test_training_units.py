@@ -140,7 +140,7 @@ def test_prepare_workdir_refuses_a_different_config(tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["train"]["batch_size"] == 16
 
 
-def test_the_training_batch_size_is_the_one_knob_and_a_disagreeing_data_batch_size_is_refused(tmp_path):
+def test_the_training_batch_size_is_the_one_knob_and_disagreeing_data_knobs_are_refused(tmp_path):
   from experiments.configs import tabletop
   from vla_jax.training import train
 
@@ -152,6 +152,12 @@ def test_the_training_batch_size_is_the_one_knob_and_a_disagreeing_data_batch_si
   config.data.batch_size = config.train.batch_size + 1
   with pytest.raises(ValueError, match=r"config.data.batch_size=9 disagrees with config.train.batch_size=8"):
     train.data_config_for_process(config)
+  config.data.batch_size = None
+  config.model.state_loss.update(weight=1.0, num_targets=6)  # A state loss with no labels to train on.
+  with pytest.raises(ValueError, match=r"state_loss.weight=1.0 trains on 6 state labels but config.data.state_targets=0"):
+    train.data_config_for_process(config)
+  config.data.state_targets = 6
+  assert train.data_config_for_process(config).state_targets == 6
   # A run saved when the derived value was written out still resumes under the new convention.
   saved = tabletop.get_config("tiny")
   saved.data.batch_size = 64

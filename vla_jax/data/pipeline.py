@@ -46,8 +46,14 @@ Output batch (numpy; B = batch_size, T = window, H = action_horizon, L = max_lan
   aux/attribute_xy                float32 [B, 2, M, 2] only with also config.attribute_objects = M > 0:
   aux/attribute_valid             bool    [B, 2, M]    the objects in the current frame that share the
                                           target's colour (row 0) / shape (row 1), target included
+  aux/state_target                float32 [B, N]      only with config.state_targets = N > 0: the
+                                          spec's state_target_dims of its privileged state (e.g.
+                                          the object's and goal's world xyz) in the current frame,
+                                          mapped to [-1, 1] by the spec's state_target_bounds
+  aux/state_target_valid          bool    [B]         False for datasets without a state_target_key
   `aux` holds privileged training labels for auxiliary losses, never model inputs; with
-  num_referents = 0 (default) there is no `aux` key and batches are exactly as without this feature.
+  num_referents = state_targets = 0 (default) there is no `aux` key and batches are exactly as
+  without these features.
 
 Determinism and exact, cheap resume. The whole stream is a pure function of (config, seed,
 process index/count): shuffles use fixed seeds per (dataset, epoch), mixture choices and
@@ -125,6 +131,8 @@ def pipeline_config(datasets: Sequence[ml_collections.ConfigDict], **overrides: 
   c.attribute_objects = 0          # M > 0 (needs num_referents > 0): adds aux/attribute_xy,
                                    # aux/attribute_valid (the objects sharing the target's colour /
                                    # shape, M slots); 0 = off.
+  c.state_targets = 0              # N > 0: adds aux/state_target, aux/state_target_valid (N dims of
+                                   # privileged simulator state, spec.state_target_*); 0 = off.
   c.mask_after_perturbation = False  # True: chunk entries after a demonstrator's recorded mistake
                                    # (spec.perturbation_keys) get action_pad_mask False (see
                                    # traj_transforms; for long chunks). False: keys never read.
@@ -172,6 +180,9 @@ def _config_fingerprint(config: ml_collections.ConfigDict) -> str:
     unused.add("referents_key")
   if not fields.get("attribute_objects"):
     fields.pop("attribute_objects", None)
+  if not fields.get("state_targets"):
+    fields.pop("state_targets", None)
+    unused.update(("state_target_key", "state_target_dims", "state_target_bounds"))
   if not fields.get("mask_after_perturbation"):
     fields.pop("mask_after_perturbation", None)
     unused.add("perturbation_keys")
@@ -273,7 +284,8 @@ class DatasetSource:
       pass
     spec_lib.validate_spec(spec, element_spec, stored, num_referents=_num_referents(self.config),
                            perturbations=bool(self.config.get("mask_after_perturbation", False)),
-                           attribute_objects=_attribute_objects(self.config))
+                           attribute_objects=_attribute_objects(self.config),
+                           state_targets=_state_targets(self.config))
     self._stored_image_shapes = stored
     if self.config.language in ("embedding", "both") and not spec.language_embedding_key:
       raise ValueError(f"dataset '{spec.name}': config.language={self.config.language!r} needs a precomputed "
@@ -363,7 +375,8 @@ class DatasetSource:
     """Standardised raw episode -> decoded, normalised, tokenised trajectory (leaves [T, ...])."""
     config, spec = self.config, self.spec
     num_referents = _num_referents(config)
-    traj = standardize.to_internal(episode, spec, num_referents, _attribute_objects(config))
+    traj = standardize.to_internal(episode, spec, num_referents, _attribute_objects(config),
+                                   _state_targets(config))
     length = tf.shape(traj["action"])[0]
     size = tuple(config.image_size_px)
     obs = {}
@@ -394,7 +407,7 @@ class DatasetSource:
         "action": _pad_last(action, _resolved_dim(config, "action_dim")),
         "dataset_index": tf.fill([length], tf.constant(dataset_index, tf.int32)),
     }
-    if num_referents > 0:
+    if "aux" in traj:
       out["aux"] = traj["aux"]
     if config.get("mask_after_perturbation", False):
       # Every dataset of a mixture gets the leaf (one element structure); none recorded: all False.
@@ -416,6 +429,14 @@ def _num_referents(config: ml_collections.ConfigDict) -> int:
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
     raise ValueError(f"config.num_referents={k!r} is not valid; expected an int >= 0 (0 = no referent labels)")
   return int(k)
+
+
+def _state_targets(config: ml_collections.ConfigDict) -> int:
+  """config.state_targets, validated (absent in configs saved before it existed: 0)."""
+  n = config.get("state_targets", 0)
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    raise ValueError(f"config.state_targets={n!r} is not valid; expected an int >= 0 (0 = no state labels)")
+  return int(n)
 
 
 def _attribute_objects(config: ml_collections.ConfigDict) -> int:
@@ -677,6 +698,7 @@ def open_sources(config: ml_collections.ConfigDict,
   _resolved_dim(config, "action_dim")
   _resolved_dim(config, "proprio_dim")
   _attribute_objects(config)  # Validates num_referents too.
+  _state_targets(config)
   statistics_by_name = statistics_by_name or {}
   return [DatasetSource(spec, config, statistics_by_name.get(name)) for name, spec in config.datasets.items()]
 

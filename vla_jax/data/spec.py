@@ -27,6 +27,12 @@ conventions. A spec is a small `ml_collections.ConfigDict` that says, for one da
                           has K = 2: target object, goal) read only when `config.num_referents` > 0,
                           for auxiliary losses; None = the dataset has none (its samples get
                           valid = False in a mixture)
+  state_target_key        optional key under `steps/observation/` of a float [T, S] vector of
+                          privileged simulator state (e.g. Meta-World's `env_state`), read only when
+  state_target_dims       `config.state_targets` = N > 0: those N indices of it (e.g. the object's
+  state_target_bounds     and the goal's world xyz), mapped from (low, high) per dim to [-1, 1],
+                          become the labels of the auxiliary state loss; None = the dataset has
+                          none (its samples get valid = False in a mixture)
   perturbation_keys       keys under `episode_metadata/` of int steps (-1: none) where a scripted
                           demonstrator executed a deliberate mistake to record its recovery; read
                           only when `config.mask_after_perturbation` (long action chunks must not
@@ -80,6 +86,9 @@ def dataset_spec(
     language_level: str = "step",
     language_embedding_key: str | None = None,
     referents_key: str | None = None,
+    state_target_key: str | None = None,
+    state_target_dims: Sequence[int] = (),
+    state_target_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
     perturbation_keys: Sequence[str] = (),
     train_split: str = "train",
     val_split: str | None = "val",
@@ -104,6 +113,10 @@ def dataset_spec(
   spec.language_level = language_level
   spec.language_embedding_key = language_embedding_key
   spec.referents_key = referents_key
+  spec.state_target_key = state_target_key
+  spec.state_target_dims = tuple(int(d) for d in state_target_dims)
+  spec.state_target_bounds = (None if state_target_bounds is None else
+                              tuple(tuple(float(v) for v in row) for row in state_target_bounds))
   spec.perturbation_keys = tuple(perturbation_keys)
   spec.standardize_fn = standardize_fn
   spec.weight = float(weight)
@@ -250,9 +263,29 @@ def check_spec_fields(spec: ml_collections.ConfigDict) -> None:
   referents_key = spec.get("referents_key")
   if referents_key is not None and (not isinstance(referents_key, str) or not referents_key):
     raise ValueError(f"{where}: referents_key must be a key under steps/ or None, got {referents_key!r}")
+  check_state_target_fields(spec)
   keys = spec.get("perturbation_keys", ())
   if isinstance(keys, str) or not all(isinstance(k, str) and k for k in keys):
     raise ValueError(f"{where}: perturbation_keys must be a tuple of keys under episode_metadata/, got {keys!r}")
+
+
+def check_state_target_fields(spec: ml_collections.ConfigDict) -> None:
+  """A spec's state target: a key, N >= 1 distinct indices and N (low < high) bounds, or no key."""
+  where = f"dataset spec '{spec.get('name', '?')}'"
+  key = spec.get("state_target_key")
+  if key is None:
+    return
+  dims, bounds = tuple(spec.get("state_target_dims", ())), spec.get("state_target_bounds")
+  if not isinstance(key, str) or not key:
+    raise ValueError(f"{where}: state_target_key must be a key under steps/observation/ or None, got {key!r}")
+  if not dims or len(set(dims)) != len(dims) or min(dims) < 0:
+    raise ValueError(f"{where}: state_target_dims must be distinct indices >= 0 into "
+                     f"steps/observation/{key}, got {dims}")
+  if bounds is None or len(bounds) != 2 or any(len(row) != len(dims) for row in bounds):
+    raise ValueError(f"{where}: state_target_bounds must be (low, high) with {len(dims)} values each "
+                     f"(one per state_target_dims entry), got {bounds}")
+  if any(lo >= hi for lo, hi in zip(*bounds)):
+    raise ValueError(f"{where}: state_target_bounds needs low < high in every dim, got {bounds}")
 
 
 def action_normalize_mask(spec: ml_collections.ConfigDict) -> list[bool]:
@@ -304,12 +337,14 @@ def _siblings(flat: Mapping[str, Any], path: str) -> str:
 
 
 def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0,
-                   perturbations: bool = False, attribute_objects: int = 0) -> dict[str, str]:
+                   perturbations: bool = False, attribute_objects: int = 0,
+                   state_targets: int = 0) -> dict[str, str]:
   """{flattened key path -> role} that the spec needs to find in a standardised episode.
 
   The referent labels are needed only when `num_referents` > 0 and the spec names them (their
   `attributes` also when `attribute_objects` > 0), the perturbation steps only when
-  `perturbations` (the pipeline masks chunks after them).
+  `perturbations` (the pipeline masks chunks after them), the state target only when
+  `state_targets` > 0.
   """
   paths = {f"steps/observation/{key}": f"camera '{cam}'" for cam, key in spec.cameras.items()}
   if spec.proprio_key:
@@ -327,6 +362,8 @@ def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0,
     if attribute_objects > 0:
       paths[f"steps/{referents_key}/attributes/position"] = "referent attribute positions"
       paths[f"steps/{referents_key}/attributes/valid"] = "referent attribute validity"
+  if state_targets > 0 and spec.get("state_target_key"):
+    paths[f"steps/observation/{spec.state_target_key}"] = "state target"
   if perturbations:
     for key in spec.get("perturbation_keys", ()):
       paths[f"episode_metadata/{key}"] = "perturbation step"
@@ -335,7 +372,8 @@ def required_paths(spec: ml_collections.ConfigDict, num_referents: int = 0,
 
 def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, Any],
                   stored_image_shapes: Mapping[str, Iterable[int | None]] | None = None,
-                  num_referents: int = 0, perturbations: bool = False, attribute_objects: int = 0) -> None:
+                  num_referents: int = 0, perturbations: bool = False, attribute_objects: int = 0,
+                  state_targets: int = 0) -> None:
   """Checks that a standardised episode has every key the spec names, with the declared sizes.
 
   Args:
@@ -350,6 +388,8 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
       (`config.mask_after_perturbation`): the spec's `perturbation_keys` must exist.
     attribute_objects: `config.attribute_objects` (M > 0: the referents' `attributes` labels must
       exist with position [T, 2, M', 2], M' <= M).
+    state_targets: `config.state_targets` (N > 0: the spec's `state_target_key` must exist as
+      float [T, S] with every `state_target_dims` index < S, and name exactly N dims).
 
   Raises:
     ValueError naming every missing key and the keys that exist, or the first size mismatch.
@@ -357,7 +397,7 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
   import tensorflow as tf  # Local: this module stays importable without TF for config building.
 
   flat = _flatten_spec(element_spec)
-  needed = required_paths(spec, num_referents, perturbations, attribute_objects)
+  needed = required_paths(spec, num_referents, perturbations, attribute_objects, state_targets)
   missing = [p for p in needed if p not in flat]
   if missing:
     parts = [f"spec wants {p} ({needed[p]}), dataset has {_siblings(flat, p)}" for p in missing]
@@ -405,6 +445,17 @@ def validate_spec(spec: ml_collections.ConfigDict, element_spec: Mapping[str, An
     path = f"{level}/{spec.language_key}"
     if flat[path].dtype != tf.string:
       raise ValueError(f"dataset '{spec.name}': language {path} is {flat[path].dtype.name}, expected a string")
+  if state_targets > 0 and spec.get("state_target_key"):
+    path = f"steps/observation/{spec.state_target_key}"
+    dims = tuple(spec.state_target_dims)
+    if len(dims) != state_targets:
+      raise ValueError(f"dataset '{spec.name}': config.state_targets={state_targets} but the spec's "
+                       f"state_target_dims name {len(dims)} dims {dims}")
+    if flat[path].shape.rank != 2 or not flat[path].dtype.is_floating:
+      raise ValueError(f"dataset '{spec.name}': state target {path} should be float [T, S] per episode, "
+                       f"got {flat[path].dtype.name} {flat[path].shape}")
+    if dim(path) is not None and max(dims) >= dim(path):
+      raise ValueError(f"dataset '{spec.name}': state_target_dims {dims} index past {path}'s {dim(path)} dims")
   if num_referents > 0 and spec.get("referents_key"):
     check_referent_shapes(spec, flat[f"steps/{spec.referents_key}/position"].shape,
                           flat[f"steps/{spec.referents_key}/valid"].shape, num_referents)

@@ -21,6 +21,10 @@ Two steps, both inside tf.data on whole episodes (step-level tensors have a lead
      aux/attribute_xy             float32 [T, 2, M, 2]      (only if also attribute_objects = M > 0:
      aux/attribute_valid          bool [T, 2, M]             objects sharing the target's colour /
                                                              shape, padded with invalid slots)
+     aux/state_target             float32 [T, N]            (only if state_targets = N > 0: the spec's
+     aux/state_target_valid       bool [T]                   state_target_dims of state_target_key,
+                                                             mapped to [-1, 1] by its bounds; all
+                                                             invalid (zeros) without a key)
 
    Decoding, normalisation and windowing happen later (`obs_transforms.py`, `traj_transforms.py`).
 
@@ -143,12 +147,12 @@ def lookup(tree: Any, path: str) -> Any:
 
 
 def to_internal(episode: Episode, spec: ml_collections.ConfigDict, num_referents: int = 0,
-                attribute_objects: int = 0) -> dict[str, Any]:
+                attribute_objects: int = 0, state_targets: int = 0) -> dict[str, Any]:
   """Raw (standardised) episode -> internal layout documented in the module docstring.
 
   `num_referents` = K > 0 adds `aux` (referent labels, for auxiliary losses; with
   `attribute_objects` = M > 0 also the attribute labels), so every dataset of a mixture has the
-  same structure whether or not it has labels.
+  same structure whether or not it has labels; `state_targets` = N > 0 adds the state labels.
   """
   steps = episode["steps"]
   obs = steps["observation"]
@@ -174,7 +178,31 @@ def to_internal(episode: Episode, spec: ml_collections.ConfigDict, num_referents
     out["aux"] = referent_labels(steps, spec, length, num_referents)
     if attribute_objects > 0:
       out["aux"].update(attribute_labels(steps, spec, length, attribute_objects))
+  if state_targets > 0:
+    out.setdefault("aux", {}).update(state_target_labels(steps, spec, length, state_targets))
   return out
+
+
+def state_target_labels(steps: dict[str, Any], spec: ml_collections.ConfigDict, length: tf.Tensor,
+                        state_targets: int) -> dict[str, tf.Tensor]:
+  """{"state_target": float32 [T, N], "state_target_valid": bool [T]} for N = state_targets.
+
+  The spec's `state_target_dims` of `steps/observation/<state_target_key>`, each mapped from its
+  (low, high) bound to [-1, 1] (not clipped: a value outside says the bounds are wrong, and the
+  loss should see it). A dataset without a key is all invalid, with zeros.
+  """
+  key = spec.get("state_target_key")
+  if not key:
+    return {"state_target": tf.zeros([length, state_targets], tf.float32),
+            "state_target_valid": tf.zeros([length], tf.bool)}
+  dims = tuple(spec.state_target_dims)
+  if len(dims) != state_targets:  # validate_spec says so first; this guards direct callers.
+    raise ValueError(f"dataset '{spec.name}': config.state_targets={state_targets} but the spec's "
+                     f"state_target_dims name {len(dims)} dims {dims}")
+  low, high = (tf.constant(row, tf.float32) for row in spec.state_target_bounds)
+  state = tf.gather(tf.cast(lookup(steps["observation"], key), tf.float32), list(dims), axis=-1)
+  return {"state_target": tf.ensure_shape(2.0 * (state - low) / (high - low) - 1.0, [None, state_targets]),
+          "state_target_valid": tf.ones([length], tf.bool)}
 
 
 def attribute_labels(steps: dict[str, Any], spec: ml_collections.ConfigDict, length: tf.Tensor,

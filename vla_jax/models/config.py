@@ -37,6 +37,9 @@ Main keys (`config.<key>`):
                             attention maps of `camera` are trained towards Gaussian heatmaps at the
                             batch's `aux/referent_xy` (simulator labels of the objects the
                             instruction names); needs `image.num_learned_tokens` >= K.
+  state_loss.*              auxiliary state regression (weight 0 = off): a small MLP on the readout
+                            tokens predicts the batch's `aux/state_target` (privileged simulator
+                            state, e.g. the object's and goal's world xyz; data.state_targets > 0).
 """
 
 from __future__ import annotations
@@ -168,6 +171,22 @@ def referent_loss_config(weight: float = 0.0) -> ml_collections.ConfigDict:
   ))
 
 
+def state_loss_config(weight: float = 0.0, num_targets: int = 0) -> ml_collections.ConfigDict:
+  """Auxiliary loss that asks the readouts to say where things are in the world, not the image.
+
+  Why: learned image tokens trained by the referent loss find the object and goal in the image
+  (to a fraction of a pixel), but acting on them needs their position relative to the gripper in
+  the world, which the action loss alone teaches from few demonstrations. Regressing the simulator's
+  object / goal coordinates from the readouts is a dense signal for that mapping. Labels are used
+  in training only; the policy's inputs are unchanged.
+  """
+  return ml_collections.ConfigDict(dict(
+      weight=weight,  # 0 = off. Multiplies the mean squared error over valid samples.
+      num_targets=num_targets,  # N: must equal data.state_targets (the label's size).
+      hidden_dim=256,  # The MLP's hidden width (readouts mean-pooled → hidden → N).
+  ))
+
+
 def model_config(size: str = "small", head: str = "diffusion",
                  language: str = "tokens") -> ml_collections.ConfigDict:
   """The full model config; defaults match the built-in 64×64 single-camera tabletop dataset."""
@@ -191,6 +210,7 @@ def model_config(size: str = "small", head: str = "diffusion",
           transformer=transformer_config(size),
           head=head_config(size, head),
           referent_loss=referent_loss_config(),
+          state_loss=state_loss_config(),
           embodiment=embodiment_config(),
       )
   )

@@ -21,6 +21,29 @@ from vla_jax.models.heads import make_head
 Array = jnp.ndarray
 
 
+def uses_state_loss(config: ml_collections.ConfigDict) -> bool:
+  """True when the config trains the auxiliary state head (configs saved before it: False)."""
+  state_cfg = config.get("state_loss")
+  if state_cfg is None or state_cfg.weight <= 0:
+    return False
+  if state_cfg.num_targets <= 0:
+    raise ValueError(f"state_loss.weight={state_cfg.weight} needs state_loss.num_targets > 0 (the size of "
+                     "the batch's aux/state_target, = data.state_targets)")
+  return True
+
+
+def state_loss(prediction: Array, target: Array, valid: Array) -> tuple[Array, dict[str, Array]]:
+  """Mean squared error of prediction [B, N] against target [B, N] over valid [B] samples, and
+  `state_target_error`: their mean absolute error (in the labels' [-1, 1] units)."""
+  chex.assert_equal_shape((prediction, target))
+  chex.assert_shape(valid, prediction.shape[:1])
+  weight = valid.astype(jnp.float32)
+  count = jnp.maximum(weight.sum(), 1.0)
+  mse = jnp.sum(jnp.mean((prediction - target) ** 2, -1) * weight) / count
+  error = jnp.sum(jnp.mean(jnp.abs(prediction - target), -1) * weight) / count
+  return mse, {"state_target_mse": mse, "state_target_error": error}
+
+
 def separate_heads(config: ml_collections.ConfigDict) -> bool:
   return bool(embodiment_names(config)) and bool(config.embodiment.get("separate_heads", False))
 
@@ -37,6 +60,10 @@ class VLAModel(nn.Module):
       self.heads = [make_head(self.config, name=f"head_{n}") for n in embodiment_names(self.config)]
     else:
       self.head = make_head(self.config, name="head")
+    if uses_state_loss(self.config):
+      state_cfg = self.config.state_loss
+      self.state_head = nn.Sequential([nn.Dense(state_cfg.hidden_dim), nn.gelu, nn.Dense(state_cfg.num_targets)],
+                                      name="state_head")
 
   def _per_embodiment(self, embodiment: Array | None, outputs: list[Array]) -> Array:
     """outputs[e] [B, ...] of head e → each example's own embodiment's row."""
@@ -70,7 +97,9 @@ class VLAModel(nn.Module):
     aux: optional labels {"referent_xy" [B, K, 2], "referent_valid" [B, K]}; with
     `referent_loss.weight` > 0 they add the referent loss (see `referents.py`), and with
     `referent_loss.attribute_weight` > 0 also {"attribute_xy" [B, 2, M, 2], "attribute_valid"
-    [B, 2, M]} the attribute loss.
+    [B, 2, M]} the attribute loss, and with `state_loss.weight` > 0 {"state_target" [B, N],
+    "state_target_valid" [B]} the state loss (the state head runs, and so is initialised, without
+    labels too).
     action_dim_mask: optional bool [B, A], False on the action dims an example's dataset does not
     have (mixtures pad every robot's actions to one size): those entries get no loss.
     """
@@ -82,14 +111,30 @@ class VLAModel(nn.Module):
       chex.assert_shape(action_dim_mask, (actions.shape[0], actions.shape[-1]))
       loss_mask = action_pad_mask[:, :, None] & action_dim_mask[:, None, :].astype(bool)
     loss, metrics = self._head_loss(out["readout"], actions, loss_mask, rng, train, task.get("embodiment"))
+    head_loss = loss
+    if uses_state_loss(self.config):
+      prediction = self.state_head(out["readout"].mean(axis=1))
+      if aux is not None:
+        if "state_target" not in aux:
+          raise ValueError("state_loss.weight > 0 needs aux/state_target: set data.state_targets = "
+                           f"{self.config.state_loss.num_targets} (datasets with a spec state_target_key)")
+        if aux["state_target"].shape[-1] != prediction.shape[-1]:
+          raise ValueError(f"aux/state_target has {aux['state_target'].shape[-1]} dims but "
+                           f"state_loss.num_targets={prediction.shape[-1]}; they must agree (data.state_targets)")
+        st_loss, st_metrics = state_loss(prediction, aux["state_target"], aux["state_target_valid"])
+        metrics = {**metrics, "head_loss": head_loss, **st_metrics}
+        loss = loss + self.config.state_loss.weight * st_loss
     if use_referents:
+      if "referent_xy" not in aux:
+        raise ValueError("referent_loss.weight > 0 needs aux/referent_xy: set data.num_referents > 0 "
+                         "(datasets with referent labels)")
       if ref_cfg.camera not in out["token_maps"]:
         raise ValueError(f"referent_loss.camera={ref_cfg.camera!r} is not one of the model's cameras "
                          f"{list(self.config.cameras)}")
       logits = out["token_maps"][ref_cfg.camera][:, -1]  # Labels describe the window's last frame.
       ref_loss, ref_metrics = referents.referent_loss(
           logits, aux["referent_xy"], aux["referent_valid"], ref_cfg.sigma)
-      metrics = {**metrics, "head_loss": loss, **ref_metrics}
+      metrics = {**metrics, "head_loss": head_loss, **ref_metrics}
       loss = loss + ref_cfg.weight * ref_loss
       attr_weight = ref_cfg.get("attribute_weight", 0.0)
       if attr_weight > 0:

@@ -13,7 +13,8 @@ Batch layout (see the input-pipeline contract): `observation` {`image_<camera>` 
 {`language_tokens` int32 [B, L] (learned bytes), or `language_features` float32 [B, L, F] +
 `language_mask` bool [B, L] (frozen MiniLM), and/or `language_embedding` float32 [B, E]}, `action` float32
 [B, H, A] (normalised), `action_pad_mask` bool [B, H], optionally `aux` {`referent_xy` float32
-[B, K, 2], `referent_valid` bool [B, K]} (training labels only, see `referents.py`), optionally
+[B, K, 2], `referent_valid` bool [B, K]} (see `referents.py`) and/or {`state_target` float32
+[B, N], `state_target_valid` bool [B]} (training labels only), optionally
 `action_dim_mask` bool [B, A] (False on action dims the example's robot lacks: no loss there).
 Multi-embodiment models (`config.embodiment.names`) also take `task/embodiment` int32 [B]. Input shapes are validated against the
 config in Python (at trace time) so a mismatch fails with the key, the shape and what was expected.
@@ -105,12 +106,15 @@ class Policy:
     _check_shape("batch/action_pad_mask", _require(batch, "action_pad_mask", "batch"), chunk[:2])
     if "action_dim_mask" in batch:
       _check_shape("batch/action_dim_mask", batch["action_dim_mask"], (b, self.config.action_dim))
-    if "aux" in batch:
-      aux = batch["aux"]
+    aux = batch.get("aux", {})
+    if "referent_xy" in aux or "referent_valid" in aux:
       xy = _require(aux, "referent_xy", "batch/aux")
       _check_shape("batch/aux/referent_xy", xy, (b, None, 2))
       _check_shape("batch/aux/referent_valid", _require(aux, "referent_valid", "batch/aux"),
                    (b, np.shape(xy)[1]))
+    if "state_target" in aux or "state_target_valid" in aux:
+      _check_shape("batch/aux/state_target", _require(aux, "state_target", "batch/aux"), (b, None))
+      _check_shape("batch/aux/state_target_valid", _require(aux, "state_target_valid", "batch/aux"), (b,))
     return b
 
   # --- The API ----------------------------------------------------------------------------

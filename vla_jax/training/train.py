@@ -86,6 +86,7 @@ def data_config_for_process(config: ml_collections.ConfigDict) -> ml_collections
   `config.train.batch_size` is the one batch-size knob of a training run; `config.data.batch_size`
   is derived from it (None in the experiment configs). A value set there that disagrees is refused
   rather than silently replaced, so `--config.data.batch_size=32` cannot look as if it took effect.
+  A state loss without state labels in the data is refused for the same reason.
   """
   data = ml_collections.ConfigDict(config.data.to_dict())
   global_batch = config.train.batch_size
@@ -100,6 +101,12 @@ def data_config_for_process(config: ml_collections.ConfigDict) -> ml_collections
         f"({per_process} per process over {jax.process_count()} processes); training sets the "
         "pipeline's batch size itself: set config.train.batch_size and leave config.data.batch_size=None")
   data.batch_size = per_process
+  state_loss = config.model.get("state_loss")
+  if state_loss is not None and state_loss.weight > 0 and data.get("state_targets", 0) != state_loss.num_targets:
+    raise ValueError(
+        f"config.model.state_loss.weight={state_loss.weight} trains on {state_loss.num_targets} state labels but "
+        f"config.data.state_targets={data.get('state_targets', 0)}: set data.state_targets={state_loss.num_targets} "
+        "(datasets whose spec names a state_target_key) or model.state_loss.weight=0")
   return data
 
 
