@@ -40,8 +40,7 @@ def main() -> None:
   data = config.data
   if data.language != "minilm":
     raise SystemExit(f"{args.config} does not read the frozen encoder (data.language={data.language!r})")
-  instructions = pipeline._instructions(data, pipeline.open_sources(data), "train_split")
-  copies = pipeline._instruction_variants(data, instructions)
+  instructions, copies = pipeline.training_instructions(data)
   texts = list(dict.fromkeys(instructions + [c for cs in copies.values() for c in cs]))
   length, shortened = int(data.max_language_tokens), encoder_lib.FULL_BATCH_LENGTHS
   ways = {f"padded to {length}": encoder_lib.InstructionEncoder("minilm", length, full_batch_lengths=()),

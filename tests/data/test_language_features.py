@@ -189,6 +189,7 @@ def test_training_reads_encoded_copies_at_the_configured_rate_and_resumes_them_e
   it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
   originals = [f"task {e}" for e in range(len(TOY_LENGTHS["train"]))]
   assert encoder.encoded == 4 * len(originals)  # Originals and copies, all before the first batch.
+  assert pipeline.training_instructions(config) == (originals, {t: _copies(t, 3, 0, 0) for t in originals})
   monkeypatch.setattr(encoder, "encode_ids", lambda *a: pytest.fail("the encoder ran during training"))
   rows = {encoder.encode(t)["language_embedding"].tobytes(): t for t in originals}
   rows.update({encoder.encode(c)["language_embedding"].tobytes(): c for t in originals for c in _copies(t, 3, 0, 0)})

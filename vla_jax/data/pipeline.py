@@ -718,6 +718,14 @@ def _batch_size(config: ml_collections.ConfigDict) -> int:
   return int(config.batch_size)
 
 
+def training_instructions(config: ml_collections.ConfigDict, sources: Sequence[DatasetSource] | None = None
+                          ) -> tuple[list[str], dict[str, list[str]]]:
+  """(the distinct instructions of the training splits, instruction -> its training copies): what
+  the training iterator encodes up front with the frozen encoder (both empty without it)."""
+  instructions = _instructions(config, open_sources(config) if sources is None else sources, "train_split")
+  return instructions, _instruction_variants(config, instructions)
+
+
 def _instructions(config: ml_collections.ConfigDict, sources: Sequence[DatasetSource], split_key: str) -> list[str]:
   """The distinct instructions of every source's split (`spec.<split_key>`) when the config reads
   them through the frozen encoder; none otherwise."""
@@ -787,11 +795,11 @@ def _make_train_iterator(config: ml_collections.ConfigDict, *, state: dict[str, 
     aug = lambda i, b: obs_transforms.augment_batch(b, i, int(config.seed), config.augmentation, cameras[0])
     ds = ds.enumerate(start=batches).map(aug, num_parallel_calls=config.num_parallel_calls)
   ds = ds.prefetch(int(config.prefetch_batches)).with_options(_options(config))
-  instructions = _instructions(config, sources, "train_split")
+  instructions, variants = training_instructions(config, sources)
   return DataIterator(ds, config=config, statistics_by_name={s.spec.name: s.statistics for s in sources},
                       batches=batches, samples_per_dataset=per_dataset,
                       builder_dirs={s.spec.name: s.builder_dir for s in sources},
-                      instructions=instructions, instruction_variants=_instruction_variants(config, instructions),
+                      instructions=instructions, instruction_variants=variants,
                       # The constant keeps this stream apart from the other draws of config.seed.
                       augment_seed=(int(config.seed), 0x5EED, process_index))
 
