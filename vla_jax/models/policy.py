@@ -106,7 +106,7 @@ class Policy:
     _check_shape("batch/action_pad_mask", _require(batch, "action_pad_mask", "batch"), chunk[:2])
     if "action_dim_mask" in batch:
       _check_shape("batch/action_dim_mask", batch["action_dim_mask"], (b, self.config.action_dim))
-    aux = batch.get("aux", {})
+    aux = batch.get("aux") or {}
     if "referent_xy" in aux or "referent_valid" in aux:
       xy = _require(aux, "referent_xy", "batch/aux")
       _check_shape("batch/aux/referent_xy", xy, (b, None, 2))
