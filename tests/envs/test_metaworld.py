@@ -76,7 +76,7 @@ def test_the_scripted_expert_succeeds_through_the_adapter():
   result = run_python("""
 import json
 from vla_jax.envs.metaworld import MetaWorldEnv
-out = {}
+out, diagnostics = {}, {}
 for task in ("reach-v3", "drawer-close-v3", "push-v3"):
   env = MetaWorldEnv(task, image_size=64)
   wins = []
@@ -85,14 +85,35 @@ for task in ("reach-v3", "drawer-close-v3", "push-v3"):
     assert obs["image"].shape == (64, 64, 3) and obs["state"].shape == (4,), (obs["image"].shape, obs["state"].shape)
     done = False
     while not done:
-      obs, reward, terminated, truncated, _ = env.step(env.expert_action())
+      obs, reward, terminated, truncated, info = env.step(env.expert_action())
       done = terminated or truncated
     wins.append(bool(terminated))
   out[task] = wins
-print(json.dumps(out))
+  diagnostics[task] = info["episode_diagnostics"]
+env.reset(0)  # push, standing still for 5 steps: as far from the goal and the puck as it started.
+for _ in range(5):
+  info = env.step([0.0, 0.0, 0.0, -1.0])[-1]
+diagnostics["push-v3 still"] = info["episode_diagnostics"]
+env = MetaWorldEnv("pick-place-v3", image_size=64)
+env.reset(0)
+done = False
+while not done:
+  _, _, terminated, truncated, info = env.step(env.expert_action())
+  done = terminated or truncated
+diagnostics["pick-place-v3"] = dict(info["episode_diagnostics"], success=bool(terminated))
+print(json.dumps([out, diagnostics]))
 """)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert json.loads(result.stdout.splitlines()[-1]) == {t: [True] * 3 for t in ("reach-v3", "drawer-close-v3", "push-v3")}
+  wins, diagnostics = json.loads(result.stdout.splitlines()[-1])
+  assert wins == {t: [True] * 3 for t in ("reach-v3", "drawer-close-v3", "push-v3")}
+  # The closest approach of a success is within the task's success radius (push, reach: 5 cm).
+  assert diagnostics["push-v3"]["closest_to_goal_m"] < 0.05 and diagnostics["reach-v3"]["closest_to_goal_m"] < 0.05
+  # Pick-place: the hand reached the puck (it carried it), and the puck came within 7 cm of the goal.
+  assert diagnostics["pick-place-v3"]["success"] and diagnostics["pick-place-v3"]["closest_to_goal_m"] < 0.07
+  # The hand's reference point sits ~3.5 cm above the fingertips: holding the puck is ~3.5 cm.
+  assert diagnostics["pick-place-v3"]["hand_to_object_m"] < 0.045 and diagnostics["push-v3"]["hand_to_object_m"] < 0.045
+  assert diagnostics["push-v3 still"]["hand_to_object_m"] > 0.08  # Standing still, the hand never got there.
+  assert diagnostics["push-v3 still"]["closest_to_goal_m"] > 0.05
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ pytest.importorskip("metaworld", reason="Meta-World is an optional extra: make m
 
 from vla_jax.evaluation import evaluate as ev  # noqa: E402
 from vla_jax.evaluation import metaworld as mw_eval  # noqa: E402
+from vla_jax.evaluation import rollout  # noqa: E402
 
 
 def test_language_blind_instructions_belong_to_other_tasks():
@@ -25,6 +26,32 @@ def test_a_bad_condition_is_named():
   config.conditions = ("seen", "heldout_combo")
   with pytest.raises(ValueError, match="'heldout_combo' is not valid for Meta-World"):
     ev.evaluate(mw_eval.ExpertPolicy(), config)
+
+
+FAILURE_KEYS = [f"{key}_{q}" for key in ("closest_to_goal_m", "hand_to_object_m") for q in ("q25", "median", "q75")]
+
+
+def _episode(task: str, success: bool, goal: float, hand: float) -> rollout.EpisodeResult:
+  return rollout.EpisodeResult(seed=0, family=task, split="train", instruction="", task_instruction="",
+                               success=success, length=10,
+                               diagnostics={"closest_to_goal_m": goal, "hand_to_object_m": hand})
+
+
+def test_failures_are_summarised_by_how_close_they_came():
+  results = [_episode("push-v3", False, g, h) for g, h in ((0.10, 0.02), (0.20, 0.04), (0.30, 0.30))]
+  results.append(_episode("push-v3", True, 0.01, 0.03))  # Successes are not failures.
+  summary = mw_eval.failure_summary(results)
+  assert summary["episodes"] == 3
+  assert summary["closest_to_goal_m_median"] == pytest.approx(0.20)
+  assert summary["closest_to_goal_m_q25"] == pytest.approx(0.15) and summary["closest_to_goal_m_q75"] == pytest.approx(0.25)
+  assert summary["hand_to_object_m_median"] == pytest.approx(0.04)
+  assert mw_eval.failure_summary(results[3:]) == {"episodes": 0, **dict.fromkeys(FAILURE_KEYS)}
+  table = mw_eval.markdown_table({"conditions": {"seen": {
+      "families": {"push-v3": {"episodes": 4, "success_rate": 0.25, "ci95_low": 0.05, "ci95_high": 0.7,
+                               "failures": summary}},
+      "groups": {}, "overall": {"episodes": 4, "success_rate": 0.25, "ci95_low": 0.05, "ci95_high": 0.7},
+      "group_mean_success_rate": 0.25}}})
+  assert "| push-v3 | 3 | 20.0 [15.0, 25.0] | 4.0 [3.0, 17.0] |" in table
 
 
 @pytest.mark.slow
@@ -46,6 +73,10 @@ def test_the_experts_through_the_harness_succeed_and_conditions_change_only_the_
       assert e["instruction"] == e["task_instruction"]
     # Paired conditions: the same scene seeds and, for this deterministic expert, the same lengths.
     assert e["length"] == episodes[("seen", task, seed)]["length"]
+  assert all(row["failures"] == {"episodes": 0, **dict.fromkeys(FAILURE_KEYS)} for cond in summary["conditions"].values()
+             for row in cond["families"].values())
+  for e in summary["episodes"]:  # Successes end near the goal (reach: within its 5 cm radius).
+    assert e["diagnostics"]["closest_to_goal_m"] < (0.05 if e["family"] == "reach-v3" else 0.08), e
   assert "scalars" not in summary and ev.scalars(summary)["seen/group_easy/success_rate"] == 1.0
   assert summary["videos"] and summary["videos"][0]["frames"][0].shape == (64, 64, 3)
   assert np.mean([e["length"] for e in summary["episodes"]]) < config.max_episode_steps

@@ -280,6 +280,7 @@ class MetaWorldEnv:
     raw, _ = self.env.reset()
     self.raw_obs = np.asarray(raw, np.float64)
     self.steps = 0
+    self.diagnostics = {"closest_to_goal_m": float("inf"), "hand_to_object_m": float("inf")}
     task_instruction = metaworld_tasks.instruction(self.task, self.split, options.get("phrasing", seed))
     self.instruction = options.get("instruction", task_instruction)
     info = {"instruction": self.instruction, "task_instruction": task_instruction, "task": self.task,
@@ -294,6 +295,15 @@ class MetaWorldEnv:
     self.raw_obs = np.asarray(raw, np.float64)
     self.steps += 1
     success = bool(info["success"])
+    # How close a failure came: Meta-World's per-task `obj_to_target` (the object's distance to the
+    # goal; the hand's for reach), and the hand's closest approach to the task object (state[0:3]
+    # vs state[4:7]) says whether it ever got there. (Meta-World's own
+    # `grasp_success` is not used: it wants the object lifted, so a push or a successful low
+    # pick-place never passes it.)
+    hand_to_object = float(np.linalg.norm(self.raw_obs[0:3] - self.raw_obs[4:7]))
+    self.diagnostics["closest_to_goal_m"] = min(self.diagnostics["closest_to_goal_m"], float(info["obj_to_target"]))
+    self.diagnostics["hand_to_object_m"] = min(self.diagnostics["hand_to_object_m"], hand_to_object)
+    info = {**info, "episode_diagnostics": dict(self.diagnostics)}
     return self.observation(), float(reward), success, self.steps >= self.max_episode_steps and not success, info
 
   def expert_action(self) -> np.ndarray:

@@ -199,7 +199,23 @@ def evaluate(policy: Any, config: ml_collections.ConfigDict, execution: dict[str
         cond["groups"][group] = metrics.summarise(members)
     # SmolVLA's MT50 headline: the mean of the groups' success rates (not of the episodes).
     cond["group_mean_success_rate"] = float(np.mean([g["success_rate"] for g in cond["groups"].values()]))
+    for task, row in cond["families"].items():
+      row["failures"] = failure_summary([r for r in results if r.family == task])
   return summary
+
+
+def failure_summary(results: Sequence[Any]) -> dict[str, Any]:
+  """How close one task's failed episodes came (`MetaWorldEnv` diagnostics): {"episodes", and for
+  "closest_to_goal_m" (object, or reach's hand, to the goal) and "hand_to_object_m" (the hand's
+  closest approach to the task object) the median and quartiles over the failures, as
+  "<key>_q25" / "<key>_median" / "<key>_q75" (None without failures)}."""
+  failed = [r.diagnostics for r in results if not r.success and r.diagnostics]
+  out: dict[str, Any] = {"episodes": len(failed)}
+  for key in ("closest_to_goal_m", "hand_to_object_m"):
+    values = [d[key] for d in failed]
+    for name, q in (("q25", 25), ("median", 50), ("q75", 75)):
+      out[f"{key}_{name}"] = float(np.percentile(values, q)) if values else None
+  return out
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -220,4 +236,14 @@ def markdown_table(summary: dict[str, Any]) -> str:
   n = first["families"][next(iter(first["families"]))]["episodes"]
   lines.append(f"\n{n} episodes per task and condition; success % with a 95 % Wilson interval. "
                "Meta-World v3 (metaworld 3.1.1); published numbers are on v2.")
+  lines += ["", f"Failed episodes of `{conditions[0]}`, median [quartiles]: the closest each came to the goal "
+            "(Meta-World's per-task `obj_to_target`: the object's distance to the goal, the hand's for reach) and the "
+            "closest the hand came to the task object (its reference point is ~3.5 cm from a held puck).", "",
+            "| task | failed | closest to goal, cm | hand to object, cm |", "|---|---|---|---|"]
+  for task, row in first["families"].items():
+    f = row.get("failures") or {"episodes": 0}
+    quartiles = lambda key: (f"{100 * f[key + '_median']:.1f} [{100 * f[key + '_q25']:.1f}, "  # noqa: E731
+                             f"{100 * f[key + '_q75']:.1f}]")
+    cells = [quartiles("closest_to_goal_m"), quartiles("hand_to_object_m")] if f["episodes"] else ["", ""]
+    lines.append(f"| {task} | {f['episodes']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)

@@ -54,6 +54,9 @@ class EpisodeResult:
   interior_jump_sum: float = 0.0  # Sum of ‖a_t - a_{t-1}‖ over the other steps t ≥ 1 ...
   interior_jump_max: float = 0.0
   interior_steps: int = 0  # ... and their count.
+  # The env's own end-of-episode diagnostics (its step infos' "episode_diagnostics", e.g. Meta-World's
+  # closest_to_goal_m and hand_to_object_m); {} for envs without them.
+  diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def gif_frame(obs: dict[str, Any], i: int) -> np.ndarray:
@@ -144,6 +147,7 @@ def run_episodes(
     chunks = execution_lib.ChunkExecution(name, horizon, execute_steps, ensemble_decay)
     waits, inferences = np.zeros(n, np.int64), np.zeros(n, np.int64)
     jumps = _Jumps(n)
+    diagnostics: list[dict[str, Any]] = [{} for _ in range(n)]
     fresh = True  # The observation is new (an env step since the last tick), not yet in the window.
     while not venv.done.all():
       chunks.receive()
@@ -163,7 +167,10 @@ def run_episodes(
         continue
       was_done = venv.done.copy()
       jumps.add(action, chunks.switched, ~was_done)
-      obs, _, _, _, _ = venv.step(np.asarray(action, np.float32))
+      obs, _, _, _, step_infos = venv.step(np.asarray(action, np.float32))
+      for i, info in enumerate(step_infos):
+        if not was_done[i] and "episode_diagnostics" in info:
+          diagnostics[i] = info["episode_diagnostics"]
       fresh = True
       for i in range(keep):
         if not was_done[i]:
@@ -173,7 +180,7 @@ def run_episodes(
           seed=int(seed), family=venv.scenes[i].family, split=split, instruction=told[i], task_instruction=tasks[i],
           success=bool(venv.success[i]), length=int(venv.lengths[i]), frames=frames[i] if i < keep else None,
           judgeable=bool(infos[i]["judgeable"]), grounding_note=infos[i]["grounding_note"],
-          wait_steps=int(waits[i]), inferences=int(inferences[i]), **jumps.summary(i),
+          wait_steps=int(waits[i]), inferences=int(inferences[i]), **jumps.summary(i), diagnostics=diagnostics[i],
       ))
   return results
 
