@@ -78,3 +78,20 @@ def train_steps():
     return params, np.array(jax.device_get(losses))
 
   return run
+
+
+@pytest.fixture(scope="session")
+def metric_before_after(train_steps):
+  """metric_before_after(config, pool, held_out, metric, num_steps, lr) → (before, after): a loss
+  metric of a fresh policy on the held-out batch, and again after training on the pool (cycled)."""
+
+  def run(config, pool: list, held_out: dict, metric: str, num_steps: int = 300, learning_rate: float = 1e-2):
+    policy = Policy(config)
+    params = jax.jit(policy.init)(jax.random.key(0), pool[0])
+    loss = jax.jit(policy.loss)
+    value = lambda p: float(loss(p, held_out, jax.random.key(0))[1][metric])  # noqa: E731
+    before = value(params)
+    params, _ = train_steps(policy, params, lambda i: pool[i % len(pool)], num_steps, learning_rate)
+    return before, value(params)
+
+  return run

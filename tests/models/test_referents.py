@@ -159,18 +159,13 @@ def _colour_scene(rng: np.random.Generator, batch_size: int, config) -> dict:
 
 
 @pytest.mark.slow  # A small training loop (~11 s).
-def test_referent_loss_teaches_the_tokenizer_to_find_the_named_object(make_tiny_config, train_steps, jit):
+def test_referent_loss_teaches_the_tokenizer_to_find_the_named_object(make_tiny_config, metric_before_after):
   """Two squares, one named: only reading the instruction *and* the image finds it. The map of
   token 0 must end on the named square (error well under the squares' separation)."""
   config = _referent_config(make_tiny_config, 1.0)
-  policy = Policy(config)
   rng = np.random.default_rng(0)
   pool = [_colour_scene(rng, 16, config) for _ in range(8)]
-  params = jit(policy.init)(jax.random.key(0), pool[0])
   held_out = _colour_scene(np.random.default_rng(99), 64, config)
-  metrics = jit(policy.loss)
-  before = float(metrics(params, held_out, jax.random.key(0))[1]["referent_error"])
-  params, _ = train_steps(policy, params, lambda i: pool[i % len(pool)], 300, 1e-2)
-  after = float(metrics(params, held_out, jax.random.key(0))[1]["referent_error"])
+  before, after = metric_before_after(config, pool, held_out, "referent_error")
   assert before > 0.2
   assert after < 0.08, (before, after)

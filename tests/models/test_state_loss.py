@@ -81,20 +81,16 @@ def _square_scene(rng: np.random.Generator, batch_size: int, config) -> dict:
 
 
 @pytest.mark.slow  # A small training loop (~10 s).
-def test_state_loss_teaches_the_readouts_where_the_square_is(make_tiny_config, train_steps, jit):
+def test_state_loss_teaches_the_readouts_where_the_square_is(make_tiny_config, metric_before_after):
   """Where the square is can only come from the image: the head must learn it through the
   backbone, well below the error of the best constant guess (the training targets' median)."""
   config = _config(make_tiny_config, 1.0, num_targets=2)
   config.image.coord_channels = True
-  policy = Policy(config)
   rng = np.random.default_rng(0)
   pool = [_square_scene(rng, 16, config) for _ in range(8)]
-  params = jit(policy.init)(jax.random.key(0), pool[0])
   held_out = _square_scene(np.random.default_rng(99), 64, config)
-  metrics = jit(policy.loss)
-  before = float(metrics(params, held_out, jax.random.key(0))[1]["state_target_error"])
-  params, _ = train_steps(policy, params, lambda i: pool[i % len(pool)], 300, 1e-2)
-  after = float(metrics(params, held_out, jax.random.key(0))[1]["state_target_error"])
+  before, after = metric_before_after(config, pool, held_out, "state_target_error")
   median = np.median(np.concatenate([b["aux"]["state_target"] for b in pool]), axis=0)
   constant = float(np.abs(held_out["aux"]["state_target"] - median).mean())  # ~0.37
+  assert before > constant, (before, constant)  # The untrained head is no better than a constant.
   assert after < 0.6 * constant, (before, after, constant)
