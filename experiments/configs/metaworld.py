@@ -51,8 +51,10 @@ import ml_collections
 from ml_collections import config_dict
 
 from experiments.configs.common import add_finetuning, checkpoint_config, distributed_config, mesh_config, optim_config
+from experiments.configs.metaworld_data import EXTRA_VIEWS
 from experiments.configs.tabletop import cpu_quickstart_model
 from vla_jax.data import pipeline, spec
+from vla_jax.envs.metaworld import CAMERA_NAMES, REFERENT_NAMES
 from vla_jax.evaluation.metaworld import eval_config
 from vla_jax.models.config import minilm_language, model_config
 
@@ -62,17 +64,21 @@ VARIANTS = ("mt10", "mt50", "gpu", "tiny")
 # the box they are mapped from to [-1, 1] (MT10's demos span x -0.32..0.29, y 0.36..0.90, z 0.02..0.31 m).
 STATE_TARGET_DIMS = (4, 5, 6, 36, 37, 38)
 STATE_TARGET_BOUNDS = ((-0.4, 0.3, 0.0) * 2, (0.4, 1.0, 0.35) * 2)
-OBSERVATIONS = ("wrist", "state")  # Suffixes: "<variant>_wrist", "<variant>_state".
+# Suffixes "<variant>_<view>": one more camera (EXTRA_VIEWS: the model's name for it -> Meta-World's).
+OBSERVATIONS = (*EXTRA_VIEWS, "state")  # "state": no pixels, Meta-World's full state (a diagnostic).
 
 
-def metaworld_spec(builder_dir: str, image_size_px: int, *, wrist: bool = False,
+def metaworld_spec(builder_dir: str, image_size_px: int, *, extra_view: str | None = None,
                    proprio: str = "state") -> ml_collections.ConfigDict:
   """The dataset spec of `vla_jax.data.metaworld_builder` datasets (read by the standard pipeline).
 
-  wrist: the data has the gripper camera (`image_wrist`); proprio: "state" (end effector + gripper,
-  4-d) or "env_state" (Meta-World's full 39-d state, goal included: the perfect-perception diagnostic).
+  extra_view: an `EXTRA_VIEWS` camera the data also has (e.g. "wrist": `image_wrist`); proprio:
+  "state" (end effector + gripper, 4-d) or "env_state" (Meta-World's full 39-d state, goal
+  included: the perfect-perception diagnostic).
   """
-  cameras = {"primary": "image", **({"wrist": "image_wrist"} if wrist else {})}
+  cameras = {"primary": "image"}
+  if extra_view:
+    cameras[extra_view] = f"image_{CAMERA_NAMES[EXTRA_VIEWS[extra_view]]}"
   return spec.dataset_spec(
       name="metaworld", builder_dir=builder_dir, cameras=cameras, referents_key="referents",
       state_target_key="env_state", state_target_dims=STATE_TARGET_DIMS, state_target_bounds=STATE_TARGET_BOUNDS,
@@ -83,22 +89,23 @@ def metaworld_spec(builder_dir: str, image_size_px: int, *, wrist: bool = False,
 
 def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   """variant: "mt10" (CPU default), "mt50" (CPU model, all tasks), "gpu" (MT50, base) or "tiny"
-  (tests), optionally suffixed "_wrist" (+ the gripper camera) or "_state" (no pixels, full state:
-  a diagnostic), e.g. "mt10_wrist"."""
+  (tests), optionally suffixed "_wrist" (+ the gripper camera), "_corner" (+ a second fixed
+  view, from the table's other front corner) or "_state" (no pixels, full state: a diagnostic), e.g. "mt10_corner"."""
   name = variant
   variant, _, observations = variant.partition("_")
   if variant not in VARIANTS or observations not in ("", *OBSERVATIONS):
     raise ValueError(f"unknown variant {name!r} of metaworld; expected one of {VARIANTS}, optionally "
-                     "suffixed _wrist or _state")
-  wrist, state_only = observations == "wrist", observations == "state"
+                     f"suffixed with one of {['_' + o for o in OBSERVATIONS]}")
+  extra_view = observations if observations in EXTRA_VIEWS else None
+  state_only = observations == "state"
   size = {"mt10": "small", "mt50": "small", "gpu": "base", "tiny": "tiny"}[variant]
   image_px = {"mt10": 96, "mt50": 96, "gpu": 128, "tiny": 64}[variant]
   dataset = {"mt10": "metaworld_mt10", "mt50": "metaworld_mt50", "gpu": "metaworld_mt50_128px",
-             "tiny": "metaworld_tiny"}[variant] + ("_wrist" if wrist else "")
+             "tiny": "metaworld_tiny"}[variant] + (f"_{extra_view}" if extra_view else "")
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  config.data = pipeline.pipeline_config([metaworld_spec(f"data/{dataset}/1.0.0", image_px, wrist=wrist,
+  config.data = pipeline.pipeline_config([metaworld_spec(f"data/{dataset}/1.0.0", image_px, extra_view=extra_view,
                                                         proprio="env_state" if state_only else "state")])
   config.data.image_size_px = (image_px, image_px)
   config.data.window = 2
@@ -112,13 +119,14 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   config.model.image_size_px = image_px
   config.model.proprio_dim = 39 if state_only else 4
   config.model.action_dim = 4
+  if extra_view:
+    config.model.cameras = ("primary", extra_view)
   if size == "small":
     cpu_quickstart_model(config.model)
-    if not state_only:  # Object and goal labels for two learned tokens of the primary camera.
-      config.data.num_referents = 2
+    if not state_only:  # Object and goal labels for two learned tokens of each camera.
+      config.model.referent_loss.cameras = config.model.cameras
+      config.data.num_referents = len(REFERENT_NAMES) * len(config.model.cameras)
       config.model.referent_loss.weight = 1.0
-  if wrist:
-    config.model.cameras = ("primary", "wrist")
   if state_only:
     config.model.cameras = ()
     config.data.cameras = ("primary",)  # The pipeline decodes one view; the model reads none.
@@ -161,7 +169,7 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   config.eval = eval_config(episodes_per_task={"tiny": 2, "mt50": 20}.get(variant, 50), tasks=tasks)
   config.eval.image_size = image_px
   config.eval.execute_steps = 4 if variant != "tiny" else 2
-  config.eval.extra_cameras = ("gripperPOV",) if wrist else ()
+  config.eval.extra_cameras = (EXTRA_VIEWS[extra_view],) if extra_view else ()
   if variant == "tiny":
     config.eval.num_envs = 2
     config.eval.max_episode_steps = 20

@@ -3,6 +3,7 @@
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py         # MT10
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt50
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt10_wrist  # + wrist camera
+  python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt10_corner # + 2nd corner
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py:tiny    # tests
 
 Needs the optional extra (`make metaworld-deps`). See vla_jax/data/metaworld_builder.py.
@@ -11,19 +12,23 @@ Needs the optional extra (`make metaworld-deps`). See vla_jax/data/metaworld_bui
 import ml_collections
 from ml_collections import config_dict
 
+# Dataset suffix -> the Meta-World camera it adds (as experiments/configs/metaworld.py's variants).
+EXTRA_VIEWS = {"wrist": "gripperPOV", "corner": "corner"}
+
 
 def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   """variant: "mt10" (default), "mt50", or "tiny" (2 tasks x 2 episodes, for tests); suffixed "_wrist"
-  (e.g. "mt10_wrist") the data also has the gripper camera, as image_wrist."""
+  (e.g. "mt10_wrist") the data also has the gripper camera, as image_wrist, suffixed "_corner" the
+  camera at the table's other front corner (corner4's mirror image), as image_corner."""
   variants = ("mt10", "mt50", "tiny")
   base, _, suffix = variant.partition("_")
-  if base not in variants or suffix not in ("", "wrist"):
+  if base not in variants or suffix not in ("", *EXTRA_VIEWS):
     raise ValueError(f"unknown variant {variant!r} of metaworld_data; expected one of {variants}, "
-                     "optionally suffixed _wrist")
-  wrist, variant = suffix == "wrist", base
+                     f"optionally suffixed with one of {['_' + v for v in EXTRA_VIEWS]}")
+  variant = base
   config = ml_collections.ConfigDict()
   config.builder = "metaworld"  # experiments.generate_data picks vla_jax.data.metaworld_builder.
-  config.name = f"metaworld_{variant}" + ("_wrist" if wrist else "")  # Written to <data_dir>/<name>/1.0.0.
+  config.name = f"metaworld_{variant}" + (f"_{suffix}" if suffix else "")  # Written to <data_dir>/<name>/1.0.0.
   config.data_dir = "data"
   config.seed = 0  # Episode seeds derive from (seed, split, task, attempt): splits never share a scene.
   config.tasks = variant.upper() if variant != "tiny" else ("reach-v3", "drawer-close-v3")
@@ -41,8 +46,9 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   # (benchmarks/results/metaworld_mt10.md); evaluation must then use the same value.
   config.env.camera_fovy = config_dict.placeholder(float)
   # More views stored as steps/observation/image_<name> (`envs.metaworld.CAMERA_NAMES`: "gripperPOV"
-  # is image_wrist, a camera on the gripper looking along the fingers).
-  config.env.extra_cameras = ("gripperPOV",) if wrist else ()
+  # is image_wrist, a camera on the gripper looking along the fingers; "corner" sees the table from its
+  # other front corner, a second fixed view for depth), each with its own referent labels.
+  config.env.extra_cameras = (EXTRA_VIEWS[suffix],) if suffix else ()
   # Every MT10 expert finishes well inside 200 steps when it succeeds (peg-insert-side is the
   # slowest, ~130); longer attempts are failures that would be dropped anyway.
   config.env.max_episode_steps = 200

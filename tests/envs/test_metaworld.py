@@ -212,18 +212,21 @@ from vla_jax.envs.metaworld import MetaWorldEnv  # Before mujoco: it sets MUJOCO
 import mujoco
 
 out = []
-for camera, fovy in (("corner4", None), ("corner4", 45.0), ("corner2", None)):
-  env = MetaWorldEnv("push-v3", image_size=96, camera=camera, camera_fovy=fovy)
+# (primary camera, the view labelled and rendered, field of view): the last a second view.
+for primary, camera, fovy in (("corner4", "corner4", None), ("corner4", "corner4", 45.0), ("corner2", "corner2", None),
+                              ("corner4", "corner", None)):
+  extra = (camera,) if camera != primary else ()
+  env = MetaWorldEnv("push-v3", image_size=96, camera=primary, camera_fovy=fovy, extra_cameras=extra)
   for seed in (1, 2):
     env.reset(seed)
     for _ in range(20):
       env.step(env.expert_action())
-    seg = env.render(segmentation=True)
+    seg = env.render(segmentation=True, camera=camera)
     m = env.env.model
     puck = {g for g in range(m.ngeom) if mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, m.geom_bodyid[g]) == "obj"}
     ys, xs = np.nonzero((seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM) & np.isin(seg[..., 0], list(puck)))
-    ref = env.referents()
-    behind = env.project(2 * env.env.data.cam_xpos[m.camera(camera).id] - env.env.data.body("obj").xpos)[1]
+    ref = env.referents(camera)
+    behind = env.project(2 * env.env.data.cam_xpos[m.camera(camera).id] - env.env.data.body("obj").xpos, camera)[1]
     out.append({"label": (ref["position"][0] * 96).tolist(), "centroid": [xs.mean() + 0.5, ys.mean() + 0.5],
                 "valid": ref["valid"].tolist(), "behind_in_view": bool(behind[0])})
   env.close()

@@ -22,7 +22,7 @@ def tiny_metaworld_dir(tmp_path_factory) -> Path:
   from experiments.configs import metaworld_data
   from vla_jax.data import metaworld_builder
 
-  config = metaworld_data.get_config("tiny_wrist")
+  config = metaworld_data.get_config("tiny_corner")
   config.data_dir = str(tmp_path_factory.mktemp("metaworld_data"))
   return metaworld_builder.write_dataset(config, progress=False)
 
@@ -42,26 +42,30 @@ def test_builder_writes_successful_demos_of_each_task_in_the_rlds_schema(tiny_me
 
   builder = tfds.builder_from_directory(str(tiny_metaworld_dir))
   episode = next(iter(tfds.as_numpy(builder.as_dataset(split="train").take(1))))
-  obs = {k: np.stack([s["observation"][k] for s in episode["steps"]]) for k in ("image", "image_wrist", "state",
+  obs = {k: np.stack([s["observation"][k] for s in episode["steps"]]) for k in ("image", "image_corner", "state",
                                                                                  "env_state")}
-  assert obs["image_wrist"].shape == obs["image"].shape and obs["env_state"].shape[1:] == (39,)
-  assert not np.array_equal(obs["image_wrist"], obs["image"])  # Another view, not a copy.
+  assert obs["image_corner"].shape == obs["image"].shape and obs["env_state"].shape[1:] == (39,)
+  assert not np.array_equal(obs["image_corner"], obs["image"])  # Another view, not a copy.
   # The full state starts with the proprio (hand xyz, gripper) and holds the goal in its last 3 entries.
   np.testing.assert_array_equal(obs["env_state"][:, :4], obs["state"])
   assert np.ptp(obs["env_state"][:, -3:], axis=0).max() < 1e-6 and np.abs(obs["env_state"][0, -3:]).max() > 0.05
   referents = {k: np.stack([s["referents"][k] for s in episode["steps"]]) for k in ("position", "valid")}
-  assert referents["position"].shape == (len(obs["state"]), 2, 2) and referents["valid"].shape == (len(obs["state"]), 2)
-  assert referents["valid"][:, 1].all() and (referents["position"] >= 0).all() and (referents["position"] <= 1).all()
+  # Object and goal in each view, camera-major: corner4's rows 0-1, the other corner's 2-3.
+  assert referents["position"].shape == (len(obs["state"]), 4, 2) and referents["valid"].shape == (len(obs["state"]), 4)
+  assert referents["valid"][:, [1, 3]].all() and (referents["position"] >= 0).all() and (referents["position"] <= 1).all()
+  assert np.abs(referents["position"][:, 1] - referents["position"][:, 3]).max() > 0.05  # Two projections.
 
 
 def test_the_cpu_pixel_policies_learn_where_the_object_and_goal_are():
   """The referent loss (MT10 47 % -> 68 %) is on for the CPU pixel variants, off where it cannot be."""
   from experiments.configs import metaworld
 
-  for variant in ("mt10", "mt50", "mt10_wrist"):
+  for variant in ("mt10", "mt50", "mt10_wrist", "mt10_corner"):
     config = metaworld.get_config(variant)
-    assert config.data.num_referents == 2 and config.model.referent_loss.weight > 0, variant
-    assert config.model.image.num_learned_tokens >= 2 and config.model.referent_loss.camera == "primary", variant
+    cameras = tuple(config.model.cameras)  # Each view's tokens get its own object and goal labels.
+    assert config.data.num_referents == 2 * len(cameras) and config.model.referent_loss.weight > 0, variant
+    assert config.model.image.num_learned_tokens >= 2 and config.model.referent_loss.cameras == cameras, variant
+    assert cameras == (("primary",) if "_" not in variant else ("primary", variant.split("_")[1])), variant
   for variant in ("mt10_state", "gpu", "tiny"):  # No image / patch tokens: no maps to train.
     config = metaworld.get_config(variant)
     assert not config.data.get("num_referents") and not config.model.referent_loss.weight, variant
@@ -69,7 +73,7 @@ def test_the_cpu_pixel_policies_learn_where_the_object_and_goal_are():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant, cameras, proprio_dim",
-                         [("tiny", ["primary"], 4), ("tiny_wrist", ["primary", "wrist"], 4), ("tiny_state", [], 39)])
+                         [("tiny", ["primary"], 4), ("tiny_corner", ["primary", "corner"], 4), ("tiny_state", [], 39)])
 def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cameras, proprio_dim):
   from experiments.configs import metaworld
   from vla_jax.data import pipeline
@@ -78,7 +82,7 @@ def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cam
   assert list(config.model.cameras) == cameras and config.model.proprio_dim == proprio_dim
   config.data.datasets.metaworld.builder_dir = str(tiny_metaworld_dir)
   config.data.statistics_dir = str(tiny_metaworld_dir.parent / f"stats_{variant}")
-  config.data.num_referents = 2  # The object and goal labels (for the referent loss).
+  config.data.num_referents = 4  # The object and goal labels in each of the data's two views.
   config.data.state_targets = 6  # Their world xyz (for the state loss).
   config.data.batch_size = b = 4
   batch = next(iter(pipeline.make_train_iterator(config.data, process_index=0, process_count=1)))
@@ -86,7 +90,7 @@ def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cam
   for camera in cameras:
     assert batch["observation"][f"image_{camera}"].shape == (b, t, 64, 64, 3)
   assert batch["observation"]["proprio"].shape == (b, t, proprio_dim)
-  assert batch["aux"]["referent_xy"].shape == (b, 2, 2) and batch["aux"]["referent_valid"][:, 1].all()
+  assert batch["aux"]["referent_xy"].shape == (b, 4, 2) and batch["aux"]["referent_valid"][:, [1, 3]].all()
   state = batch["aux"]["state_target"]  # Mapped from metaworld.STATE_TARGET_BOUNDS: inside [-1, 1].
   assert state.shape == (b, 6) and batch["aux"]["state_target_valid"].all()
   assert np.abs(state).max() < 1.0 and np.abs(state).max() > 0.1
@@ -96,9 +100,9 @@ def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cam
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant, views", [("tiny", 1), ("tiny_wrist", 2), ("tiny_state", 1)])
+@pytest.mark.parametrize("variant, views", [("tiny", 1), ("tiny_corner", 2), ("tiny_state", 1)])
 def test_generate_train_evaluate_end_to_end_on_the_tiny_config(tiny_metaworld_dir, tmp_path, variant, views):
-  """`make metaworld`'s three commands on the tiny configs (one camera, + the gripper camera, state
+  """`make metaworld`'s three commands on the tiny configs (one camera, + a second corner camera, state
   only): the evaluation writes its artifacts; a two-camera GIF shows both views side by side."""
   config = f"experiments/configs/metaworld.py:{variant}"
   data_flag = f"--config.data.datasets.metaworld.builder_dir={tiny_metaworld_dir}"

@@ -111,6 +111,35 @@ def test_policy_loss_adds_the_referent_term_only_when_enabled_and_labelled(make_
     on.loss(params, {**batch, "aux": {**aux, "referent_valid": np.ones((2, 3), bool)}}, rng)
 
 
+def test_with_two_cameras_each_takes_its_own_label_rows_in_order(make_tiny_config):
+  """Data with labels for several views stores them camera-major; the loss is the cameras' mean."""
+  config = _referent_config(make_tiny_config, 1.0)
+  config.cameras = ("primary", "corner")
+  batch = example_batch(config, 2, seed=0)
+  rng = np.random.default_rng(0)
+  aux = {"referent_xy": rng.uniform(0.1, 0.9, (2, 4, 2)).astype(np.float32),
+         "referent_valid": np.array([[True, True, True, False], [True, False, True, True]])}
+  policy = Policy(config)
+  params = policy.init(jax.random.key(0), batch)
+
+  def metrics(cameras, rows):
+    config.referent_loss.cameras = cameras
+    labels = {k: v[:, rows] for k, v in aux.items()}
+    return Policy(config).loss(params, {**batch, "aux": labels}, jax.random.key(1))[1]
+
+  both = metrics(("primary", "corner"), slice(0, 4))
+  primary, corner = metrics(("primary",), slice(0, 2)), metrics(("corner",), slice(2, 4))
+  assert abs(float(primary["referent_ce"]) - float(corner["referent_ce"])) > 1e-3  # The test can tell them apart.
+  np.testing.assert_allclose(float(both["referent_ce"]), (float(primary["referent_ce"]) + float(corner["referent_ce"])) / 2,
+                             rtol=1e-5)
+  np.testing.assert_allclose(float(both["referent_error_corner"]), float(corner["referent_error"]), rtol=1e-5)
+  np.testing.assert_allclose(float(both["referent_error_primary"]), float(primary["referent_error"]), rtol=1e-5)
+  with pytest.raises(ValueError, match=r"has 3 referent rows .* not a multiple of the 2 cameras"):
+    metrics(("primary", "corner"), slice(0, 3))
+  with pytest.raises(ValueError, match=r"referent_loss.cameras=\('wrist',\): \['wrist'\] not among"):
+    metrics(("wrist",), slice(0, 2))
+
+
 def test_attribute_maps_make_token_0_attend_with_the_colour_map_plus_the_shape_map(make_tiny_config):
   config = _referent_config(make_tiny_config, 1.0)
   config.image.attribute_maps = True

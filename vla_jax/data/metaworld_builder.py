@@ -10,9 +10,10 @@ observation and a "hold still" action), atomic writes, `tabletop_builder.load_su
   steps/observation/state        float32 [4]      end-effector x, y, z (m) and gripper opening (0..1)
   steps/observation/env_state    float32 [39]     Meta-World's full state with the goal (state-based
                                                   policies, perfect-perception diagnostics)
-  steps/referents/{position [2, 2], valid [2]}    the task's object and goal in the primary camera's
-                                                  frame (`MetaWorldEnv.referents`): labels for the
-                                                  auxiliary referent loss, never policy inputs
+  steps/referents/{position [2C, 2], valid [2C]}  the task's object and goal in each of the C views'
+                                                  frames (`MetaWorldEnv.referents`; camera-major, the
+                                                  primary first): labels for the auxiliary referent
+                                                  loss, never policy inputs
   steps/action                   float32 [4]      the expert's dx, dy, dz, grip effort, clipped to [-1, 1]
   steps/language_instruction     string           a training phrasing of the task (`metaworld_tasks`)
   steps/reward, discount, is_first, is_last, is_terminal
@@ -62,7 +63,7 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
   images, states, actions, rewards = [obs["image"]], [obs["state"]], [], []
   extra_keys = [k for k in obs if k.startswith("image_")] + ["env_state"]
   extra = {k: [obs[k]] for k in extra_keys}
-  referents = [env.referents()]  # Labels of the state each frame was rendered from.
+  referents = [referent_labels(env)]  # Labels of the state each frame was rendered from.
   success = False
   while True:
     label = np.clip(env.expert_action(), -1.0, 1.0)
@@ -75,7 +76,7 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
     states.append(obs["state"])
     for k in extra_keys:
       extra[k].append(obs[k])
-    referents.append(env.referents())
+    referents.append(referent_labels(env))
     if terminated or truncated:
       success = bool(terminated)
       break
@@ -85,6 +86,13 @@ def rollout_episode(env: Any, seed: int, noise_std: float, index: int, split: st
   metadata = {"task_family": env.task, "difficulty": metaworld_tasks.difficulty(env.task), "split": split,
               "seed": seed, "episode_index": index, "success": success}
   return {"steps": steps, "episode_metadata": metadata}
+
+
+def referent_labels(env: Any) -> dict[str, np.ndarray]:
+  """The object and goal in every view the env renders, camera-major: {position float32 [2C, 2],
+  valid bool [2C]}, rows 2c, 2c + 1 camera c's (the primary first, then `env.extra_cameras`)."""
+  views = [env.referents(c) for c in (env.camera, *env.extra_cameras)]
+  return {k: np.concatenate([v[k] for v in views]) for k in ("position", "valid")}
 
 
 def _episode_worker(env_kwargs: dict[str, Any], noise_std: float):
@@ -149,12 +157,13 @@ def features(image_size: int, extra_cameras: tuple[str, ...] = ()) -> tfds.featu
       extra_observations={"env_state": tfds.features.Tensor(
           shape=(ENV_STATE_DIM,), dtype=np.float32,
           doc="Meta-World's 39-d state observation, goal included (never a pixel policy's input).")},
-      num_referents=len(REFERENT_NAMES),
+      num_referents=len(REFERENT_NAMES) * (1 + len(extra_cameras)),
       action=tfds.features.Tensor(shape=(ACTION_DIM,), dtype=np.float32,
                                   doc="dx, dy, dz in [-1, 1] (x 1 cm mocap motion); grip effort in [-1, 1], +1 = close."),
       docs={"state": "end-effector x, y, z (m, world frame), gripper opening (0 closed .. 1 open)",
-            "referents": "The task's object and goal in the primary camera's upright frame "
-                         "(MetaWorldEnv.referents); auxiliary training labels only.",
+            "referents": "The task's object and goal in each camera's upright frame "
+                         "(MetaWorldEnv.referents), camera-major: rows 2c, 2c+1 are camera c's "
+                         "(the primary first, then env.extra_cameras); auxiliary training labels only.",
             "referents/position": "(x, y) in [0, 1] image units, x right, y down; 0 where invalid.",
             "referents/valid": "False out of view, and for the reach tasks' object (they have none)."})
   return tfds.features.FeaturesDict({

@@ -253,12 +253,12 @@ class MetaWorldEnv:
     in_view = (depth > 0) & np.all((xy >= 0) & (xy <= 1), axis=-1)
     return np.where(in_view[:, None], xy, 0.0).astype(np.float32), in_view
 
-  def referents(self) -> dict[str, np.ndarray]:
-    """Where the task's object and goal (`REFERENT_NAMES`) are in the primary camera's frame now:
-    {position float32 [2, 2] ((x, y) in [0, 1], x right, y down), valid bool [2]}. Invalid: out of
-    view, or reach's object (the reach tasks have no object to act on). Privileged labels for an
-    auxiliary training loss, never policy inputs."""
-    position, valid = self.project(np.stack([self.raw_obs[4:7], self.raw_obs[36:39]]))
+  def referents(self, camera: str | None = None) -> dict[str, np.ndarray]:
+    """Where the task's object and goal (`REFERENT_NAMES`) are in `camera`'s frame now (default:
+    the primary camera): {position float32 [2, 2] ((x, y) in [0, 1], x right, y down), valid bool
+    [2]}. Invalid: out of view, or reach's object (the reach tasks have no object to act on).
+    Privileged labels for an auxiliary training loss, never policy inputs."""
+    position, valid = self.project(np.stack([self.raw_obs[4:7], self.raw_obs[36:39]]), camera)
     valid[0] &= not self.task.startswith("reach")
     return {"position": np.where(valid[:, None], position, 0.0).astype(np.float32), "valid": valid}
 

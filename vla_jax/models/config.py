@@ -163,7 +163,9 @@ def referent_loss_config(weight: float = 0.0) -> ml_collections.ConfigDict:
   """
   return ml_collections.ConfigDict(dict(
       weight=weight,  # 0 = off. Multiplies the mean cross-entropy over valid referents.
-      camera="primary",  # Whose learned-token maps are supervised.
+      # Whose learned-token maps are supervised. With several, aux/referent_xy's rows are split
+      # evenly among them in this order (data with labels for several views stores them camera-major).
+      cameras=("primary",),
       sigma=0.03,  # Std of the target heatmap, in image-width units ([0, 1] coordinates).
       # > 0: also trains image.attribute_maps' colour and shape maps towards every object sharing
       # the target's colour / shape (batch aux/attribute_xy; data.attribute_objects > 0).

@@ -128,12 +128,7 @@ class VLAModel(nn.Module):
       if "referent_xy" not in aux:
         raise ValueError("referent_loss.weight > 0 needs aux/referent_xy: set data.num_referents > 0 "
                          "(datasets with referent labels)")
-      if ref_cfg.camera not in out["token_maps"]:
-        raise ValueError(f"referent_loss.camera={ref_cfg.camera!r} is not one of the model's cameras "
-                         f"{list(self.config.cameras)}")
-      logits = out["token_maps"][ref_cfg.camera][:, -1]  # Labels describe the window's last frame.
-      ref_loss, ref_metrics = referents.referent_loss(
-          logits, aux["referent_xy"], aux["referent_valid"], ref_cfg.sigma)
+      ref_loss, ref_metrics, logits = self._referent_loss(out["token_maps"], aux, ref_cfg)
       metrics = {**metrics, "head_loss": head_loss, **ref_metrics}
       loss = loss + ref_cfg.weight * ref_loss
       attr_weight = ref_cfg.get("attribute_weight", 0.0)
@@ -149,6 +144,32 @@ class VLAModel(nn.Module):
         metrics.update(attr_metrics)
         loss = loss + attr_weight * attr_loss
     return loss, metrics
+
+  def _referent_loss(self, token_maps: dict[str, Array], aux: dict,
+                     ref_cfg: ml_collections.ConfigDict) -> tuple[Array, dict[str, Array], Array]:
+    """The referent loss over `ref_cfg.cameras` (mean over cameras; each takes its own consecutive
+    K = rows / cameras label rows) → (loss, metrics, the first camera's last-frame token logits, which
+    the attribute loss trains).
+    With several cameras the metrics also hold `referent_error_<camera>`."""
+    cameras = tuple(ref_cfg.cameras)
+    unknown = [c for c in cameras if c not in token_maps]
+    if unknown or not cameras:
+      raise ValueError(f"referent_loss.cameras={cameras!r}: {unknown or 'none'} not among the model's "
+                       f"cameras {list(self.config.cameras)}")
+    xy, valid = aux["referent_xy"], aux["referent_valid"]
+    rows = xy.shape[1]
+    if rows % len(cameras):
+      raise ValueError(f"aux/referent_xy has {rows} referent rows per sample ({xy.shape}), not a multiple of "
+                       f"the {len(cameras)} cameras of referent_loss.cameras={cameras!r}: set data.num_referents "
+                       "to (referents per view) x (views)")
+    k = rows // len(cameras)
+    # Labels describe the window's last frame.
+    results = [referents.referent_loss(token_maps[c][:, -1], xy[:, i * k:(i + 1) * k], valid[:, i * k:(i + 1) * k],
+                                       ref_cfg.sigma) for i, c in enumerate(cameras)]
+    metrics = {name: sum(m[name] for _, m in results) / len(results) for name in results[0][1]}
+    if len(cameras) > 1:
+      metrics.update({f"referent_error_{c}": m["referent_error"] for c, (_, m) in zip(cameras, results)})
+    return sum(loss for loss, _ in results) / len(results), metrics, token_maps[cameras[0]][:, -1]
 
   def embed(self, observation: dict, task: dict, train: bool = False) -> Array:
     """→ readout embeddings float32 [B, R, D]."""
