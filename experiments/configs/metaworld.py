@@ -4,6 +4,7 @@
   python -m experiments.train --config experiments/configs/metaworld.py --workdir runs/metaworld
   python -m experiments.evaluate --workdir runs/metaworld --config experiments/configs/metaworld.py
   python -m experiments.train --config experiments/configs/metaworld.py:mt10_wrist   # + the gripper camera
+  python -m experiments.train --config experiments/configs/metaworld.py:mt10_corner  # + a second fixed view
   python -m experiments.train --config experiments/configs/metaworld.py:mt10_state   # state, no pixels (below)
   python -m experiments.train --config experiments/configs/metaworld.py:mt50   # all 50 tasks, CPU model
   python -m experiments.train --config experiments/configs/metaworld.py:gpu    # MT50, GPU-sized (below)
@@ -22,7 +23,11 @@ Variants differ from the tabletop's `small` where Meta-World differs:
     push 10 -> 40 %, pick-place 4 -> 30 % (benchmarks/results/metaworld_mt10.md).
 
 `mt10_wrist` adds Meta-World's gripper camera ("gripperPOV", a second image tokenizer) to corner4;
-its data: `metaworld_data.py:mt10_wrist`. `mt10_state` is a diagnostic, not a pixel policy: it
+its data: `metaworld_data.py:mt10_wrist`. `mt10_corner` adds Meta-World's "corner" camera, corner4's
+mirror image from the table's other front corner: two fixed views for the depth one view lacks (the
+failures are centimetre near misses at the object); each view's tokens get the referent loss on its
+own labels (data: `metaworld_data.py:mt10_corner`). Top-down ("topview") was the other candidate; from
+above the hand hides the puck (0-2 visible pixels at 96 px at the start of push episodes). `mt10_state` is a diagnostic, not a pixel policy: it
 reads Meta-World's full 39-d state (object and goal positions included: perfect perception) and no
 image, so its success bounds what better perception alone could give this recipe.
 
