@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vla_jax.inference.window import ObservationWindow, observation_keys, policy_observation
+from vla_jax.inference.window import ObservationWindow, observation_keys, policy_observation, robot_image_keys
 
 
 def _run_config(cameras: dict, proprio_key: str = "state") -> dict:
@@ -52,12 +52,21 @@ def test_bad_observations_are_named():
     window.inputs()
 
 
-def test_one_frame_feeds_a_single_camera_policy_under_its_own_keys():
+def test_a_robot_observation_feeds_a_policy_under_its_own_keys():
   class Policy:
     observation_keys = {"image_primary": "image_0", "proprio": "state"}
 
-  obs = policy_observation(Policy(), np.zeros((8, 8, 3), np.uint8), np.zeros(7))
+  frame = np.zeros((8, 8, 3), np.uint8)
+  obs = policy_observation(Policy(), {"image": frame, "state": np.zeros(7)})
   assert set(obs) == {"image_0", "state"} and obs["image_0"].shape == (1, 8, 8, 3) and obs["state"].dtype == np.float32
-  Policy.observation_keys = {"image_primary": "image", "image_wrist": "image_wrist", "proprio": "state"}
-  with pytest.raises(ValueError, match="one camera frame cannot feed"):
-    policy_observation(Policy(), np.zeros((8, 8, 3), np.uint8), np.zeros(4))
+  # Two cameras: "image" feeds the first, image_<camera> the second (whatever the dataset called it).
+  Policy.observation_keys = {"image_primary": "image", "image_corner": "image_corner_cam", "proprio": "state"}
+  assert robot_image_keys(Policy.observation_keys) == {"image": "image_primary", "image_corner": "image_corner"}
+  obs = policy_observation(Policy(), {"image": frame, "image_corner": frame + 1, "state": np.zeros(4)})
+  assert set(obs) == {"image", "image_corner_cam", "state"} and obs["image_corner_cam"].max() == 1
+  with pytest.raises(ValueError, match=r"the observation lacks \['image_corner'\]: this policy reads the frames "
+                                       r"\['image', 'image_corner'\] and 'state'"):
+    policy_observation(Policy(), {"image": frame, "state": np.zeros(4)})
+  # A camera the acting dataset lacks is fed zeros by the window: the robot is not asked for it.
+  Policy.observation_keys = {"image_primary": "image", "image_wrist": None, "proprio": "state"}
+  assert set(policy_observation(Policy(), {"image": frame, "state": np.zeros(4)})) == {"image", "state"}

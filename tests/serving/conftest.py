@@ -84,16 +84,17 @@ def onnx_server(tiny_export):
 
 
 def observations(spec, count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
-  """`count` single-robot observations (image uint8 [S, S, 3], state float32 [D]) with varied values."""
+  """`count` single-robot observations (a uint8 [S, S, 3] frame per `spec.image_keys`, state float32
+  [D]) with varied values."""
   rng = np.random.default_rng(seed)
-  return [{"image": rng.integers(0, 256, spec.image_shape, dtype=np.uint8),
+  return [{**{k: rng.integers(0, 256, spec.image_shape, dtype=np.uint8) for k in spec.image_keys},
            "state": rng.normal(size=spec.state_dim).astype(np.float32)} for _ in range(count)]
 
 
 def in_process_actions(policy, prompt: str, frames: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
   """One episode of `frames` through a fresh in-process policy: actions float32 [H, A] per step."""
   policy.reset([prompt], None)
-  return [policy({"image": f["image"][None], "state": f["state"][None]}, None)[0] for f in frames]
+  return [policy({k: v[None] for k, v in f.items()}, None)[0] for f in frames]
 
 
 def free_port() -> int:

@@ -41,7 +41,7 @@ class RawCase:
 
 
 def good_request(spec: protocol.PolicySpec, rng: np.random.Generator) -> dict:
-  return {"image": rng.integers(0, 256, spec.image_shape, dtype=np.uint8),
+  return {**{k: rng.integers(0, 256, spec.image_shape, dtype=np.uint8) for k in spec.image_keys},
           "state": rng.normal(size=spec.state_dim).astype(np.float32), "prompt": "push the red block"}
 
 
@@ -77,7 +77,7 @@ def message_cases(spec: protocol.PolicySpec, seed: int, max_message_bytes: int) 
           int(rng.integers(6))]), "must be a map"),
       "missing_key": lambda: (lambda drop: MessageCase("missing_key", packed(
           {k: v for k, v in good_request(spec, rng).items() if k != drop}), "request keys"))(
-              protocol.REQUIRED_KEYS[int(rng.integers(3))]),
+              spec.required_keys[int(rng.integers(len(spec.required_keys)))]),
       "unknown_key": lambda: MessageCase("unknown_key", with_key(["images", "observation/image", "reset", "Prompt"][
           int(rng.integers(4))], 1), "request keys"),
       "non_str_key": lambda: MessageCase("non_str_key", msgpack.packb({1: 2, "image": 3}), "msgpack"),

@@ -79,7 +79,7 @@ def test_guidance_keys_are_checked_and_errors_name_the_key(change, message):
   from vla_jax.serving import protocol
 
   spec = protocol.PolicySpec(image_size_px=8, state_dim=5, action_horizon=4, action_dim=3, window_size=1,
-                             camera="primary", guidance=("rtc", "hard"))
+                             image_keys=("image",), cameras=("primary",), guidance=("rtc", "hard"))
   request = {"image": np.zeros((8, 8, 3), np.uint8), "state": np.zeros(5, np.float32), "prompt": "p",
              "guidance": "rtc", "prefix_actions": np.ones((4, 3), np.float64), "prefix_weights": np.ones(4, np.float32)}
   parsed = protocol.parse_request(wire.packb(request), spec)

@@ -47,6 +47,7 @@ class _Spec:
 
   def __init__(self, observation: dict):
     self.image_shape = tuple(observation["image"]["shape"])
+    self.image_keys = tuple(k for k, v in observation.items() if isinstance(v, dict) and "camera" in v)
     self.state_dim = observation["state"]["shape"][0]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.serving.conftest import PROMPTS, SEED, in_process_actions, observations
-from vla_jax.serving import PolicyClient
+from vla_jax.serving import PolicyClient, ServerError
 
 STEPS = 4  # > window_size: the window fills with padding first, then only real frames.
 
@@ -132,12 +132,40 @@ def test_an_export_reports_the_normalisation_hash_of_its_source(onnx_server, jax
   assert onnx_server.metadata["source"]["kind"] == "random"
 
 
-def test_a_policy_reading_two_cameras_is_refused_with_the_reason():
-  """The wire carries one frame ('image'); a two-camera policy is not served half-blind."""
+def test_a_two_camera_policy_is_served_one_frame_per_camera():
+  """Requests carry "image" for the first camera and image_<camera> for each other; the server's
+  actions equal in-process inference on both frames, and a request without one is refused by name."""
   from experiments.configs import tabletop
+  from vla_jax.serving import serve_in_background
   from vla_jax.serving.backends import from_random
+  from vla_jax.serving.chunking import ChunkExecutor, ChunkingConfig, LocalSource, RemoteSource
 
   model = tabletop.get_config("tiny").model
   model.cameras = ("primary", "wrist")
-  with pytest.raises(ValueError, match=r"one camera frame \('image'\).*\['primary', 'wrist'\].*in process"):
-    from_random(model)
+  served = from_random(model, seed=3)
+  spec = served.spec
+  assert spec.image_keys == ("image", "image_wrist") and spec.cameras == ("primary", "wrist")
+  meta = served.metadata(1 << 20)["observation"]
+  assert meta["image_wrist"] == {"shape": list(spec.image_shape), "dtype": "uint8", "camera": "wrist"}
+  frames = observations(spec, STEPS, seed=5)
+  reference = from_random(model, seed=3).policy
+  expected = in_process_actions(reference, PROMPTS[0], frames)
+  # The second camera is read: another wrist frame changes the chunk.
+  reference.reset([PROMPTS[0]], None)
+  other = reference({"image": frames[0]["image"][None], "image_wrist": frames[1]["image_wrist"][None],
+                     "state": frames[0]["state"][None]}, None)[0]
+  assert not np.allclose(other, expected[0])
+  with serve_in_background(served, warm_up_guided=False) as server, PolicyClient(server.url) as client:
+    assert client.metadata["observation"]["image"]["camera"] == "primary"
+    replies = _episode(client, PROMPTS[0], frames)
+    with pytest.raises(ServerError, match=r"request keys: missing \['image_wrist'\]"):
+      client.infer({"image": frames[0]["image"], "state": frames[0]["state"], "prompt": PROMPTS[0]})
+    # Chunk execution, in process and through the server, passes both frames on.
+    executed = {}
+    for name, source in (("local", LocalSource(from_random(model, seed=3).policy)), ("remote", RemoteSource(client))):
+      with ChunkExecutor(source, spec.action_horizon, ChunkingConfig("receding", execute_steps=2)) as executor:
+        executor.reset(PROMPTS[1])
+        executed[name] = np.stack([executor.act(f) for f in frames])
+  for step, (reply, want) in enumerate(zip(replies, expected)):
+    np.testing.assert_allclose(reply["actions"], want, rtol=0, atol=1e-6, err_msg=f"step {step}")
+  np.testing.assert_allclose(executed["remote"], executed["local"], rtol=0, atol=1e-6)

@@ -43,15 +43,27 @@ def observation_keys(model_config: Any, run_config: Mapping[str, Any] | None = N
   return keys
 
 
-def policy_observation(policy: Any, image: np.ndarray, state: np.ndarray) -> dict[str, np.ndarray]:
-  """One robot's camera frame [S, S, 3] and state [D] as a batch of one, under the observation keys
-  the single-camera `policy` reads (the simulators': image, state; a fine-tuned OXE policy's may
-  be e.g. image_0)."""
+def robot_image_keys(keys: Mapping[str, str | None]) -> dict[str, str]:
+  """{robot key → policy input} of the frames a robot sends a policy whose inputs read `keys`
+  (`observation_keys`): "image" for the model's first camera, "image_<camera>" for each other (the
+  simulators' convention); a camera fed zeros (key None) is not asked for."""
+  inputs = default_observation_keys([k[len("image_"):] for k in keys if k != "proprio"])
+  return {robot: name for name, robot in inputs.items() if name != "proprio" and keys.get(name) is not None}
+
+
+def policy_observation(policy: Any, observation: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """One robot's observation — its camera frames [S, S, 3] under `robot_image_keys` ("image",
+  "image_<camera>") and "state" [D] — as a batch of one under the observation keys `policy` reads
+  (the simulators': the same; a fine-tuned OXE policy's may be e.g. image_0)."""
   keys = getattr(policy, "observation_keys", None) or default_observation_keys(["primary"])
-  cameras = [k for k in keys if k != "proprio"]
-  if len(cameras) != 1:
-    raise ValueError(f"one camera frame cannot feed a policy reading {cameras}")
-  return {keys[cameras[0]]: np.asarray(image)[None], keys["proprio"]: np.asarray(state, np.float32)[None]}
+  frames = robot_image_keys(keys)
+  missing = [k for k in (*frames, "state") if k not in observation]
+  if missing:
+    raise ValueError(f"the observation lacks {missing}: this policy reads the frames {list(frames)} and 'state' "
+                     f"(got {sorted(observation)})")
+  batch = {keys[name]: np.asarray(observation[robot])[None] for robot, name in frames.items()}
+  batch[keys["proprio"]] = np.asarray(observation["state"], np.float32)[None]
+  return batch
 
 
 class ObservationWindow:

@@ -28,7 +28,7 @@ import numpy as np
 
 from vla_jax.data import statistics as stats_lib
 from vla_jax.inference.artifacts import policy_control_rate
-from vla_jax.inference.window import policy_observation
+from vla_jax.inference.window import policy_observation, robot_image_keys
 from vla_jax.serving import protocol
 
 BACKENDS = ("jax", "onnxruntime")
@@ -52,18 +52,21 @@ def normalization_info(method: str, action_stats: dict, proprio_stats: dict | No
   return {"method": method, "sha256": hashlib.sha256(canonical.encode()).hexdigest()}
 
 
-def _spec_from_model_config(cfg, dims: dict[str, int] | None = None, guidance: tuple[str, ...] = ()) -> protocol.PolicySpec:
-  """dims: the embodiment's own {"proprio", "action"} sizes (`policy_fn.io_dims`) when they differ
-  from the model's (a multi-embodiment model pads to the largest robot's). guidance: the real-time
-  chunking modes the backend can sample."""
+def _spec_from_model_config(cfg, observation_keys: dict[str, str | None], dims: dict[str, int] | None = None,
+                            guidance: tuple[str, ...] = ()) -> protocol.PolicySpec:
+  """observation_keys: the policy's {input → observation key} (the frames a request carries follow
+  from it). dims: the embodiment's own {"proprio", "action"} sizes (`policy_fn.io_dims`) when they
+  differ from the model's (a multi-embodiment model pads to the largest robot's). guidance: the
+  real-time chunking modes the backend can sample."""
   dims = dims or {"proprio": int(cfg.proprio_dim), "action": int(cfg.action_dim)}
-  if len(cfg.cameras) != 1:
-    raise ValueError(f"the server's wire format carries one camera frame ('image'), but this policy reads "
-                     f"cameras {list(cfg.cameras)}; run it in process (vla_jax.inference.JaxPolicy / OnnxPolicy)")
+  frames = robot_image_keys(observation_keys)
+  if not frames:
+    raise ValueError(f"this policy reads no camera frame (cameras {list(cfg.cameras)}, observation keys "
+                     f"{observation_keys}); the server's requests carry at least one")
   return protocol.PolicySpec(image_size_px=int(cfg.image_size_px), state_dim=dims["proprio"],
                              action_horizon=int(cfg.action_horizon), action_dim=dims["action"],
-                             window_size=int(cfg.window_size), camera=str(cfg.cameras[0]),
-                             guidance=tuple(guidance))
+                             window_size=int(cfg.window_size), image_keys=tuple(frames),
+                             cameras=tuple(name[len("image_"):] for name in frames.values()), guidance=tuple(guidance))
 
 
 def _manifest_dims(manifest: dict[str, Any]) -> dict[str, int]:
@@ -114,7 +117,8 @@ class ServedPolicy:
     the slow one (and a guided client does not measure a compile as its inference delay); returns
     the plain request's latency in ms."""
     spec = self.spec
-    request = protocol.Request(image=np.zeros(spec.image_shape, np.uint8), state=np.zeros(spec.state_dim, np.float32),
+    request = protocol.Request(images={k: np.zeros(spec.image_shape, np.uint8) for k in spec.image_keys},
+                               state=np.zeros(spec.state_dim, np.float32),
                                prompt="warm up", new_episode=True)
     start = time.perf_counter()
     self.new_session().infer(request)
@@ -169,7 +173,8 @@ class Session:
     guided = {} if request.guidance is None else {
         "guidance": request.guidance, "prefix": request.prefix_actions[None], "weights": request.prefix_weights[None]}
     try:
-      actions = self.policy(policy_observation(self.policy, request.image, request.state), None, **guided)
+      actions = self.policy(policy_observation(self.policy, {**request.images, "state": request.state}), None,
+                            **guided)
       actions = protocol.check_actions(np.asarray(actions)[0], self.spec)
     except Exception:
       self.prompt = None  # The window may hold this frame already: start over next time.
@@ -185,7 +190,7 @@ class Session:
       raise RuntimeError(f"{type(self.policy).__name__} has no observe(): it cannot take observe-only requests")
     new_episode = self._begin(request, {})
     try:
-      observe(policy_observation(self.policy, request.image, request.state))
+      observe(policy_observation(self.policy, {**request.images, "state": request.state}))
     except Exception:
       self.prompt = None  # As in infer: the window's contents are unknown now.
       raise
@@ -202,7 +207,8 @@ def from_jax_policy(policy, *, model_id: str = "in-memory", source: dict[str, An
   from vla_jax.models.heads.realtime import supported_modes
 
   bundle = policy.bundle
-  spec = _spec_from_model_config(bundle.model_config, io_dims(bundle), supported_modes(bundle.model_config))
+  spec = _spec_from_model_config(bundle.model_config, policy.observation_keys, io_dims(bundle),
+                                 supported_modes(bundle.model_config))
   return ServedPolicy(
       policy=policy, spec=spec, backend="jax", model_id=model_id,
       normalization=normalization_info(bundle.normalization, bundle.action_stats, bundle.proprio_stats),
@@ -265,7 +271,7 @@ def from_export(export_dir: str | Path, *, model_file: str | None = None, thread
   path = policy.export_dir / policy.model_file
   guidance = tuple(m for m, r in (manifest.get("guided_samplers") or {}).items() if r.get("passed"))
   return ServedPolicy(
-      policy=policy, spec=_spec_from_model_config(cfg, _manifest_dims(manifest), guidance), backend="onnxruntime",
+      policy=policy, spec=_spec_from_model_config(cfg, policy.observation_keys, _manifest_dims(manifest), guidance), backend="onnxruntime",
       model_id=f"{policy.export_dir.resolve().name}/{policy.model_file}",
       normalization=normalization_info(norm["method"], norm["statistics"]["action"], norm["statistics"]["proprio"]),
       source=manifest["source"], artifact_sha256=hashlib.sha256(path.read_bytes()).hexdigest())

@@ -71,7 +71,13 @@ logger = logging.getLogger(__name__)
 
 MODES = ("receding", "ensemble", "async")
 DELAY_MEMORY = 4  # Replies whose measured delay sets the next request's frozen prefix.
-OBSERVATION_KEYS = ("image", "state")
+OBSERVATION_KEYS = ("image", "state")  # At least; a multi-camera policy's robot adds image_<camera>.
+
+
+def robot_observation(observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The keys of one robot's observation a policy may read: its frames ("image", "image_<camera>")
+  and "state"."""
+  return {k: v for k, v in observation.items() if k == "state" or k == "image" or k.startswith("image_")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +133,8 @@ def _is_int(value: Any) -> bool:
 class ChunkSource(Protocol):
   """One robot's policy, a frame at a time. Called from one thread only.
 
-  observation: {"image": uint8 [S, S, 3], "state": float32 [D]} (one robot, no batch axis).
+  observation: {"image": uint8 [S, S, 3], "state": float32 [D]} (one robot, no batch axis), and
+  "image_<camera>" frames for a policy with more cameras (the server's metadata lists them).
   """
 
   action_horizon: int
@@ -171,7 +178,7 @@ class RemoteSource:
   def _request(self, observation: dict[str, np.ndarray], infer: bool, guided: dict | None = None) -> dict[str, Any]:
     if self._prompt is None:
       raise RuntimeError("RemoteSource: reset(prompt) before the first observation")
-    request = {"image": observation["image"], "state": observation["state"], "prompt": self._prompt}
+    request = {**robot_observation(observation), "prompt": self._prompt}
     if guided:
       request.update(guidance=guided["guidance"], prefix_actions=np.asarray(guided["prefix"], np.float32),
                      prefix_weights=np.asarray(guided["weights"], np.float32))
@@ -209,7 +216,7 @@ class LocalSource:
     self.policy.reset([prompt], None)  # Learned policies ignore the simulator's scenes.
 
   def _batch(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return policy_observation(self.policy, observation["image"], observation["state"])
+    return policy_observation(self.policy, observation)
 
   def observe(self, observation: dict[str, np.ndarray]) -> None:
     self.policy.observe(self._batch(observation))
@@ -316,8 +323,8 @@ class ChunkExecutor:
     self.source.reset(prompt)
 
   def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-    """This tick's observation {image uint8 [S, S, 3], state float32 [D]} → the action to execute
-    now, float32 [A] (env units)."""
+    """This tick's observation {image uint8 [S, S, 3], state float32 [D]} (and image_<camera> per
+    further camera of the policy) → the action to execute now, float32 [A] (env units)."""
     if not isinstance(observation, dict) or any(k not in observation for k in OBSERVATION_KEYS):
       got = sorted(observation) if isinstance(observation, dict) else type(observation).__name__
       raise ValueError(f"act(observation): expected a dict with keys {list(OBSERVATION_KEYS)}, got {got}")
@@ -424,7 +431,7 @@ class ChunkExecutor:
 
   def _act_async(self, observation: dict[str, np.ndarray]) -> np.ndarray:
     # Copies: the frame may wait for the worker while the robot reuses its buffers.
-    frame = {k: np.array(observation[k]) for k in OBSERVATION_KEYS}
+    frame = {k: np.array(v) for k, v in robot_observation(observation).items()}
     with self._cv:
       t = self._executed
       action = None

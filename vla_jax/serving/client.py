@@ -95,7 +95,7 @@ class PolicyClient:
     self.metadata: dict[str, Any] = self._open()
     self._first_metadata = self.metadata
     window = self.metadata.get("window_size")
-    # The frames of the current episode that the server's window may still hold: {image, state, prompt}.
+    # The frames of the current episode that the server's window may still hold: {image(s), state, prompt}.
     self._episode: collections.deque[dict[str, Any]] = collections.deque(maxlen=int(window) if window else 1)
 
   @property
@@ -179,7 +179,7 @@ class PolicyClient:
 
   def _remember(self, request: dict[str, Any]) -> None:
     """Keeps a frame the server's window now holds (copied: the caller may reuse its buffers)."""
-    self._episode.append({"image": np.array(request["image"]), "state": np.array(request["state"]),
+    self._episode.append({**{k: np.array(v) for k, v in request.items() if k.startswith("image") or k == "state"},
                           "prompt": request["prompt"]})
 
   def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 One connection is one robot: every request carries *one* observation, not a batch —
 
-    image        uint8   [S, S, 3]   the policy camera's RGB frame (S = image_size_px)
+    image        uint8   [S, S, 3]   the policy's (first) camera's RGB frame (S = image_size_px)
+    image_<cam>  uint8   [S, S, 3]   one more per further camera of a multi-camera policy (e.g.
+                                     image_wrist; the metadata's `observation` lists them)
     state        float32 [D]         proprioceptive state in env / robot units (float64 is accepted
                                      and cast; every value must be finite)
     prompt       str                 the instruction, plain text (1..MAX_PROMPT_CHARS characters)
@@ -62,7 +64,7 @@ from vla_jax.serving import wire
 
 PROTOCOL = "vla_jax.serving/1"
 MAX_PROMPT_CHARS = 1024
-REQUIRED_KEYS = ("image", "state", "prompt")
+REQUIRED_KEYS = ("state", "prompt")  # And the policy's frames: `PolicySpec.image_keys`.
 OPTIONAL_KEYS = ("new_episode", "request_id", "infer", "guidance", "prefix_actions", "prefix_weights")
 GUIDANCE_KEYS = ("guidance", "prefix_actions", "prefix_weights")
 CONTROL_KEY = "__ctrl__"
@@ -93,22 +95,34 @@ class PolicySpec:
   action_horizon: int
   action_dim: int
   window_size: int
-  camera: str
+  # The frames a request carries (`inference.window.robot_image_keys`) and the model camera each
+  # feeds, in the same order: ("image",) / ("primary",) for a one-camera policy.
+  image_keys: tuple[str, ...]
+  cameras: tuple[str, ...]
   guidance: tuple[str, ...] = ()  # Real-time chunking modes the policy can sample ("hard", "rtc", ...).
+
+  def __post_init__(self):
+    if not self.image_keys or len(self.image_keys) != len(self.cameras):
+      raise ValueError(f"PolicySpec: image_keys {self.image_keys} and cameras {self.cameras} must pair up "
+                       "(one robot key per camera, at least one)")
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return (self.image_size_px, self.image_size_px, 3)
 
+  @property
+  def required_keys(self) -> tuple[str, ...]:
+    return (*self.image_keys, *REQUIRED_KEYS)
+
   def request_bytes(self) -> int:
     """Size of a well-formed request, roughly: what `max_message_bytes` has to leave room for."""
-    return (self.image_size_px ** 2 * 3 + 4 * self.state_dim + 4 * MAX_PROMPT_CHARS + 512
+    return (len(self.image_keys) * self.image_size_px ** 2 * 3 + 4 * self.state_dim + 4 * MAX_PROMPT_CHARS + 512
             + 4 * self.action_horizon * (self.action_dim + 1))  # A prefix and its weights.
 
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-  image: np.ndarray  # uint8 [S, S, 3]
+  images: dict[str, np.ndarray]  # {robot key ("image", "image_<camera>"): uint8 [S, S, 3]}
   state: np.ndarray  # float32 [D]
   prompt: str
   new_episode: bool
@@ -135,7 +149,8 @@ def metadata(spec: PolicySpec, *, backend: str, model_id: str, normalization: di
       "model_id": model_id,
       "source": source,
       "observation": {
-          "image": {"shape": list(spec.image_shape), "dtype": "uint8", "camera": spec.camera},
+          **{key: {"shape": list(spec.image_shape), "dtype": "uint8", "camera": camera}
+             for key, camera in zip(spec.image_keys, spec.cameras)},
           "state": {"shape": [spec.state_dim], "dtype": "float32"},
           "prompt": {"dtype": "str", "max_chars": MAX_PROMPT_CHARS},
           "new_episode": {"dtype": "bool", "optional": True},
@@ -172,7 +187,7 @@ def parse_request(message: bytes | str, spec: PolicySpec) -> Request | Control:
   except wire.WireError as e:
     raise RequestError(str(e)) from None
   if not isinstance(obj, dict):
-    raise RequestError(f"request must be a map of observation keys {list(REQUIRED_KEYS)}, got {_describe(obj)}")
+    raise RequestError(f"request must be a map of observation keys {list(spec.required_keys)}, got {_describe(obj)}")
   if CONTROL_KEY in obj:
     kind = obj[CONTROL_KEY]
     if not isinstance(kind, str):
@@ -189,15 +204,17 @@ def parse_request(message: bytes | str, spec: PolicySpec) -> Request | Control:
     return RequestError(text, request_id)
 
   keys = set(obj)
-  missing = [k for k in REQUIRED_KEYS if k not in keys]
-  unknown = sorted(repr(k) for k in keys - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+  missing = [k for k in spec.required_keys if k not in keys]
+  unknown = sorted(repr(k) for k in keys - set(spec.required_keys) - set(OPTIONAL_KEYS))
   if missing or unknown:
     raise fail(f"request keys: missing {missing}, unknown [{', '.join(unknown)}]; expected "
-               f"{list(REQUIRED_KEYS)} and optionally {list(OPTIONAL_KEYS)}")
+               f"{list(spec.required_keys)} and optionally {list(OPTIONAL_KEYS)}")
 
-  image = obj["image"]
-  if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != spec.image_shape:
-    raise fail(f"key 'image': expected uint8 {list(spec.image_shape)} (one RGB frame), got {_describe(image)}")
+  for key, camera in zip(spec.image_keys, spec.cameras):
+    image = obj[key]
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != spec.image_shape:
+      raise fail(f"key {key!r}: expected uint8 {list(spec.image_shape)} (one RGB frame of camera {camera!r}), "
+                 f"got {_describe(image)}")
 
   state = obj["state"]
   if (not isinstance(state, np.ndarray) or state.dtype not in (np.float32, np.float64)
@@ -221,7 +238,7 @@ def parse_request(message: bytes | str, spec: PolicySpec) -> Request | Control:
     if not isinstance(value, (bool, np.bool_)):
       raise fail(f"key {key!r}: expected a bool, got {_describe(value)}")
     flags[key] = bool(value)
-  return Request(image=image, state=state, prompt=str(prompt), request_id=request_id, **flags,
+  return Request(images={k: obj[k] for k in spec.image_keys}, state=state, prompt=str(prompt), request_id=request_id, **flags,
                  **_parse_guidance(obj, spec, flags["infer"], fail))
 
 
