@@ -2,6 +2,7 @@
 and dataset generation time.
 
   python benchmarks/metaworld_env.py [--tasks MT10] [--episodes 20] [--image_px 96] [--gen_episodes 2]
+  python benchmarks/metaworld_env.py --extra_cameras corner --name metaworld_env_corner   # two views
 
 Rows per task (one process, one core): physics-only and rendered steps/s under the scripted expert,
 render ms per frame (fast settings: no MSAA, shadows or reflections, and Meta-World's default
@@ -86,7 +87,8 @@ def default_render_ms(task: str, image_px: int, camera: str) -> float:
   return ms
 
 
-def generation_time(tasks: tuple[str, ...], episodes: int, image_px: int) -> dict[str, float]:
+def generation_time(tasks: tuple[str, ...], episodes: int, image_px: int,
+                    extra_cameras: tuple[str, ...] = ()) -> dict[str, float]:
   """Times `experiments.generate_data` on the data config with fewer episodes, in a subprocess (this
   process has rendered: TensorFlow, which writing needs, must not load beside Mesa here)."""
   import re
@@ -97,7 +99,8 @@ def generation_time(tasks: tuple[str, ...], episodes: int, image_px: int) -> dic
     command = [sys.executable, "-m", "experiments.generate_data", "--config", "experiments/configs/metaworld_data.py",
                f"--config.tasks={','.join(tasks)}", f"--config.train_episodes_per_task={episodes}",
                "--config.val_episodes_per_task=1",  # TFDS refuses an empty split.
-               f"--config.env.image_size={image_px}", f"--config.data_dir={tmp}", "--config.name=metaworld_bench"]
+               f"--config.env.image_size={image_px}", f"--config.env.extra_cameras={tuple(extra_cameras)!r}",
+               f"--config.data_dir={tmp}", "--config.name=metaworld_bench"]
     start = time.perf_counter()
     result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -118,15 +121,19 @@ def main() -> None:
   parser.add_argument("--camera", default="corner4")
   parser.add_argument("--camera_fovy", type=float, default=None,
                       help="Field of view (degrees; default the camera's own), as the data config's env.camera_fovy.")
+  parser.add_argument("--extra_cameras", default="",
+                      help="Comma-separated more views rendered every step (as the data config's env.extra_cameras).")
+  parser.add_argument("--name", default="metaworld_env", help="Results file: benchmarks/results/<name>.json.")
   parser.add_argument("--gen_episodes", type=int, default=2,
                       help="Train episodes per task in the generation timing (plus 1 val episode per task).")
   args = parser.parse_args()
   tasks = metaworld_tasks.resolve_tasks(args.tasks)
+  extra = tuple(c for c in args.extra_cameras.split(",") if c)
   noise = 0.1  # experiments/configs/metaworld_data.py's expert.noise_std.
   rows = []
   for task in tasks:
     env = adapter.MetaWorldEnv(task, image_size=args.image_px, camera=args.camera, camera_fovy=args.camera_fovy,
-                               max_episode_steps=200)
+                               extra_cameras=extra, max_episode_steps=200)
     clean, steps_per_s, _ = expert_episodes(env, args.episodes, 0.0, 10_000)
     noisy, _, _ = expert_episodes(env, args.episodes, noise, 20_000)
     rows.append({"task": task, "group": metaworld_tasks.difficulty(task), "render_ms": render_ms(env),
@@ -135,7 +142,7 @@ def main() -> None:
     env.close()
     print(f"{task}: {rows[-1]}", flush=True)
   default_ms = default_render_ms(tasks[0], args.image_px, args.camera)
-  gen = generation_time(tasks, args.gen_episodes, args.image_px)
+  gen = generation_time(tasks, args.gen_episodes, args.image_px, extra)
   print()
   common.print_table(rows, list(rows[0]))
   mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("task", "group")}
@@ -145,9 +152,10 @@ def main() -> None:
   print(f"generation: {gen['episodes']} episodes written in {gen['write_seconds']:.1f} s with {gen['workers']} "
         f"workers ({gen['seconds_per_episode']:.2f} s/episode including worker start-up, "
         f"{gen['mb_per_episode']:.2f} MB/episode); the command took {gen['command_seconds']:.1f} s")
-  path = common.write_results("metaworld_env", {
+  path = common.write_results(args.name, {
       "machine": common.machine_info(("numpy", "mujoco", "metaworld", "gymnasium", "tensorflow-cpu")),
       "image_px": args.image_px, "camera": args.camera, "camera_fovy": args.camera_fovy,
+      "extra_cameras": list(extra),
       "episodes_per_task": args.episodes,
       "expert_noise_std": noise, "mujoco_gl": os.environ.get("MUJOCO_GL"), "rows": rows, "mean": mean,
       "default_settings_render_ms": default_ms, "generation": gen,
