@@ -114,6 +114,7 @@ print(json.dumps([out, diagnostics]))
   assert diagnostics["pick-place-v3"]["hand_to_object_m"] < 0.045 and diagnostics["push-v3"]["hand_to_object_m"] < 0.045
   assert diagnostics["push-v3 still"]["hand_to_object_m"] > 0.08  # Standing still, the hand never got there.
   assert diagnostics["push-v3 still"]["closest_to_goal_m"] > 0.05
+  assert diagnostics["reach-v3"]["hand_to_object_m"] is None  # Reach has no task object.
 
 
 @pytest.mark.slow

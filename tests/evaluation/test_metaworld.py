@@ -52,6 +52,15 @@ def test_failures_are_summarised_by_how_close_they_came():
       "groups": {}, "overall": {"episodes": 4, "success_rate": 0.25, "ci95_low": 0.05, "ci95_high": 0.7},
       "group_mean_success_rate": 0.25}}})
   assert "| push-v3 | 3 | 20.0 [15.0, 25.0] | 4.0 [3.0, 17.0] |" in table
+  # Reach has no task object: its failures have no approach distance, and the cell stays empty.
+  reach = mw_eval.failure_summary([_episode("reach-v3", False, 0.07, None), _episode("reach-v3", False, 0.06, None)])
+  assert reach["closest_to_goal_m_median"] == pytest.approx(0.065) and reach["hand_to_object_m_median"] is None
+  table = mw_eval.markdown_table({"conditions": {"seen": {
+      "families": {"reach-v3": {"episodes": 2, "success_rate": 0.0, "ci95_low": 0.0, "ci95_high": 0.66,
+                                "failures": reach}},
+      "groups": {}, "overall": {"episodes": 2, "success_rate": 0.0, "ci95_low": 0.0, "ci95_high": 0.66},
+      "group_mean_success_rate": 0.0}}})
+  assert "| reach-v3 | 2 | 6.5 [6.2, 6.8] |  |" in table
 
 
 @pytest.mark.slow

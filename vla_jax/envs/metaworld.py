@@ -299,10 +299,13 @@ class MetaWorldEnv:
     # goal; the hand's for reach), and the hand's closest approach to the task object (state[0:3]
     # vs state[4:7]) says whether it ever got there. (Meta-World's own
     # `grasp_success` is not used: it wants the object lifted, so a push or a successful low
-    # pick-place never passes it.)
-    hand_to_object = float(np.linalg.norm(self.raw_obs[0:3] - self.raw_obs[4:7]))
+    # pick-place never passes it.) Reach has no task object (as `referents`): no approach distance.
     self.diagnostics["closest_to_goal_m"] = min(self.diagnostics["closest_to_goal_m"], float(info["obj_to_target"]))
-    self.diagnostics["hand_to_object_m"] = min(self.diagnostics["hand_to_object_m"], hand_to_object)
+    if self.task.startswith("reach"):
+      self.diagnostics["hand_to_object_m"] = None
+    else:
+      hand_to_object = float(np.linalg.norm(self.raw_obs[0:3] - self.raw_obs[4:7]))
+      self.diagnostics["hand_to_object_m"] = min(self.diagnostics["hand_to_object_m"], hand_to_object)
     info = {**info, "episode_diagnostics": dict(self.diagnostics)}
     return self.observation(), float(reward), success, self.steps >= self.max_episode_steps and not success, info
 

@@ -207,12 +207,12 @@ def evaluate(policy: Any, config: ml_collections.ConfigDict, execution: dict[str
 def failure_summary(results: Sequence[Any]) -> dict[str, Any]:
   """How close one task's failed episodes came (`MetaWorldEnv` diagnostics): {"episodes", and for
   "closest_to_goal_m" (object, or reach's hand, to the goal) and "hand_to_object_m" (the hand's
-  closest approach to the task object) the median and quartiles over the failures, as
-  "<key>_q25" / "<key>_median" / "<key>_q75" (None without failures)}."""
+  closest approach to the task object; reach has none) the median and quartiles over the failures,
+  as "<key>_q25" / "<key>_median" / "<key>_q75" (None without failures or values)}."""
   failed = [r.diagnostics for r in results if not r.success and r.diagnostics]
   out: dict[str, Any] = {"episodes": len(failed)}
   for key in ("closest_to_goal_m", "hand_to_object_m"):
-    values = [d[key] for d in failed]
+    values = [d[key] for d in failed if d.get(key) is not None]
     for name, q in (("q25", 25), ("median", 50), ("q75", 75)):
       out[f"{key}_{name}"] = float(np.percentile(values, q)) if values else None
   return out
@@ -242,8 +242,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
             "| task | failed | closest to goal, cm | hand to object, cm |", "|---|---|---|---|"]
   for task, row in first["families"].items():
     f = row.get("failures") or {"episodes": 0}
-    quartiles = lambda key: (f"{100 * f[key + '_median']:.1f} [{100 * f[key + '_q25']:.1f}, "  # noqa: E731
-                             f"{100 * f[key + '_q75']:.1f}]")
-    cells = [quartiles("closest_to_goal_m"), quartiles("hand_to_object_m")] if f["episodes"] else ["", ""]
+    quartiles = lambda key: "" if f.get(key + "_median") is None else (  # noqa: E731
+        f"{100 * f[key + '_median']:.1f} [{100 * f[key + '_q25']:.1f}, {100 * f[key + '_q75']:.1f}]")
+    cells = [quartiles("closest_to_goal_m"), quartiles("hand_to_object_m")]
     lines.append(f"| {task} | {f['episodes']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
