@@ -27,9 +27,11 @@ its data: `metaworld_data.py:mt10_wrist`. `mt10_corner` adds Meta-World's "corne
 mirror image from the table's other front corner: two fixed views for the depth one view lacks (the
 failures are centimetre near misses at the object); each view's tokens get the referent loss on its
 own labels (data: `metaworld_data.py:mt10_corner`). Top-down ("topview") was the other candidate; from
-above the hand hides the puck (0-2 visible pixels at 96 px at the start of push episodes). `mt10_state` is a diagnostic, not a pixel policy: it
-reads Meta-World's full 39-d state (object and goal positions included: perfect perception) and no
-image, so its success bounds what better perception alone could give this recipe.
+above the hand hides the puck (0-2 visible pixels at 96 px at the start of push episodes).
+
+`mt10_state` is a diagnostic, not a pixel policy: it reads Meta-World's full 39-d state (object and
+goal positions included: perfect perception) and no image, so its success bounds what better
+perception alone could give this recipe.
 
 The `gpu` variant (MT50, `base` model, 128 px, batch 256, random-crop augmentation, bfloat16,
 100 k steps) is not run here. Expected cost, estimated from FLOPs (not measured: the training

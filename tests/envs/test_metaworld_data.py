@@ -52,7 +52,8 @@ def test_builder_writes_successful_demos_of_each_task_in_the_rlds_schema(tiny_me
   referents = {k: np.stack([s["referents"][k] for s in episode["steps"]]) for k in ("position", "valid")}
   # Object and goal in each view, camera-major: corner4's rows 0-1, the other corner's 2-3.
   assert referents["position"].shape == (len(obs["state"]), 4, 2) and referents["valid"].shape == (len(obs["state"]), 4)
-  assert referents["valid"][:, [1, 3]].all() and (referents["position"] >= 0).all() and (referents["position"] <= 1).all()
+  assert referents["valid"][:, [1, 3]].all()  # The goal, in both views.
+  assert (referents["position"] >= 0).all() and (referents["position"] <= 1).all()
   assert np.abs(referents["position"][:, 1] - referents["position"][:, 3]).max() > 0.05  # Two projections.
 
 

@@ -130,8 +130,8 @@ def test_with_two_cameras_each_takes_its_own_label_rows_in_order(make_tiny_confi
   both = metrics(("primary", "corner"), slice(0, 4))
   primary, corner = metrics(("primary",), slice(0, 2)), metrics(("corner",), slice(2, 4))
   assert abs(float(primary["referent_ce"]) - float(corner["referent_ce"])) > 1e-3  # The test can tell them apart.
-  np.testing.assert_allclose(float(both["referent_ce"]), (float(primary["referent_ce"]) + float(corner["referent_ce"])) / 2,
-                             rtol=1e-5)
+  mean_ce = (float(primary["referent_ce"]) + float(corner["referent_ce"])) / 2
+  np.testing.assert_allclose(float(both["referent_ce"]), mean_ce, rtol=1e-5)
   np.testing.assert_allclose(float(both["referent_error_corner"]), float(corner["referent_error"]), rtol=1e-5)
   np.testing.assert_allclose(float(both["referent_error_primary"]), float(primary["referent_error"]), rtol=1e-5)
   with pytest.raises(ValueError, match=r"has 3 referent rows .* not a multiple of the 2 cameras"):

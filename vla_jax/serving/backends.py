@@ -271,7 +271,8 @@ def from_export(export_dir: str | Path, *, model_file: str | None = None, thread
   path = policy.export_dir / policy.model_file
   guidance = tuple(m for m, r in (manifest.get("guided_samplers") or {}).items() if r.get("passed"))
   return ServedPolicy(
-      policy=policy, spec=_spec_from_model_config(cfg, policy.observation_keys, _manifest_dims(manifest), guidance), backend="onnxruntime",
+      policy=policy, spec=_spec_from_model_config(cfg, policy.observation_keys, _manifest_dims(manifest), guidance),
+      backend="onnxruntime",
       model_id=f"{policy.export_dir.resolve().name}/{policy.model_file}",
       normalization=normalization_info(norm["method"], norm["statistics"]["action"], norm["statistics"]["proprio"]),
       source=manifest["source"], artifact_sha256=hashlib.sha256(path.read_bytes()).hexdigest())

@@ -238,8 +238,8 @@ def parse_request(message: bytes | str, spec: PolicySpec) -> Request | Control:
     if not isinstance(value, (bool, np.bool_)):
       raise fail(f"key {key!r}: expected a bool, got {_describe(value)}")
     flags[key] = bool(value)
-  return Request(images={k: obj[k] for k in spec.image_keys}, state=state, prompt=str(prompt), request_id=request_id, **flags,
-                 **_parse_guidance(obj, spec, flags["infer"], fail))
+  return Request(images={k: obj[k] for k in spec.image_keys}, state=state, prompt=str(prompt), request_id=request_id,
+                 **flags, **_parse_guidance(obj, spec, flags["infer"], fail))
 
 
 def _parse_guidance(obj: dict, spec: PolicySpec, infer: bool, fail) -> dict[str, Any]:
