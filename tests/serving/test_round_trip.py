@@ -148,7 +148,7 @@ def test_a_two_camera_policy_is_served_one_frame_per_camera():
   meta = served.metadata(1 << 20)["observation"]
   assert meta["image_wrist"] == {"shape": list(spec.image_shape), "dtype": "uint8", "camera": "wrist"}
   frames = observations(spec, STEPS, seed=5)
-  reference = from_random(model, seed=3).policy
+  reference = served.policy.new_session()  # Same weights and compiled functions, its own window.
   expected = in_process_actions(reference, PROMPTS[0], frames)
   # The second camera is read: another wrist frame changes the chunk.
   reference.reset([PROMPTS[0]], None)
@@ -162,7 +162,7 @@ def test_a_two_camera_policy_is_served_one_frame_per_camera():
       client.infer({"image": frames[0]["image"], "state": frames[0]["state"], "prompt": PROMPTS[0]})
     # Chunk execution, in process and through the server, passes both frames on.
     executed = {}
-    for name, source in (("local", LocalSource(from_random(model, seed=3).policy)), ("remote", RemoteSource(client))):
+    for name, source in (("local", LocalSource(served.policy.new_session())), ("remote", RemoteSource(client))):
       with ChunkExecutor(source, spec.action_horizon, ChunkingConfig("receding", execute_steps=2)) as executor:
         executor.reset(PROMPTS[1])
         executed[name] = np.stack([executor.act(f) for f in frames])
