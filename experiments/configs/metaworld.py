@@ -96,8 +96,9 @@ def metaworld_spec(builder_dir: str, image_size_px: int, *, extra_view: str | No
 
 def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   """variant: "mt10" (CPU default), "mt50" (CPU model, all tasks), "gpu" (MT50, base) or "tiny"
-  (tests), optionally suffixed "_wrist" (+ the gripper camera), "_corner" (+ a second fixed
-  view, from the table's other front corner) or "_state" (no pixels, full state: a diagnostic), e.g. "mt10_corner"."""
+  (tests), optionally suffixed "_wrist" (+ the gripper camera), "_corner" (+ a second fixed view,
+  from the table's other front corner) or "_state" (no pixels, full state: a diagnostic), e.g.
+  "mt10_corner"."""
   name = variant
   variant, _, observations = variant.partition("_")
   if variant not in VARIANTS or observations not in ("", *OBSERVATIONS):
