@@ -160,12 +160,17 @@ def test_a_two_camera_policy_is_served_one_frame_per_camera():
     replies = _episode(client, PROMPTS[0], frames)
     with pytest.raises(ServerError, match=r"request keys: missing \['image_wrist'\]"):
       client.infer({"image": frames[0]["image"], "state": frames[0]["state"], "prompt": PROMPTS[0]})
-    # Chunk execution, in process and through the server, passes both frames on.
+    # Chunk execution, in process and through the server, passes both frames on (and neither sends
+    # a view the policy does not read).
     executed = {}
     for name, source in (("local", LocalSource(served.policy.new_session())), ("remote", RemoteSource(client))):
       with ChunkExecutor(source, spec.action_horizon, ChunkingConfig("receding", execute_steps=2)) as executor:
         executor.reset(PROMPTS[1])
-        executed[name] = np.stack([executor.act(f) for f in frames])
+        executed[name] = np.stack([executor.act({**f, "image_unused": f["image"]}) for f in frames])
+    source = RemoteSource(client)
+    source.reset(PROMPTS[1])
+    with pytest.raises(ValueError, match=r"the observation lacks \['image_wrist'\]"):
+      source.infer({"image": frames[0]["image"], "state": frames[0]["state"]})
   for step, (reply, want) in enumerate(zip(replies, expected)):
     np.testing.assert_allclose(reply["actions"], want, rtol=0, atol=1e-6, err_msg=f"step {step}")
   np.testing.assert_allclose(executed["remote"], executed["local"], rtol=0, atol=1e-6)
