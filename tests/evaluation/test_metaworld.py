@@ -37,6 +37,14 @@ def _episode(task: str, success: bool, goal: float, hand: float) -> rollout.Epis
                                diagnostics={"closest_to_goal_m": goal, "hand_to_object_m": hand})
 
 
+def _one_task_table(task: str, failures: dict) -> str:
+  """results.md of a one-task, one-condition summary whose failures are `failures`."""
+  rate = {"episodes": 4, "success_rate": 0.25, "ci95_low": 0.05, "ci95_high": 0.7}
+  return mw_eval.markdown_table({"conditions": {"seen": {
+      "families": {task: {**rate, "failures": failures}}, "groups": {}, "overall": rate,
+      "group_mean_success_rate": 0.25}}})
+
+
 def test_failures_are_summarised_by_how_close_they_came():
   results = [_episode("push-v3", False, g, h) for g, h in ((0.10, 0.02), (0.20, 0.04), (0.30, 0.30))]
   results.append(_episode("push-v3", True, 0.01, 0.03))  # Successes are not failures.
@@ -46,20 +54,12 @@ def test_failures_are_summarised_by_how_close_they_came():
   assert summary["closest_to_goal_m_q25"] == pytest.approx(0.15) and summary["closest_to_goal_m_q75"] == pytest.approx(0.25)
   assert summary["hand_to_object_m_median"] == pytest.approx(0.04)
   assert mw_eval.failure_summary(results[3:]) == {"episodes": 0, **dict.fromkeys(FAILURE_KEYS)}
-  table = mw_eval.markdown_table({"conditions": {"seen": {
-      "families": {"push-v3": {"episodes": 4, "success_rate": 0.25, "ci95_low": 0.05, "ci95_high": 0.7,
-                               "failures": summary}},
-      "groups": {}, "overall": {"episodes": 4, "success_rate": 0.25, "ci95_low": 0.05, "ci95_high": 0.7},
-      "group_mean_success_rate": 0.25}}})
+  table = _one_task_table("push-v3", summary)
   assert "| push-v3 | 3 | 20.0 [15.0, 25.0] | 4.0 [3.0, 17.0] |" in table
   # Reach has no task object: its failures have no approach distance, and the cell stays empty.
   reach = mw_eval.failure_summary([_episode("reach-v3", False, 0.07, None), _episode("reach-v3", False, 0.06, None)])
   assert reach["closest_to_goal_m_median"] == pytest.approx(0.065) and reach["hand_to_object_m_median"] is None
-  table = mw_eval.markdown_table({"conditions": {"seen": {
-      "families": {"reach-v3": {"episodes": 2, "success_rate": 0.0, "ci95_low": 0.0, "ci95_high": 0.66,
-                                "failures": reach}},
-      "groups": {}, "overall": {"episodes": 2, "success_rate": 0.0, "ci95_low": 0.0, "ci95_high": 0.66},
-      "group_mean_success_rate": 0.0}}})
+  table = _one_task_table("reach-v3", reach)
   assert "| reach-v3 | 2 | 6.5 [6.2, 6.8] |  |" in table
 
 
