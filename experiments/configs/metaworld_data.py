@@ -2,8 +2,8 @@
 
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py         # MT10
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt50
-  python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt10_wrist  # + wrist camera
-  python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt10_corner # + 2nd corner
+  python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt10_wrist   # wrist camera
+  python -m experiments.generate_data --config experiments/configs/metaworld_data.py:mt10_single  # corner4 only
   python -m experiments.generate_data --config experiments/configs/metaworld_data.py:tiny    # tests
 
 Needs the optional extra (`make metaworld-deps`). See vla_jax/data/metaworld_builder.py.
@@ -12,19 +12,22 @@ Needs the optional extra (`make metaworld-deps`). See vla_jax/data/metaworld_bui
 import ml_collections
 from ml_collections import config_dict
 
-# Dataset suffix -> the Meta-World camera it adds (as experiments/configs/metaworld.py's variants).
+# Name of a second view -> its Meta-World camera (image_<name> in the data; `envs.metaworld.CAMERA_NAMES`).
 EXTRA_VIEWS = {"wrist": "gripperPOV", "corner": "corner"}
+# Variant suffix -> the second view beside corner4 (as experiments/configs/metaworld.py's variants):
+# by default the table's other front corner; "_wrist" the gripper camera; "_single" none.
+SECOND_VIEW = {"": "corner", "wrist": "wrist", "single": None}
 
 
 def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
-  """variant: "mt10" (default), "mt50", or "tiny" (2 tasks x 2 episodes, for tests); suffixed "_wrist"
-  (e.g. "mt10_wrist") the data also has the gripper camera, as image_wrist, suffixed "_corner" the
-  camera at the table's other front corner (corner4's mirror image), as image_corner."""
+  """variant: "mt10" (default), "mt50", or "tiny" (2 tasks x 2 episodes, for tests): corner4 and, as
+  image_corner, the camera at the table's other front corner (corner4's mirror image); suffixed
+  "_wrist" (e.g. "mt10_wrist") the gripper camera instead, as image_wrist; "_single" corner4 only."""
   variants = ("mt10", "mt50", "tiny")
   base, _, suffix = variant.partition("_")
-  if base not in variants or suffix not in ("", *EXTRA_VIEWS):
+  if base not in variants or suffix not in SECOND_VIEW:
     raise ValueError(f"unknown variant {variant!r} of metaworld_data; expected one of {variants}, "
-                     f"optionally suffixed with one of {['_' + v for v in EXTRA_VIEWS]}")
+                     f"optionally suffixed with one of {['_' + v for v in SECOND_VIEW if v]}")
   variant = base
   config = ml_collections.ConfigDict()
   config.builder = "metaworld"  # experiments.generate_data picks vla_jax.data.metaworld_builder.
@@ -45,10 +48,11 @@ def get_config(variant: str = "mt10") -> ml_collections.ConfigDict:
   # pixels per object, every MT10 object in frame) but did not raise MT10 success
   # (benchmarks/results/metaworld_mt10.md); evaluation must then use the same value.
   config.env.camera_fovy = config_dict.placeholder(float)
-  # More views stored as steps/observation/image_<name> (`envs.metaworld.CAMERA_NAMES`: "gripperPOV"
-  # is image_wrist, a camera on the gripper looking along the fingers; "corner" sees the table from its
-  # other front corner, a second fixed view for depth), each with its own referent labels.
-  config.env.extra_cameras = (EXTRA_VIEWS[suffix],) if suffix else ()
+  # More views stored as steps/observation/image_<name> (`envs.metaworld.CAMERA_NAMES`: "corner" sees
+  # the table from its other front corner, the second fixed view that gives the depth one view lacks;
+  # "gripperPOV" is image_wrist, a camera on the gripper looking along the fingers), each with its own
+  # referent labels.
+  config.env.extra_cameras = (EXTRA_VIEWS[SECOND_VIEW[suffix]],) if SECOND_VIEW[suffix] else ()
   # Every MT10 expert finishes well inside 200 steps when it succeeds (peg-insert-side is the
   # slowest, ~130); longer attempts are failures that would be dropped anyway.
   config.env.max_episode_steps = 200

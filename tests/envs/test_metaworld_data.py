@@ -17,12 +17,12 @@ pytest.importorskip("metaworld", reason="Meta-World is an optional extra: make m
 
 @pytest.fixture(scope="module")
 def tiny_metaworld_dir(tmp_path_factory) -> Path:
-  """2 tasks x (2 train + 1 val) successful expert episodes at 64x64 from corner4 and the gripper
-  camera, written with 2 worker processes."""
+  """2 tasks x (2 train + 1 val) successful expert episodes at 64x64 from corner4 and the other front
+  corner (the default views), written with 2 worker processes."""
   from experiments.configs import metaworld_data
   from vla_jax.data import metaworld_builder
 
-  config = metaworld_data.get_config("tiny_corner")
+  config = metaworld_data.get_config("tiny")
   config.data_dir = str(tmp_path_factory.mktemp("metaworld_data"))
   return metaworld_builder.write_dataset(config, progress=False)
 
@@ -58,23 +58,38 @@ def test_builder_writes_successful_demos_of_each_task_in_the_rlds_schema(tiny_me
 
 
 def test_the_cpu_pixel_policies_learn_where_the_object_and_goal_are():
-  """The referent loss (MT10 47 % -> 68 %) is on for the CPU pixel variants, off where it cannot be."""
+  """Two fixed views by default; the referent loss (MT10 47 % -> 68 %) is on for the CPU pixel
+  variants, off where it cannot be; every pixel policy regresses the object's and goal's world xyz
+  (with the second view: 68 -> 90 %)."""
   from experiments.configs import metaworld
+  from experiments.configs import metaworld_data
 
-  for variant in ("mt10", "mt50", "mt10_wrist", "mt10_corner"):
-    config = metaworld.get_config(variant)
-    cameras = tuple(config.model.cameras)  # Each view's tokens get its own object and goal labels.
+  views = {"mt10": ("primary", "corner"), "mt50": ("primary", "corner"), "mt10_wrist": ("primary", "wrist"),
+           "mt10_single": ("primary",)}
+  for variant, cameras in views.items():
+    config = metaworld.get_config(variant)  # Each view's tokens get its own object and goal labels.
+    assert tuple(config.model.cameras) == cameras, variant
     assert config.data.num_referents == 2 * len(cameras) and config.model.referent_loss.weight > 0, variant
     assert config.model.image.num_learned_tokens >= 2 and config.model.referent_loss.cameras == cameras, variant
-    assert cameras == (("primary",) if "_" not in variant else ("primary", variant.split("_")[1])), variant
+    # The evaluation renders, and the data holds, the views the policy reads.
+    data = metaworld_data.get_config(variant)
+    assert tuple(config.eval.extra_cameras) == tuple(data.env.extra_cameras) == tuple(
+        metaworld_data.EXTRA_VIEWS[c] for c in cameras[1:]), variant
+    assert config.data.datasets.metaworld.builder_dir == f"data/{data.name}/1.0.0", variant
   for variant in ("mt10_state", "gpu", "tiny"):  # No image / patch tokens: no maps to train.
     config = metaworld.get_config(variant)
     assert not config.data.get("num_referents") and not config.model.referent_loss.weight, variant
+  for variant in ("mt10", "mt10_single", "mt10_wrist", "gpu", "tiny"):
+    config = metaworld.get_config(variant)
+    assert config.data.state_targets == config.model.state_loss.num_targets == 6, variant
+    assert config.model.state_loss.weight > 0, variant
+  config = metaworld.get_config("mt10_state")  # Its input is the state already.
+  assert not config.data.state_targets and not config.model.state_loss.weight
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant, cameras, proprio_dim",
-                         [("tiny", ["primary"], 4), ("tiny_corner", ["primary", "corner"], 4), ("tiny_state", [], 39)])
+                         [("tiny_single", ["primary"], 4), ("tiny", ["primary", "corner"], 4), ("tiny_state", [], 39)])
 def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cameras, proprio_dim):
   from experiments.configs import metaworld
   from vla_jax.data import pipeline
@@ -84,7 +99,7 @@ def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cam
   config.data.datasets.metaworld.builder_dir = str(tiny_metaworld_dir)
   config.data.statistics_dir = str(tiny_metaworld_dir.parent / f"stats_{variant}")
   config.data.num_referents = 4  # The object and goal labels in each of the data's two views.
-  config.data.state_targets = 6  # Their world xyz (for the state loss).
+  config.data.state_targets = 6  # Their world xyz (for the state loss; 0 in tiny_state).
   config.data.batch_size = b = 4
   batch = next(iter(pipeline.make_train_iterator(config.data, process_index=0, process_count=1)))
   t, h = config.data.window, config.data.action_horizon
@@ -101,20 +116,19 @@ def test_the_standard_pipeline_reads_it_by_spec(tiny_metaworld_dir, variant, cam
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant, views", [("tiny", 1), ("tiny_corner", 2), ("tiny_state", 1)])
+@pytest.mark.parametrize("variant, views", [("tiny_single", 1), ("tiny", 2), ("tiny_state", 1)])
 def test_generate_train_evaluate_end_to_end_on_the_tiny_config(tiny_metaworld_dir, tmp_path, variant, views):
-  """`make metaworld`'s three commands on the tiny configs (one camera, + a second corner camera, state
-  only): the evaluation writes its artifacts; a two-camera GIF shows both views side by side."""
+  """`make metaworld`'s three commands on the tiny configs (the default two fixed views, one camera,
+  state only) on the same two-view data: the evaluation writes its artifacts; a two-camera GIF shows
+  both views side by side."""
   config = f"experiments/configs/metaworld.py:{variant}"
   data_flag = f"--config.data.datasets.metaworld.builder_dir={tiny_metaworld_dir}"
-  # The one-camera run also trains the auxiliary state loss (off by default).
-  state_flags = ["--config.data.state_targets=6", "--config.model.state_loss.weight=1.0"] if variant == "tiny" else []
-  train = subprocess.run([sys.executable, "-m", "experiments.train", "--config", config, data_flag, *state_flags,
+  train = subprocess.run([sys.executable, "-m", "experiments.train", "--config", config, data_flag,
                           "--workdir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
                          timeout=900)
   assert train.returncode == 0, train.stderr[-3000:]
   logged = set().union(*(json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()))
-  assert ("train/state_target_mse" in logged) == (variant == "tiny")
+  assert ("train/state_target_mse" in logged) == (variant != "tiny_state")  # The pixel policies' state loss.
   evaluate = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", str(tmp_path / "run"),
                              "--config", config], cwd=REPO, capture_output=True, text=True, timeout=900)
   assert evaluate.returncode == 0, evaluate.stderr[-3000:]
