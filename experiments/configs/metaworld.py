@@ -3,55 +3,62 @@
   make metaworld                                                     # data -> train -> evaluate (MT10)
   python -m experiments.train --config experiments/configs/metaworld.py --workdir runs/metaworld
   python -m experiments.evaluate --workdir runs/metaworld --config experiments/configs/metaworld.py
-  python -m experiments.train --config experiments/configs/metaworld.py:mt10_wrist   # + the gripper camera
-  python -m experiments.train --config experiments/configs/metaworld.py:mt10_corner  # + a second fixed view
+  python -m experiments.train --config experiments/configs/metaworld.py:mt10_wrist   # gripper camera 2nd
+  python -m experiments.train --config experiments/configs/metaworld.py:mt10_single  # corner4 only
   python -m experiments.train --config experiments/configs/metaworld.py:mt10_state   # state, no pixels (below)
   python -m experiments.train --config experiments/configs/metaworld.py:mt50   # all 50 tasks, CPU model
   python -m experiments.train --config experiments/configs/metaworld.py:gpu    # MT50, GPU-sized (below)
   python -m experiments.train --config experiments/configs/metaworld.py:tiny   # seconds; tests
 
-Data: `experiments/configs/metaworld_data.py` (50 expert demos per task, 96x96 "corner4" camera).
-Variants differ from the tabletop's `small` where Meta-World differs:
+Data: `experiments/configs/metaworld_data.py` (50 expert demos per task; 96x96 from "corner4" and
+"corner", the table's two front corners). Variants differ from the tabletop's `small` where
+Meta-World differs:
   * 4-D actions (dx, dy, dz, grip effort) and 4-D proprio (end-effector xyz, gripper opening);
   * 96x96 images: at 64 px the puck and peg are 2-3 px; the small model's conv stem (strides
     2, 2, 1) then TokenLearner keeps the token count (8 per frame) of the 64 px tabletop;
   * a window of 2 frames (motion is not in one frame) and 8-action chunks, 4 executed per
     inference (smoother grasping than per-step replanning, still closed loop);
-  * the referent loss on (CPU model): the data carries the task's object and goal projected into
-    corner4 (`MetaWorldEnv.referents`), and two of the learned tokens are trained to attend to
-    them, as the tabletop's are to its named objects. MT10 47 % -> 68 % at the same 10 000 steps;
-    push 10 -> 40 %, pick-place 4 -> 30 % (benchmarks/results/metaworld_mt10.md).
+  * two fixed views, corner4 and its mirror image from the table's other front corner ("corner",
+    its own image tokenizer): one view leaves depth open, and the one-view policy's failures were
+    centimetre near misses at the object. Top-down ("topview") was the other candidate; from
+    above the hand hides the puck (0-2 visible pixels at 96 px at the start of push episodes);
+  * the referent loss (CPU model): the data carries the task's object and goal projected into each
+    view (`MetaWorldEnv.referents`), and two of each view's learned tokens are trained to attend to
+    them, as the tabletop's are to its named objects (one view: MT10 47 -> 68 %);
+  * the state loss: the readouts also regress the object's and goal's world xyz
+    (`STATE_TARGET_DIMS`). With both views: MT10 68 -> 90 % at the same 10 000 steps, push
+    40 -> 88 %, pick-place 30 -> 84 %, peg-insert-side 10 -> 60 %
+    (benchmarks/results/metaworld_mt10.md; the views and the state loss not yet measured apart).
 
-`mt10_wrist` adds Meta-World's gripper camera ("gripperPOV", a second image tokenizer) to corner4;
-its data: `metaworld_data.py:mt10_wrist`. `mt10_corner` adds Meta-World's "corner" camera, corner4's
-mirror image from the table's other front corner: two fixed views for the depth one view lacks (the
-failures are centimetre near misses at the object); each view's tokens get the referent loss on its
-own labels (data: `metaworld_data.py:mt10_corner`). Top-down ("topview") was the other candidate; from
-above the hand hides the puck (0-2 visible pixels at 96 px at the start of push episodes).
+`mt10_wrist` takes Meta-World's gripper camera ("gripperPOV") as the second view instead
+(data: `metaworld_data.py:mt10_wrist`); `mt10_single` corner4 alone (the 68 % recipe was that
+without the state loss: `--config.data.state_targets=0 --config.model.state_loss.weight=0`).
 
 `mt10_state` is a diagnostic, not a pixel policy: it reads Meta-World's full 39-d state (object and
 goal positions included: perfect perception) and no image, so its success bounds what better
 perception alone could give this recipe.
 
-The `gpu` variant (MT50, `base` model, 128 px, batch 256, random-crop augmentation, bfloat16,
-100 k steps) is not run here. Expected cost, estimated from FLOPs (not measured: the training
-loop has not yet run on GPU hardware): ~560 tokens per sample (2 frames x 256 patches + language +
-readout) through the 8 x 512 transformer is ~0.1 TFLOP per sample for forward + backward, ~22 TFLOP
-per batch-256 step; at 40 % of an A100's bf16 peak that is ~0.2 s a step, ~5-6 GPU-hours for
-100 k steps. Its data (`metaworld_data.py:mt50` with `--config.env.image_size=128
---config.name=metaworld_mt50_128px`: 2 600 episodes) takes ~1 h on 2 CPU cores at the measured
-~1.4 s per episode (benchmarks/results/metaworld_env.json).
+The `gpu` variant (MT50, `base` model, 128 px, the same two views and state loss, batch 256,
+random-crop augmentation, bfloat16, 100 k steps; no referent loss: its patch tokens have no learned
+tokens to train) is not run here. Expected cost, estimated from FLOPs (not measured: the training
+loop has not yet run on GPU hardware): ~1 070 tokens per sample (2 frames x 2 views x 256 patches
++ language + readout) through the 8 x 512 transformer is ~0.22 TFLOP per sample for forward +
+backward, ~56 TFLOP per batch-256 step; at 40 % of an A100's bf16 peak that is ~0.45 s a step,
+~12-13 GPU-hours for 100 k steps. Its data (`metaworld_data.py:mt50` with
+`--config.env.image_size=128 --config.name=metaworld_mt50_128px`: 2 600 episodes): the MT10 data
+took 0.79 s per kept episode with two 96 px views on 2 CPU cores, so ~35 min at 96 px and more at
+128 px (~1 h).
 
 CPU budget of `mt10` (target: <= 3 h wall on this 2-core machine, data + training + evaluation),
-2-core Intel Xeon: data 3 min 46 s, training 10 000 steps ~73 min (2.27 steps/s on free cores),
-evaluation of the seen condition (500 episodes) 7.4 min: 68 % MT10 mean
-(benchmarks/results/metaworld_mt10.md; the 4 000-step pilot: metaworld_pilot.md). Without the
-referent loss 47 %, and neither twice the pixels per object (data and eval `camera_fovy=45`),
-16 000 steps of a 22 000-step schedule, nor the gripper camera (`mt10_wrist`, 6 000 steps: 50 %,
-at 1.8x the cost of a step) changed that, while `mt10_state` reaches 95 % (same file): perception
-is what is missing, and the referent loss is what has supplied some of it so far. With it, four
-times the demos (200 per task) gave 71 %, inside 68 %'s interval; failures are near misses at the
-object (the evaluation's failure table).
+2-core Intel Xeon, free cores: data 6 min 57 s, training 10 000 steps ~134 min (1.28 steps/s; 13.8
+min for the first 1 000 with start-up), evaluation of the seen condition (500 episodes) 9 min 45 s:
+~2 h 31 min for 90 % MT10 mean
+(benchmarks/results/metaworld_mt10.md; the 4 000-step pilot: metaworld_pilot.md).
+History of the recipe (same file): one view without the auxiliary losses 47 %; neither twice the
+pixels per object (`camera_fovy=45`), 16 000 steps of a 22 000-step schedule, nor the gripper
+camera (6 000 steps: 50 %) changed that, while `mt10_state` reached 95 %: perception was what was
+missing. The referent loss gave 68 %, four times the demos 71 %, and the second fixed view with
+the state loss 90 %.
 """
 
 import ml_collections
