@@ -12,7 +12,7 @@ observations), and the run's dataset spec maps the model's cameras and proprio t
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -57,13 +57,20 @@ def policy_observation(policy: Any, observation: Mapping[str, Any]) -> dict[str,
   (the simulators': the same; a fine-tuned OXE policy's may be e.g. image_0)."""
   keys = getattr(policy, "observation_keys", None) or default_observation_keys(["primary"])
   frames = robot_image_keys(keys)
-  missing = [k for k in (*frames, "state") if k not in observation]
-  if missing:
-    raise ValueError(f"the observation lacks {missing}: this policy reads the frames {list(frames)} and 'state' "
-                     f"(got {sorted(observation)})")
+  observation = robot_fields(observation, list(frames), "this policy")
   batch = {keys[name]: np.asarray(observation[robot])[None] for robot, name in frames.items()}
   batch[keys["proprio"]] = np.asarray(observation["state"], np.float32)[None]
   return batch
+
+
+def robot_fields(observation: Mapping[str, Any], frames: Sequence[str], reader: str) -> dict[str, Any]:
+  """The frames (robot keys, e.g. "image", "image_wrist") and "state" of `observation` that `reader`
+  reads, and nothing else (a robot may have more views); an error names the missing ones."""
+  missing = [k for k in (*frames, "state") if k not in observation]
+  if missing:
+    raise ValueError(f"the observation lacks {missing}: {reader} reads the frames {list(frames)} and 'state' "
+                     f"(got {sorted(observation)})")
+  return {k: observation[k] for k in (*frames, "state")}
 
 
 class ObservationWindow:

@@ -64,7 +64,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vla_jax.inference.execution import GUIDED, align_prefix, ensemble_mean
-from vla_jax.inference.window import policy_observation
+from vla_jax.inference.window import policy_observation, robot_fields
 from vla_jax.serving.client import PolicyClient
 
 logger = logging.getLogger(__name__)
@@ -166,9 +166,8 @@ class RemoteSource:
     self.action_horizon = int(client.metadata["action_horizon"])
     # Real-time chunking modes the server can sample (absent: none).
     self.guidance_modes = tuple(client.metadata["observation"].get("guidance", {}).get("choices", ()))
-    # What each request carries: the frames the metadata lists (each entry names its camera), the state.
-    self.keys = (*(k for k, v in client.metadata["observation"].items() if isinstance(v, dict) and "camera" in v),
-                 "state")
+    # The frames each request carries: those the metadata lists (each entry names its camera).
+    self.frames = [k for k, v in client.metadata["observation"].items() if isinstance(v, dict) and "camera" in v]
     self._prompt: str | None = None
     self._new_episode = False
     self.last_reply: dict[str, Any] | None = None  # The last inference reply (timings, episode step).
@@ -181,11 +180,7 @@ class RemoteSource:
   def _request(self, observation: dict[str, np.ndarray], infer: bool, guided: dict | None = None) -> dict[str, Any]:
     if self._prompt is None:
       raise RuntimeError("RemoteSource: reset(prompt) before the first observation")
-    missing = [k for k in self.keys if k not in observation]
-    if missing:
-      raise ValueError(f"the observation lacks {missing}: the server's policy reads {list(self.keys)} "
-                       f"(got {sorted(observation)})")
-    request = {**{k: observation[k] for k in self.keys}, "prompt": self._prompt}
+    request = {**robot_fields(observation, self.frames, "the server's policy"), "prompt": self._prompt}
     if guided:
       request.update(guidance=guided["guidance"], prefix_actions=np.asarray(guided["prefix"], np.float32),
                      prefix_weights=np.asarray(guided["weights"], np.float32))
